@@ -1,0 +1,50 @@
+//! The library's typed errors: one variant per failure a user can fix, each naming the
+//! file or value and what to do. The binary adds context with `anyhow`.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: checksum mismatch (sha256 {actual}, expected {expected}); the file was removed, run the command again to fetch it anew")]
+    Checksum { path: PathBuf, expected: String, actual: String },
+
+    #[error("{path}: {reason}; delete it (or the whole data folder) and run `cargo xtask data` again")]
+    CorruptData { path: PathBuf, reason: String },
+
+    #[error("could not fetch {file}: {tried}; check the network, or point LTH_DATA_MIRROR (or --mirror) at a folder laid out as `<dataset>/<file>` or at a base URL")]
+    Unreachable { file: String, tried: String },
+
+    #[error("{path}: {reason}")]
+    Spec { path: PathBuf, reason: String },
+
+    #[error("{dir}: holds a run whose spec differs from the requested one ({reason}); delete that folder or pass another --out")]
+    SpecMismatch { dir: PathBuf, reason: String },
+
+    #[error("unknown figure `{name}`; valid figures: {valid}")]
+    UnknownFigure { name: String, valid: String },
+
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    #[error(transparent)]
+    Polars(#[from] polars::prelude::PolarsError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches the path to an I/O error, so that every I/O failure names its file.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io { path: path.into(), source })
+    }
+}

@@ -1,0 +1,50 @@
+//! `lth`: the Lottery Ticket Hypothesis (Frankle & Carbin, ICLR 2019) reproduced with candle.
+//!
+//! Data flow, one module per step:
+//!
+//! ```text
+//! spec      experiments/*.toml → ExperimentSpec (method + sizes per scale) → RunSpec per run
+//! datasets  fetch (mirror, checksum, cache) → decode → fixed validation split → seeded batches
+//! models    architectures over named parameters; seeded Gaussian Glorot init (init)
+//! masks     Mask: 0/1 per prunable weight, invariants, persistence
+//! pruning   layerwise magnitude (iterative, one-shot) and random masks, as pure functions
+//! optim     masked Adam (fused CPU kernel; candle ops elsewhere)
+//! training  the one loop; evaluation every N iterations; observers
+//! lottery   ticket runs and their branches (one-shot, reinit, random pruning), resumable
+//! results   record rows → store (run folders) → table (polars) → plot (plotters) → figures
+//! ```
+
+pub mod datasets;
+pub mod error;
+pub mod lottery;
+pub mod masks;
+pub mod models;
+pub mod optim;
+pub mod progress;
+pub mod pruning;
+pub mod results;
+pub mod seeds;
+pub mod spec;
+pub mod training;
+
+pub use error::{Error, Result};
+
+/// Parses `--device`: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when built with it and present).
+pub fn device(name: &str) -> Result<candle_core::Device> {
+    use candle_core::Device;
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available(0)?),
+        cuda if cuda.starts_with("cuda") => {
+            let ordinal = match cuda.strip_prefix("cuda:") {
+                Some(n) => n.parse().map_err(|_| Error::Invalid(format!("--device {cuda}: `{n}` is not a GPU number")))?,
+                None if cuda == "cuda" => 0,
+                None => return Err(Error::Invalid(format!("--device {cuda}: use cpu, cuda, cuda:N or auto"))),
+            };
+            Device::new_cuda(ordinal).map_err(|e| {
+                Error::Invalid(format!("--device {cuda}: {e}; build with `--features cuda` (`cargo xtask reproduce --device cuda` does) on a machine with a GPU"))
+            })
+        }
+        other => Err(Error::Invalid(format!("--device {other}: use cpu, cuda, cuda:N or auto"))),
+    }
+}

@@ -1,0 +1,140 @@
+//! The lottery-ticket procedure (PAPER.md §1, Strategy 1) and its controls, one level at a
+//! time, resumable. A ticket run: theta0 → train → prune the smallest surviving weights → reset
+//! the survivors to theta0 → train → … Its branches read the ticket run of the same trial:
+//! one-shot prunes its trained dense network once per target level; reinit keeps its masks with
+//! fresh weights; random pruning draws masks with its per-layer counts and starts from theta0.
+
+use crate::datasets::Dataset;
+use crate::error::{Error, Result};
+use crate::masks::Mask;
+use crate::models::{self, init, Architecture, Weights};
+use crate::progress::Progress;
+use crate::pruning;
+use crate::results::record::{write_csv, CurveKey, CurveRecord};
+use crate::results::store::{load_weights, save_weights, RunDir, Store};
+use crate::seeds::{self, Purpose};
+use crate::spec::{PlannedRun, Procedure, RunSpec};
+use crate::training::{self, TrainConfig};
+use candle_core::Device;
+
+/// Trains every unfinished level of `planned`; finished levels are skipped.
+pub fn run(planned: &PlannedRun, store: &Store, data: &Dataset, dev: &Device, progress: &Progress) -> Result<()> {
+    let spec = &planned.spec;
+    let arch = Architecture::of(spec.method.model);
+    let run = store.open(spec)?;
+    let trunk = match spec.procedure {
+        Procedure::Ticket => run.clone(),
+        _ => store.existing(&spec.trunk()),
+    };
+    let theta0 = initial_weights(spec, &arch, &trunk)?;
+    for &level in &planned.levels {
+        let label = format!("{} level {level}", run.id);
+        if run.is_done(level) {
+            progress.skipped(&label, spec.iterations as u64);
+            continue;
+        }
+        let (mask, start) = level_start(spec, &arch, &run, &trunk, &theta0, level)?;
+        let label = format!("{label} (Pm {:.1}%)", 100.0 * mask.remaining());
+        let mut observer = progress.level(label);
+        train_level(spec, &arch, &run, &mask, &start, level, data, dev, &mut observer)?;
+    }
+    Ok(())
+}
+
+/// theta0 of the trial: drawn and saved by the ticket run, read by its branches.
+fn initial_weights(spec: &RunSpec, arch: &Architecture, trunk: &RunDir) -> Result<Weights> {
+    let path = trunk.init_path();
+    if path.exists() {
+        return load_weights(&path, arch);
+    }
+    if spec.procedure != Procedure::Ticket {
+        return Err(missing_trunk(trunk, "init.safetensors"));
+    }
+    let mut rng = seeds::stream(trial_seed(spec), Purpose::Init);
+    let theta0 = init::glorot_normal(arch, &mut rng);
+    save_weights(&theta0, arch, &path)?;
+    Ok(theta0)
+}
+
+/// The mask of `level` and the weights training starts from (before masking).
+fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &RunDir, theta0: &Weights, level: usize) -> Result<(Mask, Weights)> {
+    let rates = pruning::rates(arch, &spec.method.pruning);
+    let trunk_level = |l: usize| -> Result<(Mask, Weights)> {
+        if !trunk.is_done(l) {
+            return Err(missing_trunk(trunk, &format!("level-{l:02}")));
+        }
+        Ok((Mask::load(&trunk.mask_path(l), arch)?, load_weights(&trunk.final_path(l), arch)?))
+    };
+    Ok(match spec.procedure {
+        Procedure::Ticket if level == 0 => (Mask::dense(arch), theta0.clone()),
+        Procedure::Ticket => {
+            let (previous, trained) = (Mask::load(&run.mask_path(level - 1), arch)?, load_weights(&run.final_path(level - 1), arch)?);
+            (pruning::magnitude_round(&trained, &previous, &rates), theta0.clone())
+        }
+        Procedure::Oneshot => {
+            let (dense, trained) = trunk_level(0)?;
+            (pruning::magnitude_oneshot(&trained, &dense, &rates, level), theta0.clone())
+        }
+        Procedure::Reinit => {
+            let (mask, _) = trunk_level(level)?;
+            let mut rng = seeds::stream(trial_seed(spec), Purpose::Reinit { copy: spec.copy, level });
+            (mask, init::glorot_normal(arch, &mut rng))
+        }
+        Procedure::RandomPrune => {
+            let (mask, _) = trunk_level(level)?;
+            let mut rng = seeds::stream(trial_seed(spec), Purpose::RandomPrune { copy: spec.copy, level });
+            (pruning::random_like(&mask, &mut rng), theta0.clone())
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_level(
+    spec: &RunSpec,
+    arch: &Architecture,
+    run: &RunDir,
+    mask: &Mask,
+    start: &Weights,
+    level: usize,
+    data: &Dataset,
+    dev: &Device,
+    observer: &mut dyn training::Observer,
+) -> Result<()> {
+    let mut weights = start.clone();
+    mask.apply_to_weights(&mut weights);
+    let params = models::to_params(arch, &weights, dev)?;
+    let net = models::build(spec.method.model, &params)?;
+    let config = TrainConfig {
+        iterations: spec.iterations,
+        eval_every: spec.eval_every,
+        batch_size: spec.method.batch_size,
+        adam: (&spec.method.optimizer).into(),
+    };
+    let data_order = seeds::stream(trial_seed(spec), Purpose::DataOrder);
+    let curve = training::train(net.as_ref(), &params, mask, data, &config, data_order, observer)?;
+    let key = CurveKey {
+        experiment: spec.experiment.clone(),
+        scale: spec.scale.as_str().into(),
+        procedure: spec.procedure.as_str().into(),
+        trial: spec.trial,
+        copy: spec.copy,
+        level,
+        remaining: mask.remaining(),
+    };
+    let records: Vec<CurveRecord> = curve.iter().map(|p| key.record(p)).collect();
+    mask.save(&run.mask_path(level))?;
+    save_weights(&models::weights_of(&params)?, arch, &run.final_path(level))?;
+    write_csv(&records, &run.curve_path(level))?;
+    run.mark_done(level)
+}
+
+fn trial_seed(spec: &RunSpec) -> u64 {
+    seeds::trial_seed(spec.seed, spec.trial)
+}
+
+fn missing_trunk(trunk: &RunDir, what: &str) -> Error {
+    Error::Invalid(format!(
+        "{}: {what} is missing; the ticket run of this trial must finish first (run the experiment without --only)",
+        trunk.dir.display()
+    ))
+}

@@ -1,0 +1,272 @@
+//! The `lth` command: fetch data, run experiments, aggregate and draw figures. `cargo xtask`
+//! builds and calls it; on a cluster or GPU machine it runs on its own.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use lth::datasets::{self, fetch::Source};
+use lth::progress::Progress;
+use lth::results::{compare, figures, plot, store::Store};
+use lth::spec::{ExperimentSpec, Scale};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "lth", version, about = "The Lottery Ticket Hypothesis (Frankle & Carbin, ICLR 2019), reproduced with candle")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download (or copy from a mirror) and verify a dataset.
+    Fetch {
+        /// Dataset to fetch.
+        #[arg(value_parser = ["mnist"])]
+        dataset: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Train every run of one experiment (or one trial of it) at a scale; finished levels are skipped.
+    Run {
+        /// Experiment spec, e.g. experiments/lenet.toml.
+        experiment: PathBuf,
+        /// Only this trial (its ticket run and every control branching off it).
+        #[arg(long)]
+        trial: Option<usize>,
+        #[command(flatten)]
+        job: JobArgs,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Everything for some figures: fetch data, run what is missing, aggregate, draw.
+    Reproduce {
+        /// Figures to reproduce (default: every implemented one).
+        figures: Vec<String>,
+        #[command(flatten)]
+        job: JobArgs,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        output: FigureArgs,
+    },
+    /// Aggregate finished runs and draw one figure (no training).
+    Figure {
+        figure: String,
+        #[arg(long, value_enum, default_value = "quick")]
+        scale: Scale,
+        /// Results folder.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        #[command(flatten)]
+        output: FigureArgs,
+    },
+    /// Draw a figure from its table CSV (used by `cargo xtask figures [--check]`).
+    Plot {
+        figure: String,
+        table: PathBuf,
+        svg: PathBuf,
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
+    /// Print a Markdown table of what changed between two results tables.
+    Compare { old: PathBuf, new: PathBuf },
+    /// Print one `lth run` command per trial of the experiments behind some figures.
+    Plan {
+        figures: Vec<String>,
+        #[command(flatten)]
+        job: JobArgs,
+        #[arg(long, default_value = "experiments")]
+        experiments: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct JobArgs {
+    /// smoke (seconds), quick (minutes on a laptop) or paper (PAPER.md exactly).
+    #[arg(long, value_enum, default_value = "quick")]
+    scale: Scale,
+    /// Override the scale's number of trials.
+    #[arg(long)]
+    trials: Option<usize>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Trials trained in parallel (default: one per CPU core, at most the number of trials).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Results folder (run folders are content-addressed and reused).
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Mirror of the dataset files: a base URL or a folder laid out as <dataset>/<file> [env: LTH_DATA_MIRROR].
+    #[arg(long)]
+    mirror: Option<String>,
+    /// Dataset cache folder [env: LTH_DATA_DIR; default: the user cache folder].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct FigureArgs {
+    /// Where figures, tables and provenance go.
+    #[arg(long, default_value = "figures")]
+    figures_dir: PathBuf,
+    /// Folder of experiment specs.
+    #[arg(long, default_value = "experiments")]
+    experiments: PathBuf,
+    /// The command recorded in provenance (xtask passes its own).
+    #[arg(long)]
+    command: Option<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // Parallel trials each use one core; candle's matrix products would otherwise also spread
+    // over every core and oversubscribe them. Set before any candle work starts.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() && parallel_jobs(&cli) {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Fetch { data, .. } => {
+            let dir = datasets::mnist::fetch_all(&source(&data))?;
+            println!("MNIST verified in {}", dir.display());
+        }
+        Command::Run { experiment, trial, job, data } => {
+            let spec = ExperimentSpec::load(&experiment)?;
+            run_experiment(&spec, &job, trial, &source(&data))?;
+        }
+        Command::Reproduce { figures: names, job, data, output } => {
+            let wanted = resolve_figures(&names)?;
+            let revision = figures::git_revision();
+            let mut experiments: Vec<&str> = wanted.iter().map(|f| f.experiment).collect();
+            experiments.dedup();
+            for name in experiments {
+                let spec = ExperimentSpec::load(&output.experiments.join(format!("{name}.toml")))?;
+                run_experiment(&spec, &job, None, &source(&data))?;
+            }
+            let command = output.command.clone().unwrap_or_else(|| format!("lth reproduce {}", names.join(" ")));
+            for figure in wanted {
+                draw(figure, &job.out, job.scale, &output.figures_dir, &command, &job.device, &revision)?;
+            }
+        }
+        Command::Figure { figure, scale, out, output } => {
+            let figure = figures::find(&figure)?;
+            let command = output.command.unwrap_or_else(|| format!("lth figure {} --scale {}", figure.id, scale.as_str()));
+            draw(figure, &out, scale, &output.figures_dir, &command, "not recorded", &figures::git_revision())?;
+        }
+        Command::Plot { figure, table, svg, png } => {
+            figures::find(&figure)?;
+            plot::draw_from_csv(&figure, &table, &svg, png.as_deref()).with_context(|| format!("drawing {}", svg.display()))?;
+        }
+        Command::Compare { old, new } => print!("{}", compare::compare(&old, &new)?),
+        Command::Plan { figures: names, job, experiments } => {
+            for figure in resolve_figures(&names)? {
+                let spec_path = experiments.join(format!("{}.toml", figure.experiment));
+                let spec = ExperimentSpec::load(&spec_path)?;
+                let trials = job.trials.unwrap_or(spec.sizes(job.scale)?.trials);
+                for trial in 0..trials {
+                    println!(
+                        "lth run {} --scale {} --trial {trial} --device {} --out {}",
+                        spec_path.display(),
+                        job.scale.as_str(),
+                        job.device,
+                        job.out.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether this invocation may train more than one trial at a time.
+fn parallel_jobs(cli: &Cli) -> bool {
+    let job = match &cli.command {
+        Command::Run { job, .. } | Command::Reproduce { job, .. } => job,
+        _ => return false,
+    };
+    job.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())) > 1
+}
+
+fn source(data: &DataArgs) -> Source {
+    Source::from_env(data.data_dir.clone(), data.mirror.clone())
+}
+
+fn resolve_figures(names: &[String]) -> Result<Vec<&'static figures::Figure>> {
+    if names.is_empty() {
+        return Ok(figures::FIGURES.iter().collect());
+    }
+    Ok(names.iter().map(|n| figures::find(n)).collect::<lth::Result<_>>()?)
+}
+
+fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, source: &Source) -> Result<()> {
+    let dev = lth::device(&job.device)?;
+    let raw = datasets::load(spec.method.dataset, source).context("preparing the dataset")?;
+    let plan: Vec<_> = spec.plan(job.scale, job.trials)?.into_iter().filter(|r| trial.is_none_or(|t| r.spec.trial == t)).collect();
+    let Some(first) = plan.first() else {
+        anyhow::bail!("trial {} does not exist at scale {}", trial.unwrap_or(0), job.scale.as_str());
+    };
+    let data = raw.prepare(&first.spec, &dev)?;
+    let store = Store::new(&job.out);
+    let n_levels: usize = plan.iter().map(|r| r.levels.len()).sum();
+    let iterations = first.spec.iterations;
+    eprintln!(
+        "{} at scale `{}`: {} runs, {n_levels} trainings of {iterations} iterations on {} ({} train / {} validation / {} test examples)",
+        spec.name,
+        job.scale.as_str(),
+        plan.len(),
+        job.device,
+        data.train.len(),
+        data.validation.len(),
+        data.test.len()
+    );
+    let progress = Progress::new((n_levels * iterations) as u64, n_levels);
+    // Trials are independent (each has its own seeded streams and run folders), so they run
+    // in parallel, one per worker; a trial's controls run after its ticket run.
+    let trials: Vec<usize> = {
+        let mut t: Vec<usize> = plan.iter().map(|r| r.spec.trial).collect();
+        t.dedup();
+        t
+    };
+    let jobs = job.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(1, trials.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let store = &store;
+    let worker = || -> Result<()> {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&trial) = trials.get(i) else { return Ok(()) };
+            for planned in plan.iter().filter(|r| r.spec.trial == trial) {
+                lth::lottery::run(planned, store, &data, &dev, &progress).with_context(|| format!("run {}", planned.spec.id()))?;
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs).map(|_| scope.spawn(worker)).collect();
+        workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a training thread panicked"))))
+    })?;
+    progress.finish();
+    Ok(())
+}
+
+fn draw(figure: &figures::Figure, out: &Path, scale: Scale, dir: &Path, command: &str, device: &str, git_revision: &str) -> Result<()> {
+    let provenance = figures::Provenance {
+        command: command.to_string(),
+        scale: scale.as_str().to_string(),
+        data: "MNIST, the official files (SHA-256 verified)".into(),
+        device: device.to_string(),
+        git_revision: git_revision.to_string(),
+    };
+    let outputs = figures::make(figure, &Store::new(out), &provenance, dir)?;
+    eprintln!("wrote {}, {}, {} and {}", outputs.svg.display(), outputs.png.display(), outputs.csv.display(), outputs.md.display());
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! LeNet-300-100 (PAPER.md Fig 2): 784 → 300 → 100 → 10, fully connected, ReLU.
+//! 266,200 prunable weights; `fc3` is the output layer (pruned at half the fc rate).
+
+use super::{linear, Architecture, LayerKind, Network, ParamInfo, Params};
+use crate::error::{Error, Result};
+use candle_core::Tensor;
+
+const SIZES: [usize; 4] = [784, 300, 100, 10];
+
+pub fn architecture() -> Architecture {
+    let mut params = Vec::new();
+    for (i, pair) in SIZES.windows(2).enumerate() {
+        let (fan_in, fan_out) = (pair[0], pair[1]);
+        let kind = if i + 2 == SIZES.len() { LayerKind::Output } else { LayerKind::Fc };
+        let layer = format!("fc{}", i + 1);
+        params.push(ParamInfo { name: format!("{layer}.bias"), shape: vec![fan_out], prunable: None, fan_in, fan_out });
+        params.push(ParamInfo { name: format!("{layer}.weight"), shape: vec![fan_out, fan_in], prunable: Some(kind), fan_in, fan_out });
+    }
+    params.sort_by(|a, b| a.name.cmp(&b.name));
+    Architecture { params }
+}
+
+pub struct LeNet {
+    /// (weight, bias) per layer, sharing storage with the parameter store.
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl LeNet {
+    pub fn new(params: &Params) -> Result<Self> {
+        let get = |name: String| {
+            params.get(&name).map(|v| v.as_tensor().clone()).ok_or_else(|| Error::Invalid(format!("LeNet has no parameter `{name}`")))
+        };
+        let layers = (1..SIZES.len())
+            .map(|i| Ok((get(format!("fc{i}.weight"))?, get(format!("fc{i}.bias"))?)))
+            .collect::<Result<_>>()?;
+        Ok(LeNet { layers })
+    }
+}
+
+impl Network for LeNet {
+    /// # Shapes
+    /// `xs`: `(batch, 1, 28, 28)` → logits `(batch, 10)`.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut xs = xs.flatten_from(1)?;
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            xs = linear(&xs, w, b)?;
+            if i + 1 < self.layers.len() {
+                xs = xs.relu()?;
+            }
+        }
+        Ok(xs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_count_matches_the_paper() {
+        // 784·300 + 300·100 + 100·10 = 266,200 ("266K", PAPER.md §1).
+        assert_eq!(architecture().n_weights(), 266_200);
+    }
+}

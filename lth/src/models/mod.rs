@@ -1,0 +1,113 @@
+//! Architectures as candle modules over a parameter store keyed by stable names
+//! (`fc1.weight`, …), which masks, checkpoints and pruning share. Initial weights come from
+//! seeded Rust RNGs (`init`), never from candle's unseedable CPU RNG.
+
+pub mod init;
+pub mod lenet;
+
+use crate::error::Result;
+use crate::spec::ModelKind;
+use candle_core::{Device, Tensor, Var};
+use std::collections::BTreeMap;
+
+/// The trainable parameters, by stable name; `BTreeMap` so iteration order is fixed.
+pub type Params = BTreeMap<String, Var>;
+
+/// Host copies of parameter values, by name.
+pub type Weights = BTreeMap<String, Vec<f32>>;
+
+/// How a layer is pruned: each kind has its own rate (PAPER.md Fig 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LayerKind {
+    /// A hidden fully connected layer.
+    Fc,
+    /// The output layer.
+    Output,
+}
+
+/// One parameter tensor of an architecture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// `Some(kind)` for prunable weights; `None` for biases, which are never pruned.
+    pub prunable: Option<LayerKind>,
+    pub fan_in: usize,
+    pub fan_out: usize,
+}
+
+impl ParamInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A network's parameter list, sorted by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Architecture {
+    pub params: Vec<ParamInfo>,
+}
+
+impl Architecture {
+    pub fn of(kind: ModelKind) -> Self {
+        match kind {
+            ModelKind::Lenet300100 => lenet::architecture(),
+        }
+    }
+
+    pub fn prunable(&self) -> impl Iterator<Item = &ParamInfo> {
+        self.params.iter().filter(|p| p.prunable.is_some())
+    }
+
+    /// The number of prunable weights (biases excluded, PAPER.md §1).
+    pub fn n_weights(&self) -> usize {
+        self.prunable().map(ParamInfo::numel).sum()
+    }
+}
+
+/// A forward pass over the parameters it was built from.
+pub trait Network {
+    /// Logits `(batch, classes)` for images `(batch, channels, height, width)`.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor>;
+}
+
+/// Builds the network of `kind` over `params` (which it shares, so optimizer updates show).
+pub fn build(kind: ModelKind, params: &Params) -> Result<Box<dyn Network>> {
+    match kind {
+        ModelKind::Lenet300100 => Ok(Box::new(lenet::LeNet::new(params)?)),
+    }
+}
+
+/// Fresh parameters holding `weights`.
+pub fn to_params(arch: &Architecture, weights: &Weights, dev: &Device) -> Result<Params> {
+    let mut params = Params::new();
+    for p in &arch.params {
+        let values = weights.get(&p.name).ok_or_else(|| missing(&p.name))?;
+        let tensor = Tensor::from_slice(values, p.shape.as_slice(), dev)?;
+        params.insert(p.name.clone(), Var::from_tensor(&tensor)?);
+    }
+    Ok(params)
+}
+
+/// Overwrites parameter values in place (the network keeps sharing them).
+pub fn set_params(params: &Params, weights: &Weights) -> Result<()> {
+    for (name, var) in params {
+        let values = weights.get(name).ok_or_else(|| missing(name))?;
+        var.set(&Tensor::from_slice(values, var.shape(), var.device())?)?;
+    }
+    Ok(())
+}
+
+/// Host copies of the parameters.
+pub fn weights_of(params: &Params) -> Result<Weights> {
+    params.iter().map(|(name, var)| Ok((name.clone(), var.flatten_all()?.to_vec1::<f32>()?))).collect()
+}
+
+fn missing(name: &str) -> crate::error::Error {
+    crate::error::Error::Invalid(format!("no values for parameter `{name}`"))
+}
+
+/// `xs @ w.t() + b` for `xs` of shape `(batch, in)`, `w` of `(out, in)`, `b` of `(out)`.
+pub(crate) fn linear(xs: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(xs.matmul(&w.t()?)?.broadcast_add(b)?)
+}

@@ -1,0 +1,116 @@
+//! Choosing which weights to remove, as pure functions of weights and masks. Layerwise
+//! magnitude pruning removes, in each layer, a fixed fraction of the weights that survive so
+//! far, smallest magnitude first (PAPER.md §1 step 3); ties go to the lower index, so the result
+//! is deterministic. One-shot pruning goes straight to the per-layer count that `k` rounds
+//! would leave; random pruning keeps the same per-layer counts at random positions.
+
+use crate::masks::{LayerMask, Mask};
+use crate::models::{Architecture, LayerKind, Weights};
+use crate::spec::PruningSpec;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+
+/// The per-round rate of each prunable parameter.
+pub fn rates(arch: &Architecture, spec: &PruningSpec) -> Vec<(String, f64)> {
+    arch.prunable()
+        .map(|p| {
+            let rate = match p.prunable {
+                Some(LayerKind::Fc) => spec.fc,
+                Some(LayerKind::Output) => spec.output,
+                None => 0.0,
+            };
+            (p.name.clone(), rate)
+        })
+        .collect()
+}
+
+/// Weights surviving one round at `rate` out of `remaining`: round(rate · remaining) go.
+pub fn survivors(remaining: usize, rate: f64) -> usize {
+    remaining - (rate * remaining as f64).round() as usize
+}
+
+/// Weights surviving `rounds` rounds from `n`: the count after each round is rounded, exactly
+/// as iterative pruning rounds it, so one-shot and random masks match iterative ones.
+pub fn survivors_after(n: usize, rate: f64, rounds: usize) -> usize {
+    (0..rounds).fold(n, |left, _| survivors(left, rate))
+}
+
+/// One round of layerwise magnitude pruning of the weights `mask` still keeps.
+pub fn magnitude_round(weights: &Weights, mask: &Mask, rates: &[(String, f64)]) -> Mask {
+    let counts = rates.iter().map(|(name, rate)| (name.clone(), survivors(mask.layers[name].remaining(), *rate)));
+    keep_largest(weights, mask, counts)
+}
+
+/// One-shot: from the dense `mask`, keep per layer as many weights as `rounds` iterative rounds
+/// would, choosing the largest magnitudes of the trained `weights`.
+pub fn magnitude_oneshot(weights: &Weights, mask: &Mask, rates: &[(String, f64)], rounds: usize) -> Mask {
+    let counts = rates.iter().map(|(name, rate)| (name.clone(), survivors_after(mask.layers[name].keep.len(), *rate, rounds)));
+    keep_largest(weights, mask, counts)
+}
+
+/// A random mask with the same number of weights per layer as `like`.
+pub fn random_like(like: &Mask, rng: &mut ChaCha8Rng) -> Mask {
+    let layers = like
+        .layers
+        .iter()
+        .map(|(name, layer)| {
+            let mut keep = vec![0.0; layer.keep.len()];
+            for i in sample(rng, layer.keep.len(), layer.remaining()) {
+                keep[i] = 1.0;
+            }
+            (name.clone(), LayerMask { shape: layer.shape.clone(), keep })
+        })
+        .collect();
+    Mask { layers }
+}
+
+/// Keeps, per layer, the `count` largest-magnitude weights among those `mask` keeps.
+fn keep_largest(weights: &Weights, mask: &Mask, counts: impl Iterator<Item = (String, usize)>) -> Mask {
+    let mut out = mask.clone();
+    for (name, count) in counts {
+        let w = &weights[&name];
+        let layer = out.layers.get_mut(&name).expect("rates cover exactly the mask's layers");
+        let mut alive: Vec<usize> = (0..w.len()).filter(|&i| layer.keep[i] != 0.0).collect();
+        // Largest magnitude first; equal magnitudes keep the lower index.
+        alive.sort_by(|&a, &b| w[b].abs().total_cmp(&w[a].abs()).then(a.cmp(&b)));
+        for &i in &alive[count.min(alive.len())..] {
+            layer.keep[i] = 0.0;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{ParamInfo, Weights};
+
+    fn toy() -> (Architecture, Weights) {
+        let arch = Architecture {
+            params: vec![ParamInfo { name: "a.weight".into(), shape: vec![10], prunable: Some(LayerKind::Fc), fan_in: 1, fan_out: 10 }],
+        };
+        let w: Weights = [("a.weight".to_string(), vec![0.5, -3.0, 0.1, 2.0, -0.2, 1.0, 0.0, -4.0, 0.3, 0.9])].into();
+        (arch, w)
+    }
+
+    #[test]
+    fn removes_the_smallest_surviving_magnitudes() {
+        let (arch, w) = toy();
+        let rates = vec![("a.weight".to_string(), 0.2)];
+        let m1 = magnitude_round(&w, &Mask::dense(&arch), &rates);
+        // 20% of 10 = 2 go: |0.0| and |0.1|.
+        assert_eq!(m1.layers["a.weight"].keep, vec![1., 1., 0., 1., 1., 1., 0., 1., 1., 1.]);
+        let m2 = magnitude_round(&w, &m1, &rates);
+        // round(0.2 * 8) = 2 more go: |-0.2| and |0.3|.
+        assert_eq!(m2.layers["a.weight"].remaining(), 6);
+        assert!(m2.is_subset_of(&m1));
+        assert_eq!(m2.layers["a.weight"].keep[4], 0.0);
+        assert_eq!(m2.layers["a.weight"].keep[8], 0.0);
+    }
+
+    #[test]
+    fn oneshot_counts_match_iterative_rounding() {
+        assert_eq!(survivors_after(300, 0.2, 3), 154);
+        assert_eq!(survivors_after(1000, 0.1, 2), 810);
+    }
+}

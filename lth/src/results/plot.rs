@@ -1,0 +1,301 @@
+//! Figures with plotters (and only here): pure functions from table rows (read from the
+//! table CSVs, so committed figures can be redrawn from committed tables) to SVG and PNG.
+//! Style constants live at the top; text uses an embedded font, so output is the same on
+//! every machine and no system font library is needed.
+
+use super::record::read_csv;
+use crate::error::{Error, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde::Deserialize;
+use std::path::Path;
+
+const FONT: &str = "sans-serif";
+const PANEL: (u32, u32) = (560, 440);
+const TICKET: RGBColor = RGBColor(31, 119, 180);
+const REINIT: RGBColor = RGBColor(255, 127, 14);
+const ONESHOT: RGBColor = RGBColor(44, 160, 44);
+/// Pm (%) values labelled on the log axes of Figure 4.
+const PM_TICKS: [f64; 9] = [100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5, 0.2];
+/// Colours of the curves of one procedure at several sparsities.
+const LEVEL_COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// A row of the Figure 3 table.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Fig3Row {
+    pub procedure: String,
+    pub level: usize,
+    pub iteration: usize,
+    pub remaining: f64,
+    pub n: usize,
+    pub test_acc_mean: f64,
+    pub test_acc_min: f64,
+    pub test_acc_max: f64,
+}
+
+/// A row of the Figure 4 table.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Fig4Row {
+    pub procedure: String,
+    pub level: usize,
+    pub remaining: f64,
+    pub n: usize,
+    pub early_stop_iteration_mean: f64,
+    pub early_stop_iteration_min: f64,
+    pub early_stop_iteration_max: f64,
+    pub early_stop_test_acc_mean: f64,
+    pub early_stop_test_acc_min: f64,
+    pub early_stop_test_acc_max: f64,
+    pub final_test_acc_mean: f64,
+    pub final_test_acc_min: f64,
+    pub final_test_acc_max: f64,
+}
+
+/// Size of a three-panel figure.
+const SIZE: (u32, u32) = (3 * PANEL.0, PANEL.1);
+
+/// Draws a figure from its table CSV into `svg` and, if given, `png`.
+pub fn draw_from_csv(figure: &str, table: &Path, svg: &Path, png: Option<&Path>) -> Result<()> {
+    register_font();
+    // The drawing expression is pasted once per backend, so each copy is typed for its own.
+    macro_rules! render {
+        ($draw:expr) => {{
+            let root = SVGBackend::new(svg, SIZE).into_drawing_area();
+            $draw(&root)?;
+            root.present().map_err(|e| plot_error(svg, e))?;
+            drop(root);
+            if let Some(png) = png {
+                let root = BitMapBackend::new(png, SIZE).into_drawing_area();
+                $draw(&root)?;
+                root.present().map_err(|e| plot_error(png, e))?;
+            }
+            Ok(())
+        }};
+    }
+    match figure {
+        "fig3" => {
+            let rows: Vec<Fig3Row> = read_csv(table)?;
+            render!(|root| fig3(&rows, root))
+        }
+        "fig4" => {
+            let rows: Vec<Fig4Row> = read_csv(table)?;
+            render!(|root| fig4(&rows, root))
+        }
+        other => Err(Error::Invalid(format!("no plot for `{other}`"))),
+    }
+}
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The font is compiled in and valid, so registration cannot fail in practice.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, include_bytes!("../../assets/DejaVuSans.ttf"));
+    });
+}
+
+fn plot_error<E: std::error::Error + Send + Sync>(path: &Path, e: DrawingAreaErrorKind<E>) -> Error {
+    Error::Invalid(format!("{}: drawing failed: {e}", path.display()))
+}
+
+fn draw_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> Error {
+    Error::Invalid(format!("drawing failed: {e}"))
+}
+
+/// Pm as the paper prints it: percent with one decimal.
+fn pm_label(remaining: f64) -> String {
+    format!("{:.1}", 100.0 * remaining)
+}
+
+/// One curve of Figure 3: (iteration, mean, min, max) in percent.
+struct Curve {
+    label: String,
+    colour: RGBColor,
+    dashed: bool,
+    points: Vec<(f64, f64, f64, f64)>,
+}
+
+fn curve(rows: &[Fig3Row], procedure: &str, pm: &str) -> Option<Vec<(f64, f64, f64, f64)>> {
+    let points: Vec<_> = rows
+        .iter()
+        .filter(|r| r.procedure == procedure && pm_label(r.remaining) == pm)
+        .map(|r| (r.iteration as f64, 100.0 * r.test_acc_mean, 100.0 * r.test_acc_min, 100.0 * r.test_acc_max))
+        .collect();
+    (!points.is_empty()).then_some(points)
+}
+
+/// Figure 3: test accuracy over training. Left: Pm = 100, 51.3, 21.1; middle: 100, 21.1, 7.0,
+/// 3.6, 1.9; right: tickets (solid) vs reinit (dashed) at 51.3 and 21.1. Pm values with no
+/// level at the table's scale are left out.
+pub fn fig3<DB: DrawingBackend>(rows: &[Fig3Row], root: &DrawingArea<DB, Shift>) -> Result<()> {
+    root.fill(&WHITE).map_err(draw_error)?;
+    let panels = root.split_evenly((1, 3));
+    let ticket_panel = |pms: &[&str]| -> Vec<Curve> {
+        pms.iter()
+            .enumerate()
+            .filter_map(|(i, pm)| {
+                curve(rows, "ticket", pm).map(|points| Curve { label: format!("{pm}"), colour: LEVEL_COLOURS[i % 6], dashed: false, points })
+            })
+            .collect()
+    };
+    let mut comparison = Vec::new();
+    for (i, pm) in ["51.3", "21.1"].iter().enumerate() {
+        for (procedure, dashed) in [("ticket", false), ("reinit", true)] {
+            if let Some(points) = curve(rows, procedure, pm) {
+                comparison.push(Curve { label: format!("{pm} ({procedure})"), colour: LEVEL_COLOURS[i], dashed, points });
+            }
+        }
+    }
+    let contents = [ticket_panel(&["100.0", "51.3", "21.1"]), ticket_panel(&["100.0", "21.1", "7.0", "3.6", "1.9"]), comparison];
+    let titles = ["Tickets, Pm (%) = 100, 51.3, 21.1", "Tickets, Pm (%) = 100 … 1.9", "Tickets vs reinit"];
+    for ((panel, curves), title) in panels.iter().zip(&contents).zip(titles) {
+        accuracy_panel(panel, title, curves)?;
+    }
+    Ok(())
+}
+
+fn accuracy_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, curves: &[Curve]) -> Result<()> {
+    let x_max = curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)).fold(1.0, f64::max);
+    // The y range leaves out the first tenth of training, as the paper's panels do.
+    let settled = curves.iter().flat_map(|c| c.points.iter().filter(|p| p.0 >= 0.1 * x_max).map(|p| p.1));
+    let y_min = settled.fold(100.0, f64::min).clamp(0.0, 99.0) - 0.5;
+    let y_max = curves.iter().flat_map(|c| c.points.iter().map(|p| p.3)).fold(y_min + 1.0, f64::max).min(100.0) + 0.2;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..x_max, y_min.max(0.0)..y_max)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("Training iterations")
+        .y_desc("Test accuracy (%)")
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(draw_error)?;
+    for c in curves {
+        let colour = c.colour;
+        let mut band: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0, p.3)).collect();
+        band.extend(c.points.iter().rev().map(|p| (p.0, p.2)));
+        chart.draw_series(std::iter::once(Polygon::new(band, colour.mix(0.15)))).map_err(draw_error)?;
+        let line: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0, p.1)).collect();
+        let style = colour.stroke_width(2);
+        let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2));
+        if c.dashed {
+            chart.draw_series(DashedLineSeries::new(line, 6, 4, style)).map_err(draw_error)?.label(&c.label).legend(legend);
+        } else {
+            chart.draw_series(LineSeries::new(line, style)).map_err(draw_error)?.label(&c.label).legend(legend);
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)?;
+    Ok(())
+}
+
+/// One series of Figure 4: (Pm %, mean, min, max) per level.
+struct Points {
+    label: &'static str,
+    colour: RGBColor,
+    points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Figure 4: early-stop iteration, test accuracy at early stop and at the end of training
+/// against Pm on a log axis (100 → small, as in the paper), for tickets, reinit and one-shot.
+/// One-shot pruning at Pm = 100% is the trained dense network itself, so its series starts
+/// at the tickets' level 0.
+pub fn fig4<DB: DrawingBackend>(rows: &[Fig4Row], root: &DrawingArea<DB, Shift>) -> Result<()> {
+    root.fill(&WHITE).map_err(draw_error)?;
+    let panels = root.split_evenly((1, 3));
+    type Metric = fn(&Fig4Row) -> (f64, f64, f64);
+    let metrics: [(&str, &str, Metric, f64); 3] = [
+        ("Early-stop iteration", "Iteration of min. validation loss", |r| (r.early_stop_iteration_mean, r.early_stop_iteration_min, r.early_stop_iteration_max), 1.0),
+        ("Test accuracy at early stop", "Test accuracy (%)", |r| (r.early_stop_test_acc_mean, r.early_stop_test_acc_min, r.early_stop_test_acc_max), 100.0),
+        ("Test accuracy at the last iteration", "Test accuracy (%)", |r| (r.final_test_acc_mean, r.final_test_acc_min, r.final_test_acc_max), 100.0),
+    ];
+    for (panel, (title, y_desc, metric, scale)) in panels.iter().zip(metrics) {
+        let series_of = |procedure: &str, label: &'static str, colour: RGBColor| {
+            let mut points: Vec<_> = rows
+                .iter()
+                .filter(|r| r.procedure == procedure || (procedure == "oneshot" && r.procedure == "ticket" && r.level == 0))
+                .map(|r| {
+                    let (mean, min, max) = metric(r);
+                    (100.0 * r.remaining, scale * mean, scale * min, scale * max)
+                })
+                .collect();
+            points.sort_by(|a, b| b.0.total_cmp(&a.0));
+            Points { label, colour, points }
+        };
+        let series = [series_of("ticket", "ticket (iterative)", TICKET), series_of("reinit", "reinit", REINIT), series_of("oneshot", "one-shot", ONESHOT)];
+        sparsity_panel(panel, title, y_desc, &series)?;
+    }
+    Ok(())
+}
+
+fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, y_desc: &str, series: &[Points]) -> Result<()> {
+    let all = || series.iter().flat_map(|s| s.points.iter());
+    let pm_min = all().map(|p| p.0).fold(100.0, f64::min);
+    let (lo, hi) = (all().map(|p| p.2).fold(f64::INFINITY, f64::min), all().map(|p| p.3).fold(f64::NEG_INFINITY, f64::max));
+    let (lo, hi) = if lo.is_finite() && hi.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.02).max(1e-3);
+    // x is -log10(Pm %), so the axis runs from 100 down to the smallest Pm left to right.
+    let x = |pm: f64| -pm.log10();
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x(100.0) - 0.05..x(pm_min) + 0.05, lo - pad..hi + pad)
+        .map_err(draw_error)?;
+    // Mesh and labels only on y: x gets ticks at round Pm values, drawn below.
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .x_desc("Percent of weights remaining")
+        .y_desc(y_desc)
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(draw_error)?;
+    let tick_style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for &tick in PM_TICKS.iter().filter(|&&t| t >= pm_min * 0.95) {
+        let grid = LineSeries::new([(x(tick), lo - pad), (x(tick), hi + pad)], BLACK.mix(0.15));
+        chart.draw_series(grid).map_err(draw_error)?;
+        let label = EmptyElement::at((x(tick), lo - pad)) + Text::new(format!("{tick}"), (0, 6), tick_style.clone());
+        chart.draw_series(std::iter::once(label)).map_err(draw_error)?;
+    }
+    for s in series.iter().filter(|s| !s.points.is_empty()) {
+        let colour = s.colour;
+        let line: Vec<(f64, f64)> = s.points.iter().map(|p| (x(p.0), p.1)).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))
+            .map_err(draw_error)?
+            .label(s.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(draw_error)?;
+        let bars = s.points.iter().map(|p| PathElement::new(vec![(x(p.0), p.2), (x(p.0), p.3)], colour.stroke_width(1)));
+        chart.draw_series(bars).map_err(draw_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)?;
+    Ok(())
+}

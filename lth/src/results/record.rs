@@ -1,0 +1,78 @@
+//! Row types written by runs and read by tables. One curve row per evaluation, in long
+//! format, carrying everything needed to group it: experiment, scale, procedure, trial, copy,
+//! level and the fraction of weights remaining.
+
+use crate::error::{Error, Result};
+use crate::training::CurvePoint;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurveRecord {
+    pub experiment: String,
+    pub scale: String,
+    pub procedure: String,
+    pub trial: usize,
+    pub copy: usize,
+    pub level: usize,
+    /// Fraction of prunable weights remaining (Pm / 100).
+    pub remaining: f64,
+    pub iteration: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+}
+
+/// Identifies the run and level a curve belongs to.
+#[derive(Debug, Clone)]
+pub struct CurveKey {
+    pub experiment: String,
+    pub scale: String,
+    pub procedure: String,
+    pub trial: usize,
+    pub copy: usize,
+    pub level: usize,
+    pub remaining: f64,
+}
+
+impl CurveKey {
+    pub fn record(&self, p: &CurvePoint) -> CurveRecord {
+        CurveRecord {
+            experiment: self.experiment.clone(),
+            scale: self.scale.clone(),
+            procedure: self.procedure.clone(),
+            trial: self.trial,
+            copy: self.copy,
+            level: self.level,
+            remaining: self.remaining,
+            iteration: p.iteration,
+            train_loss: p.train_loss,
+            train_acc: p.train_acc,
+            val_loss: p.val_loss,
+            val_acc: p.val_acc,
+            test_loss: p.test_loss,
+            test_acc: p.test_acc,
+        }
+    }
+}
+
+pub fn write_csv<T: Serialize>(rows: &[T], path: &Path) -> Result<()> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        out.serialize(row).map_err(|e| csv_error(path, e))?;
+    }
+    let bytes = out.into_inner().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    crate::datasets::fetch::write_atomic(path, &bytes)
+}
+
+pub fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| csv_error(path, e))?;
+    reader.deserialize().map(|row| row.map_err(|e| csv_error(path, e))).collect()
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> Error {
+    Error::CorruptData { path: path.to_owned(), reason: e.to_string() }
+}

@@ -1,0 +1,193 @@
+//! Aggregation with polars (and only here): the curve records of finished levels become one
+//! long frame, and one lazy query per figure turns it into mean/min/max over trials. The
+//! early-stop iteration is the iteration of minimum validation loss (earliest on ties),
+//! read from each finished curve (PAPER.md §1, App C).
+
+use super::record::{read_csv, CurveRecord};
+use super::store::Store;
+use crate::error::{Error, IoContext, Result};
+use polars::prelude::*;
+use std::path::Path;
+
+/// The columns that identify one training curve.
+const CURVE_KEYS: [&str; 5] = ["experiment", "procedure", "trial", "copy", "level"];
+
+/// Every finished curve of `experiment` at `scale` under `store`, as one long frame.
+pub fn load_curves(store: &Store, experiment: &str, scale: &str) -> Result<DataFrame> {
+    let mut rows: Vec<CurveRecord> = Vec::new();
+    let runs = store.runs_dir();
+    let mut dirs: Vec<_> = match std::fs::read_dir(&runs) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => Vec::new(),
+    };
+    dirs.sort();
+    let prefix = format!("{experiment}-{scale}-");
+    for dir in dirs.iter().filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix))) {
+        let mut levels: Vec<_> = std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        levels.sort();
+        for level in levels.iter().filter(|l| l.join("done").exists()) {
+            rows.extend(read_csv::<CurveRecord>(&level.join("curve.csv"))?);
+        }
+    }
+    if rows.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no finished `{experiment}` runs at scale `{scale}`; run `cargo xtask reproduce` first",
+            runs.display()
+        )));
+    }
+    curves_frame(&rows)
+}
+
+/// The long frame of curve records.
+pub fn curves_frame(rows: &[CurveRecord]) -> Result<DataFrame> {
+    let text = |f: fn(&CurveRecord) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+    let int = |f: fn(&CurveRecord) -> usize| rows.iter().map(|r| f(r) as u64).collect::<Vec<_>>();
+    let float = |f: fn(&CurveRecord) -> f64| rows.iter().map(f).collect::<Vec<_>>();
+    let columns = vec![
+        Column::new("experiment".into(), text(|r| &r.experiment)),
+        Column::new("scale".into(), text(|r| &r.scale)),
+        Column::new("procedure".into(), text(|r| &r.procedure)),
+        Column::new("trial".into(), int(|r| r.trial)),
+        Column::new("copy".into(), int(|r| r.copy)),
+        Column::new("level".into(), int(|r| r.level)),
+        Column::new("remaining".into(), float(|r| r.remaining)),
+        Column::new("iteration".into(), int(|r| r.iteration)),
+        Column::new("val_loss".into(), float(|r| r.val_loss)),
+        Column::new("val_acc".into(), float(|r| r.val_acc)),
+        Column::new("test_loss".into(), float(|r| r.test_loss)),
+        Column::new("test_acc".into(), float(|r| r.test_acc)),
+        Column::new("train_acc".into(), float(|r| r.train_acc)),
+    ];
+    Ok(DataFrame::new_infer_height(columns)?)
+}
+
+/// Mean, min and max of `name` over trials, as `<name>_mean`, `<name>_min`, `<name>_max`.
+fn spread(name: &str) -> [Expr; 3] {
+    [
+        col(name).mean().alias(format!("{name}_mean")),
+        col(name).min().alias(format!("{name}_min")),
+        col(name).max().alias(format!("{name}_max")),
+    ]
+}
+
+/// The number of curves behind each aggregated row.
+fn n_curves() -> Expr {
+    len().cast(DataType::UInt64).alias("n")
+}
+
+fn by_level() -> [Expr; 2] {
+    [col("procedure"), col("level")]
+}
+
+fn ascending(columns: &[&str]) -> (Vec<PlSmallStr>, SortMultipleOptions) {
+    (columns.iter().map(|c| PlSmallStr::from(*c)).collect(), SortMultipleOptions::default().with_maintain_order(true))
+}
+
+/// Figure 3: test accuracy over training, per procedure and level (mean/min/max over trials).
+pub fn fig3(curves: &DataFrame) -> Result<DataFrame> {
+    let mut aggs = vec![col("remaining").mean().alias("remaining"), n_curves()];
+    aggs.extend(spread("test_acc"));
+    let (by, order) = ascending(&["procedure", "level", "iteration"]);
+    let out = curves
+        .clone()
+        .lazy()
+        .group_by([col("procedure"), col("level"), col("iteration")])
+        .agg(aggs)
+        .sort(by, order)
+        .collect()?;
+    Ok(out)
+}
+
+/// Per curve: the early-stop iteration and the test accuracy there and at the end.
+pub fn early_stop(curves: &DataFrame) -> Result<DataFrame> {
+    let at_min_val_loss = |name: &str, alias: &str| {
+        col(name).sort_by([col("val_loss")], SortMultipleOptions::default().with_maintain_order(true)).first().alias(alias)
+    };
+    let keys: Vec<Expr> = CURVE_KEYS.iter().map(|k| col(*k)).collect();
+    let (by, order) = ascending(&["iteration"]);
+    let out = curves
+        .clone()
+        .lazy()
+        .sort(by, order)
+        .group_by_stable(keys)
+        .agg([
+            col("remaining").first(),
+            at_min_val_loss("iteration", "early_stop_iteration"),
+            at_min_val_loss("test_acc", "early_stop_test_acc"),
+            at_min_val_loss("train_acc", "early_stop_train_acc"),
+            col("test_acc").last().alias("final_test_acc"),
+        ])
+        .collect()?;
+    Ok(out)
+}
+
+/// Figure 4: early-stop iteration and test accuracy at early stop and at the end, per
+/// procedure and level (mean/min/max over trials and copies).
+pub fn fig4(curves: &DataFrame) -> Result<DataFrame> {
+    let mut aggs = vec![col("remaining").mean().alias("remaining"), n_curves()];
+    for name in ["early_stop_iteration", "early_stop_test_acc", "final_test_acc"] {
+        aggs.extend(spread(name));
+    }
+    let (by, order) = ascending(&["procedure", "level"]);
+    let out = early_stop(curves)?
+        .lazy()
+        .with_column(col("early_stop_iteration").cast(DataType::Float64))
+        .group_by(by_level())
+        .agg(aggs)
+        .sort(by, order)
+        .collect()?;
+    Ok(out)
+}
+
+/// Writes a frame as CSV (floats in shortest round-trip form, so files diff cleanly).
+pub fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
+    let mut out = String::new();
+    let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+    out.push_str(&names.join(","));
+    out.push('\n');
+    let columns = df.columns();
+    for row in 0..df.height() {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match c.get(row) {
+                Ok(AnyValue::String(s)) => s.to_string(),
+                Ok(AnyValue::Float64(v)) => format!("{v}"),
+                Ok(AnyValue::Float32(v)) => format!("{v}"),
+                Ok(AnyValue::Null) | Err(_) => String::new(),
+                Ok(v) => v.to_string(),
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    crate::datasets::fetch::write_atomic(path, out.as_bytes())
+}
+
+/// Reads a table CSV written by [`write_csv`]: integer, float or string columns, inferred.
+pub fn read_csv_frame(path: &Path) -> Result<DataFrame> {
+    let corrupt = |reason: String| Error::CorruptData { path: path.to_owned(), reason };
+    let mut reader = csv::Reader::from_path(path).map_err(|e| corrupt(e.to_string()))?;
+    let header: Vec<String> = reader.headers().map_err(|e| corrupt(e.to_string()))?.iter().map(String::from).collect();
+    let mut cells: Vec<Vec<String>> = vec![Vec::new(); header.len()];
+    for record in reader.records() {
+        let record = record.map_err(|e| corrupt(e.to_string()))?;
+        for (i, cell) in record.iter().enumerate() {
+            cells[i].push(cell.to_string());
+        }
+    }
+    let columns = header
+        .iter()
+        .zip(cells)
+        .map(|(name, values)| {
+            let name = PlSmallStr::from(name.as_str());
+            if let Ok(ints) = values.iter().map(|v| v.parse::<i64>()).collect::<std::result::Result<Vec<_>, _>>() {
+                Column::new(name, ints)
+            } else if let Ok(floats) = values.iter().map(|v| v.parse::<f64>()).collect::<std::result::Result<Vec<_>, _>>() {
+                Column::new(name, floats)
+            } else {
+                Column::new(name, values)
+            }
+        })
+        .collect();
+    Ok(DataFrame::new_infer_height(columns)?)
+}

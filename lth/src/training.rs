@@ -1,0 +1,145 @@
+//! The one training loop: minibatch forward, cross-entropy, backward, masked optimizer step.
+//! It always trains for the full budget and evaluates validation and test loss/accuracy every
+//! `eval_every` iterations (PAPER.md §1, App C); the early-stop iteration is read from the
+//! curve afterwards (`results::table`), never used to stop. Progress goes to an [`Observer`].
+
+use crate::datasets::batches::Batches;
+use crate::datasets::{Dataset, Split};
+use crate::error::{Error, Result};
+use crate::masks::Mask;
+use crate::models::{Network, Params};
+use crate::optim::{AdamConfig, MaskedAdam, StepMask};
+use candle_core::{DType, Tensor};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainConfig {
+    pub iterations: usize,
+    pub eval_every: usize,
+    pub batch_size: usize,
+    pub adam: AdamConfig,
+}
+
+/// One evaluation: metrics at `iteration` (train metrics are the running mean over the
+/// minibatches since the previous evaluation).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub iteration: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+}
+
+/// Hooks for progress reporting; the loop itself knows nothing about levels or figures.
+pub trait Observer {
+    fn on_step(&mut self, _iteration: usize) {}
+    fn on_eval(&mut self, _point: &CurvePoint) {}
+}
+
+/// Does nothing: for tests and quiet runs.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Evaluation batch size: large enough to be fast, small enough to bound memory.
+const EVAL_BATCH: usize = 2000;
+
+/// Trains `net` (built over `params`) under `mask` and returns its curve.
+pub fn train(
+    net: &dyn Network,
+    params: &Params,
+    mask: &Mask,
+    data: &Dataset,
+    config: &TrainConfig,
+    data_order: ChaCha8Rng,
+    observer: &mut dyn Observer,
+) -> Result<Vec<CurvePoint>> {
+    if data.train.len() < config.batch_size {
+        return Err(Error::Invalid(format!(
+            "{} training examples cannot fill a batch of {}",
+            data.train.len(),
+            config.batch_size
+        )));
+    }
+    let dev = data.train.images.device();
+    let mask_tensors = mask.to_tensors(dev)?;
+    mask.apply(params, &mask_tensors)?;
+    let step_masks: BTreeMap<String, StepMask> = mask
+        .layers
+        .iter()
+        .map(|(name, layer)| (name.clone(), StepMask { host: &layer.keep, tensor: &mask_tensors[name] }))
+        .collect();
+    let mut optimizer = MaskedAdam::for_device(config.adam, dev);
+    let mut batches = Batches::new(&data.train, config.batch_size, data_order);
+    let mut running = Running::default();
+    let mut curve = vec![evaluate_point(net, data, 0, &running)?];
+    observer.on_eval(&curve[0]);
+    for iteration in 1..=config.iterations {
+        let (xs, ys) = batches.next_batch()?;
+        let logits = net.forward(&xs)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &ys)?;
+        let grads = loss.backward()?;
+        optimizer.step(params, &grads, &step_masks)?;
+        running.add(loss.to_scalar::<f32>()? as f64, correct(&logits, &ys)?, ys.dims1()?);
+        observer.on_step(iteration);
+        if iteration % config.eval_every == 0 || iteration == config.iterations {
+            let point = evaluate_point(net, data, iteration, &running)?;
+            observer.on_eval(&point);
+            curve.push(point);
+            running = Running::default();
+        }
+    }
+    Ok(curve)
+}
+
+#[derive(Default)]
+struct Running {
+    loss_sum: f64,
+    correct: usize,
+    seen: usize,
+    batches: usize,
+}
+
+impl Running {
+    fn add(&mut self, loss: f64, correct: usize, n: usize) {
+        self.loss_sum += loss;
+        self.correct += correct;
+        self.seen += n;
+        self.batches += 1;
+    }
+}
+
+fn evaluate_point(net: &dyn Network, data: &Dataset, iteration: usize, running: &Running) -> Result<CurvePoint> {
+    let (val_loss, val_acc) = evaluate(net, &data.validation)?;
+    let (test_loss, test_acc) = evaluate(net, &data.test)?;
+    let (train_loss, train_acc) = if running.batches == 0 {
+        (f64::NAN, f64::NAN)
+    } else {
+        (running.loss_sum / running.batches as f64, running.correct as f64 / running.seen as f64)
+    };
+    Ok(CurvePoint { iteration, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc })
+}
+
+/// Mean cross-entropy and accuracy of `net` on `split`.
+pub fn evaluate(net: &dyn Network, split: &Split) -> Result<(f64, f64)> {
+    let n = split.len();
+    let (mut loss_sum, mut n_correct) = (0.0, 0);
+    for start in (0..n).step_by(EVAL_BATCH) {
+        let len = EVAL_BATCH.min(n - start);
+        let xs = split.images.narrow(0, start, len)?;
+        let ys = split.labels.narrow(0, start, len)?;
+        let logits = net.forward(&xs)?;
+        loss_sum += candle_nn::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()? as f64 * len as f64;
+        n_correct += correct(&logits, &ys)?;
+    }
+    Ok((loss_sum / n as f64, n_correct as f64 / n as f64))
+}
+
+fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
+    let hits = logits.argmax(1)?.eq(labels)?.to_dtype(DType::U32)?.sum_all()?;
+    Ok(hits.to_scalar::<u32>()? as usize)
+}

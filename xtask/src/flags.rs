@@ -1,0 +1,96 @@
+//! The whole `cargo xtask` surface. Hand-parsed to keep xtask's dependencies to xshell and
+//! anyhow; `HELP` is the reference.
+
+use anyhow::{bail, Context, Result};
+
+pub const HELP: &str = "\
+cargo xtask <command>
+
+  reproduce [FIG...] [--scale smoke|quick|paper] [--trials N] [--device cpu|cuda[:N]|auto]
+            [--out DIR] [--mirror URL|DIR]
+        fetch data, run the missing runs, aggregate and draw into figures/ (default: every figure)
+  data [--mirror URL|DIR]      download and verify MNIST only
+  figures [--check]            redraw figures/*.svg|png from figures/*.csv (--check: fail if stale)
+  compare OLD.csv NEW.csv      Markdown table of per-cell changes with the trial spread
+  plan [FIG...] [--scale S] [--trials N] [--device D] [--out DIR]
+        one `lth run` command per trial, for Slurm arrays or GNU parallel
+
+Environment: LTH_DATA_MIRROR (mirror), LTH_DATA_DIR (dataset cache).
+";
+
+pub enum Task {
+    Help,
+    Reproduce(Reproduce),
+    Data { mirror: Option<String> },
+    Figures { check: bool },
+    Compare { old: String, new: String },
+    Plan(Reproduce),
+}
+
+pub struct Reproduce {
+    pub figures: Vec<String>,
+    pub scale: String,
+    pub trials: Option<String>,
+    pub device: String,
+    pub out: String,
+    pub mirror: Option<String>,
+}
+
+impl Reproduce {
+    /// The flags `lth` takes for a job.
+    pub fn job_args(&self) -> Vec<String> {
+        let mut args = vec!["--scale".into(), self.scale.clone(), "--device".into(), self.device.clone(), "--out".into(), self.out.clone()];
+        if let Some(trials) = &self.trials {
+            args.extend(["--trials".into(), trials.clone()]);
+        }
+        args
+    }
+}
+
+pub fn parse(args: &[String]) -> Result<Task> {
+    let Some((command, rest)) = args.split_first() else { return Ok(Task::Help) };
+    let mut positional = Vec::new();
+    let mut options: Vec<(String, Option<String>)> = Vec::new();
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--check" => options.push((arg.clone(), None)),
+            "-h" | "--help" => return Ok(Task::Help),
+            flag if flag.starts_with("--") => {
+                let value = it.next().with_context(|| format!("{flag} needs a value; see `cargo xtask --help`"))?;
+                options.push((flag.to_string(), Some(value.clone())));
+            }
+            _ => positional.push(arg.clone()),
+        }
+    }
+    let take = |name: &str| options.iter().rev().find(|(k, _)| k == name).and_then(|(_, v)| v.clone());
+    let known: &[&str] = match command.as_str() {
+        "reproduce" | "plan" => &["--scale", "--trials", "--device", "--out", "--mirror"],
+        "data" => &["--mirror"],
+        "figures" => &["--check"],
+        _ => &[],
+    };
+    if let Some((bad, _)) = options.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        bail!("`cargo xtask {command}` has no option {bad}; see `cargo xtask --help`");
+    }
+    let job = || Reproduce {
+        figures: positional.clone(),
+        scale: take("--scale").unwrap_or_else(|| "quick".into()),
+        trials: take("--trials"),
+        device: take("--device").unwrap_or_else(|| "cpu".into()),
+        out: take("--out").unwrap_or_else(|| "results".into()),
+        mirror: take("--mirror"),
+    };
+    Ok(match command.as_str() {
+        "reproduce" => Task::Reproduce(job()),
+        "plan" => Task::Plan(job()),
+        "data" => Task::Data { mirror: take("--mirror") },
+        "figures" => Task::Figures { check: options.iter().any(|(k, _)| k == "--check") },
+        "compare" => match positional.as_slice() {
+            [old, new] => Task::Compare { old: old.clone(), new: new.clone() },
+            _ => bail!("usage: cargo xtask compare OLD.csv NEW.csv"),
+        },
+        "help" => Task::Help,
+        other => bail!("unknown command `{other}`; see `cargo xtask --help`"),
+    })
+}

@@ -1,0 +1,103 @@
+//! `cargo xtask`: the project's workflow commands. Thin by design (rust-analyzer's xtask
+//! pattern): parse flags, build the `lth` binary with the right features, call it, check
+//! outputs. No ML code lives here; the heavy crates compile into `lth` only.
+
+mod flags;
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use xshell::{cmd, Shell};
+
+fn main() -> Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = flags::parse(&args)?;
+    match task {
+        flags::Task::Help => print!("{}", flags::HELP),
+        flags::Task::Reproduce(r) => reproduce(&sh, &r, &args)?,
+        flags::Task::Data { mirror } => {
+            let lth = build_lth(&sh, false)?;
+            let mirror = mirror.map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
+            cmd!(sh, "{lth} fetch mnist {mirror...}").run()?;
+        }
+        flags::Task::Figures { check } => figures(&sh, check)?,
+        flags::Task::Compare { old, new } => {
+            let lth = build_lth(&sh, false)?;
+            cmd!(sh, "{lth} compare {old} {new}").run()?;
+        }
+        flags::Task::Plan(r) => {
+            let lth = build_lth(&sh, false)?;
+            let job = r.job_args();
+            let figs = &r.figures;
+            cmd!(sh, "{lth} plan {figs...} {job...}").run()?;
+        }
+    }
+    Ok(())
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Builds `lth` in release mode (the same profile as `cargo test --release`, so dependencies
+/// compile once) and returns the binary's path.
+fn build_lth(sh: &Shell, cuda: bool) -> Result<PathBuf> {
+    let features: &[&str] = if cuda { &["--features", "cuda"] } else { &[] };
+    cmd!(sh, "cargo build --quiet --release --package lth --bin lth {features...}")
+        .run()
+        .context("building lth (with `--device cuda`, see `cargo xtask cuda-build` in README for machines without a CUDA toolkit)")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("target"));
+    let target = if target.is_relative() { project_root().join(target) } else { target };
+    Ok(target.join("release").join("lth"))
+}
+
+fn reproduce(sh: &Shell, r: &flags::Reproduce, args: &[String]) -> Result<()> {
+    let lth = build_lth(sh, r.device.starts_with("cuda"))?;
+    let figs = &r.figures;
+    let job = r.job_args();
+    let mirror = r.mirror.clone().map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
+    let command = format!("cargo xtask {}", args.join(" "));
+    cmd!(sh, "{lth} reproduce {figs...} {job...} {mirror...} --figures-dir figures --command {command}").run()?;
+    Ok(())
+}
+
+/// Redraws every committed figure from its committed table; with `check`, fails if any drawing
+/// differs from the committed one instead of overwriting it.
+fn figures(sh: &Shell, check: bool) -> Result<()> {
+    let lth = build_lth(sh, false)?;
+    let dir = project_root().join("figures");
+    let mut tables: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    tables.sort();
+    if tables.is_empty() {
+        bail!("{} holds no tables; run `cargo xtask reproduce --scale quick` first", dir.display());
+    }
+    let scratch = sh.create_temp_dir()?;
+    let mut stale = Vec::new();
+    for table in &tables {
+        let Some(id) = table.file_stem().map(|s| s.to_string_lossy().into_owned()) else { continue };
+        let svg = dir.join(format!("{id}.svg"));
+        if check {
+            let fresh = scratch.path().join(format!("{id}.svg"));
+            cmd!(sh, "{lth} plot {id} {table} {fresh}").run()?;
+            let same = std::fs::read(&svg).ok() == Some(std::fs::read(&fresh)?);
+            if !same {
+                stale.push(svg.display().to_string());
+            }
+        } else {
+            let png = dir.join(format!("{id}.png"));
+            cmd!(sh, "{lth} plot {id} {table} {svg} --png {png}").run()?;
+        }
+    }
+    if !stale.is_empty() {
+        bail!("{} do not match their committed tables; run `cargo xtask figures` and commit the result", stale.join(", "));
+    }
+    if check {
+        println!("figures: {} drawings match their tables", tables.len());
+    }
+    Ok(())
+}
