@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: checksum mismatch (sha256 {actual}, expected {expected}); the file was removed, run the command again to fetch it anew")]
+    #[error("{path}: checksum mismatch (sha256 {actual}, expected {expected}): a corrupt or truncated copy, removed and not used")]
     Checksum { path: PathBuf, expected: String, actual: String },
 
     #[error("{path}: {reason}; delete it (or the whole data folder) and run `cargo xtask data` again")]

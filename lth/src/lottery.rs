@@ -56,8 +56,9 @@ fn initial_weights(spec: &RunSpec, arch: &Architecture, trunk: &RunDir) -> Resul
     Ok(theta0)
 }
 
-/// The mask of `level` and the weights training starts from (before masking).
-fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &RunDir, theta0: &Weights, level: usize) -> Result<(Mask, Weights)> {
+/// The mask of `level` and the weights training starts from (before masking). Public so that
+/// tests can check the reset rule.
+pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &RunDir, theta0: &Weights, level: usize) -> Result<(Mask, Weights)> {
     let rates = pruning::rates(arch, &spec.method.pruning);
     let trunk_level = |l: usize| -> Result<(Mask, Weights)> {
         if !trunk.is_done(l) {

@@ -235,6 +235,7 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, so
     // in parallel, one per worker; a trial's controls run after its ticket run.
     let trials: Vec<usize> = {
         let mut t: Vec<usize> = plan.iter().map(|r| r.spec.trial).collect();
+        t.sort_unstable();
         t.dedup();
         t
     };

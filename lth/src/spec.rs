@@ -196,9 +196,19 @@ pub struct PlannedRun {
 impl ExperimentSpec {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).at(path)?;
-        let spec: ExperimentSpec = toml::from_str(&text).map_err(|e| Error::Spec {
-            path: path.to_owned(),
-            reason: format!("malformed experiment spec: {}", e.to_string().trim_end()),
+        let spec: ExperimentSpec = toml::from_str(&text).map_err(|e| {
+            // One line: where, and toml's message without its source snippet.
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+                format!("line {line}, column {column} (`{source}`): ")
+            });
+            Error::Spec {
+                path: path.to_owned(),
+                reason: format!("malformed experiment spec at {}{}", at.unwrap_or_default(), e.message().trim_end().replace('\n', "; ")),
+            }
         })?;
         spec.validate().map_err(|reason| Error::Spec { path: path.to_owned(), reason })?;
         Ok(spec)

@@ -1,1 +1,66 @@
+//! Shared helpers for the integration tests: scratch folders, the real MNIST mirror, and a
+//! tiny experiment spec that runs the real pipeline in seconds.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh, empty folder under the system temp dir, unique to this process and call.
+pub fn scratch(name: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("lth-test-{}-{n}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a scratch folder");
+    dir
+}
+
+/// The local mirror of the official dataset files: `LTH_DATA_MIRROR` if set, else
+/// `../shared/datasets` beside the repository (as laid out for developers and CI).
+pub fn mirror() -> String {
+    if let Ok(m) = std::env::var("LTH_DATA_MIRROR") {
+        if !m.is_empty() {
+            return m;
+        }
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets");
+    assert!(
+        dir.join("mnist").exists(),
+        "the MNIST mirror is missing: expected {} (or set LTH_DATA_MIRROR)",
+        dir.display()
+    );
+    dir.canonicalize().expect("canonical mirror path").display().to_string()
+}
+
+/// A shared dataset cache for this test process, so MNIST is copied and checked once.
+pub fn data_cache() -> PathBuf {
+    std::env::temp_dir().join(format!("lth-test-data-{}", std::process::id()))
+}
+
+/// A LeNet experiment at test size: the paper's method, tiny sizes.
+pub const TINY_LENET: &str = r#"
+name = "lenet"
+seed = 0
+
+[method]
+model = "lenet_300_100"
+dataset = "mnist"
+validation_size = 5000
+split_seed = 0
+batch_size = 60
+normalisation = { mean = [0.1307], std = [0.3081] }
+optimizer = { kind = "adam", lr = 1.2e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8 }
+pruning = { scope = "layerwise", fc = 0.2, output = 0.1 }
+
+[scales.smoke]
+iterations = 40
+eval_every = 10
+trials = 1
+levels = 3
+reinit_copies = 1
+reinit_levels = [2, 3]
+oneshot_levels = [2, 3]
+random_prune_copies = 1
+random_prune_levels = [3]
+train_subset = 1200
+eval_subset = 500
+"#;

@@ -6,8 +6,8 @@ use anyhow::{bail, Context, Result};
 pub const HELP: &str = "\
 cargo xtask <command>
 
-  reproduce [FIG...] [--scale smoke|quick|paper] [--trials N] [--device cpu|cuda[:N]|auto]
-            [--out DIR] [--mirror URL|DIR]
+  reproduce [FIG...] [--scale smoke|quick|paper] [--trials N] [--jobs N] [--device cpu|cuda[:N]|auto]
+            [--out DIR] [--mirror URL|DIR] [--figures-dir DIR]
         fetch data, run the missing runs, aggregate and draw into figures/ (default: every figure)
   data [--mirror URL|DIR]      download and verify MNIST only
   figures [--check]            redraw figures/*.svg|png from figures/*.csv (--check: fail if stale)
@@ -34,6 +34,8 @@ pub struct Reproduce {
     pub device: String,
     pub out: String,
     pub mirror: Option<String>,
+    pub figures_dir: String,
+    pub jobs: Option<String>,
 }
 
 impl Reproduce {
@@ -42,6 +44,9 @@ impl Reproduce {
         let mut args = vec!["--scale".into(), self.scale.clone(), "--device".into(), self.device.clone(), "--out".into(), self.out.clone()];
         if let Some(trials) = &self.trials {
             args.extend(["--trials".into(), trials.clone()]);
+        }
+        if let Some(jobs) = &self.jobs {
+            args.extend(["--jobs".into(), jobs.clone()]);
         }
         args
     }
@@ -65,7 +70,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
     }
     let take = |name: &str| options.iter().rev().find(|(k, _)| k == name).and_then(|(_, v)| v.clone());
     let known: &[&str] = match command.as_str() {
-        "reproduce" | "plan" => &["--scale", "--trials", "--device", "--out", "--mirror"],
+        "reproduce" | "plan" => &["--scale", "--trials", "--jobs", "--device", "--out", "--mirror", "--figures-dir"],
         "data" => &["--mirror"],
         "figures" => &["--check"],
         _ => &[],
@@ -80,6 +85,8 @@ pub fn parse(args: &[String]) -> Result<Task> {
         device: take("--device").unwrap_or_else(|| "cpu".into()),
         out: take("--out").unwrap_or_else(|| "results".into()),
         mirror: take("--mirror"),
+        figures_dir: take("--figures-dir").unwrap_or_else(|| "figures".into()),
+        jobs: take("--jobs"),
     };
     Ok(match command.as_str() {
         "reproduce" => Task::Reproduce(job()),

@@ -58,7 +58,8 @@ fn reproduce(sh: &Shell, r: &flags::Reproduce, args: &[String]) -> Result<()> {
     let job = r.job_args();
     let mirror = r.mirror.clone().map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
     let command = format!("cargo xtask {}", args.join(" "));
-    cmd!(sh, "{lth} reproduce {figs...} {job...} {mirror...} --figures-dir figures --command {command}").run()?;
+    let figures_dir = &r.figures_dir;
+    cmd!(sh, "{lth} reproduce {figs...} {job...} {mirror...} --figures-dir {figures_dir} --command {command}").run()?;
     Ok(())
 }
 

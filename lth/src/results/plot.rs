@@ -178,6 +178,8 @@ fn accuracy_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
         .configure_mesh()
         .x_desc("Training iterations")
         .y_desc("Test accuracy (%)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.1}"))
         .label_style((FONT, 13))
         .draw()
         .map_err(draw_error)?;
@@ -240,17 +242,19 @@ pub fn fig4<DB: DrawingBackend>(rows: &[Fig4Row], root: &DrawingArea<DB, Shift>)
             Points { label, colour, points }
         };
         let series = [series_of("ticket", "ticket (iterative)", TICKET), series_of("reinit", "reinit", REINIT), series_of("oneshot", "one-shot", ONESHOT)];
-        sparsity_panel(panel, title, y_desc, &series)?;
+        // Early stopping rises towards small Pm, accuracy falls: keep the legend off the data.
+        let legend = if scale == 1.0 { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::LowerLeft };
+        sparsity_panel(panel, title, y_desc, &series, legend)?;
     }
     Ok(())
 }
 
-fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, y_desc: &str, series: &[Points]) -> Result<()> {
+fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, y_desc: &str, series: &[Points], legend: SeriesLabelPosition) -> Result<()> {
     let all = || series.iter().flat_map(|s| s.points.iter());
     let pm_min = all().map(|p| p.0).fold(100.0, f64::min);
     let (lo, hi) = (all().map(|p| p.2).fold(f64::INFINITY, f64::min), all().map(|p| p.3).fold(f64::NEG_INFINITY, f64::max));
     let (lo, hi) = if lo.is_finite() && hi.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-    let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.02).max(1e-3);
+    let pad = if hi - lo > 1e-9 { (hi - lo) * 0.08 } else { (hi.abs() * 0.05).max(1.0) };
     // x is -log10(Pm %), so the axis runs from 100 down to the smallest Pm left to right.
     let x = |pm: f64| -pm.log10();
     let mut chart = ChartBuilder::on(area)
@@ -267,6 +271,7 @@ fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
         .x_labels(0)
         .x_desc("Percent of weights remaining")
         .y_desc(y_desc)
+        .y_label_formatter(&|v| if hi > 100.0 { format!("{v:.0}") } else { format!("{v:.1}") })
         .label_style((FONT, 13))
         .draw()
         .map_err(draw_error)?;
@@ -291,7 +296,7 @@ fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
+        .position(legend)
         .label_font((FONT, 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)

@@ -1,0 +1,252 @@
+//! Short end-to-end runs of the real pipeline on the real MNIST mirror: every procedure,
+//! the reset rule, mask invariants, resume after interruption, bit-identical reruns, spec
+//! mismatch, figures redrawn from their tables, and `compare`.
+
+use lth::datasets::{self, batches::Batches, fetch::Source, Dataset};
+use lth::masks::Mask;
+use lth::models::Architecture;
+use lth::progress::Progress;
+use lth::pruning;
+use lth::results::store::{load_weights, Store};
+use lth::results::{compare, figures, plot};
+use lth::seeds::{stream, Purpose};
+use lth::spec::{ExperimentSpec, PlannedRun, Procedure, Scale};
+use lth_tests::{data_cache, mirror, scratch, TINY_LENET};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn spec() -> ExperimentSpec {
+    let dir = scratch("spec");
+    let path = dir.join("lenet.toml");
+    std::fs::write(&path, TINY_LENET).unwrap();
+    ExperimentSpec::load(&path).unwrap()
+}
+
+fn plan() -> Vec<PlannedRun> {
+    spec().plan(Scale::Smoke, None).unwrap()
+}
+
+/// The prepared data, loaded once per test process.
+fn data() -> &'static Dataset {
+    static DATA: OnceLock<Dataset> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let source = Source { mirror: Some(mirror()), cache: data_cache() };
+        let raw = datasets::load(spec().method.dataset, &source).unwrap();
+        raw.prepare(&plan()[0].spec, &candle_core::Device::Cpu).unwrap()
+    })
+}
+
+/// Runs every planned run into `out`.
+fn run_all(out: &Path) -> Store {
+    let store = Store::new(out);
+    let progress = Progress::new(0, 0);
+    for planned in plan() {
+        lth::lottery::run(&planned, &store, data(), &candle_core::Device::Cpu, &progress).unwrap();
+    }
+    store
+}
+
+/// One finished results folder shared by the read-only tests.
+fn finished() -> &'static PathBuf {
+    static OUT: OnceLock<PathBuf> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let out = scratch("finished");
+        run_all(&out);
+        out
+    })
+}
+
+fn run_dir(out: &Path, procedure: Procedure, copy: usize) -> lth::results::store::RunDir {
+    let planned = plan().into_iter().find(|r| r.spec.procedure == procedure && r.spec.copy == copy).unwrap();
+    Store::new(out).existing(&planned.spec)
+}
+
+#[test]
+fn every_level_of_every_procedure_finishes() {
+    let out = finished();
+    for planned in plan() {
+        let dir = Store::new(out).existing(&planned.spec);
+        for level in &planned.levels {
+            assert!(dir.is_done(*level), "{} level {level} not done", dir.id);
+            let curve = std::fs::read_to_string(dir.curve_path(*level)).unwrap();
+            // Evaluations at 0, 10, 20, 30, 40.
+            assert_eq!(curve.lines().count(), 1 + 5, "{}", dir.id);
+        }
+    }
+}
+
+#[test]
+fn masks_follow_the_pruning_rates_and_only_shrink() {
+    let arch = Architecture::of(lth::spec::ModelKind::Lenet300100);
+    let ticket = run_dir(finished(), Procedure::Ticket, 0);
+    let mut previous = Mask::dense(&arch);
+    for level in 0..=3 {
+        let mask = Mask::load(&ticket.mask_path(level), &arch).unwrap();
+        assert!(mask.is_subset_of(&previous), "level {level} regrew weights");
+        for p in arch.prunable() {
+            let rate = if p.name == "fc3.weight" { 0.1 } else { 0.2 };
+            assert_eq!(mask.layers[&p.name].remaining(), pruning::survivors_after(p.numel(), rate, level), "{} level {level}", p.name);
+        }
+        // Every pruned weight is exactly 0 at the end of training.
+        let trained = load_weights(&ticket.final_path(level), &arch).unwrap();
+        for (name, layer) in &mask.layers {
+            for (i, &k) in layer.keep.iter().enumerate() {
+                assert!(k == 1.0 || trained[name][i] == 0.0, "{name}[{i}] = {} at level {level}", trained[name][i]);
+            }
+        }
+        previous = mask;
+    }
+    // Controls keep the ticket's per-layer counts.
+    let random = Mask::load(&run_dir(finished(), Procedure::RandomPrune, 0).mask_path(3), &arch).unwrap();
+    let oneshot = Mask::load(&run_dir(finished(), Procedure::Oneshot, 0).mask_path(3), &arch).unwrap();
+    for (name, layer) in &previous.layers {
+        assert_eq!(random.layers[name].remaining(), layer.remaining());
+        assert_eq!(oneshot.layers[name].remaining(), layer.remaining());
+    }
+    assert_ne!(random, previous);
+}
+
+#[test]
+fn survivors_restart_from_theta0_and_reinit_draws_fresh_weights() {
+    let arch = Architecture::of(lth::spec::ModelKind::Lenet300100);
+    let out = finished();
+    let ticket = run_dir(out, Procedure::Ticket, 0);
+    let theta0 = load_weights(&ticket.init_path(), &arch).unwrap();
+    for planned in plan() {
+        let run = Store::new(out).existing(&planned.spec);
+        for &level in &planned.levels {
+            let (mask, start) = lth::lottery::level_start(&planned.spec, &arch, &run, &ticket, &theta0, level).unwrap();
+            let saved = Mask::load(&run.mask_path(level), &arch).unwrap();
+            assert_eq!(mask, saved, "{} level {level}: mask is not reproducible", run.id);
+            let same_as_theta0 = start == theta0;
+            match planned.spec.procedure {
+                Procedure::Reinit => assert!(!same_as_theta0, "reinit reused theta0"),
+                _ => assert!(same_as_theta0, "{} level {level} does not start from theta0", run.id),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_same_seed_gives_bit_identical_runs() {
+    let again = scratch("again");
+    run_all(&again);
+    let files = |root: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.join("runs")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push((path.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let (a, b) = (files(finished()), files(&again));
+    assert_eq!(a.iter().map(|f| &f.0).collect::<Vec<_>>(), b.iter().map(|f| &f.0).collect::<Vec<_>>());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{name} differs between two runs with the same seed");
+    }
+    // Data order: the same stream gives the same batches; another trial's differs.
+    let order = |seed: u64| {
+        let mut batches = Batches::new(&data().train, 60, stream(seed, Purpose::DataOrder));
+        (0..30).flat_map(|_| batches.next_indices().to_vec()).collect::<Vec<_>>()
+    };
+    assert_eq!(order(1), order(1));
+    assert_ne!(order(1), order(2));
+}
+
+#[test]
+fn an_interrupted_run_resumes_at_its_first_unfinished_level() {
+    let out = scratch("resume");
+    run_all(&out);
+    let ticket = run_dir(&out, Procedure::Ticket, 0);
+    let original = std::fs::read(ticket.curve_path(3)).unwrap();
+    let level1 = std::fs::metadata(ticket.curve_path(1)).unwrap().modified().unwrap();
+    // An interruption during level 3: its marker never written, its files half-written.
+    std::fs::remove_file(ticket.done_path(3)).unwrap();
+    std::fs::write(ticket.curve_path(3), b"half a fi").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    run_all(&out);
+    assert!(ticket.is_done(3));
+    assert_eq!(std::fs::read(ticket.curve_path(3)).unwrap(), original, "resumed level differs");
+    assert_eq!(std::fs::metadata(ticket.curve_path(1)).unwrap().modified().unwrap(), level1, "a finished level was retrained");
+}
+
+#[test]
+fn a_folder_holding_another_spec_is_refused() {
+    let out = scratch("mismatch");
+    let store = Store::new(&out);
+    let planned = &plan()[0];
+    let dir = store.open(&planned.spec).unwrap();
+    let path = dir.dir.join("spec.json");
+    let edited = std::fs::read_to_string(&path).unwrap().replace("\"iterations\":40", "\"iterations\":41");
+    std::fs::write(&path, edited).unwrap();
+    let message = store.open(&planned.spec).unwrap_err().to_string();
+    assert!(message.contains("iterations") && message.contains("delete that folder"), "{message}");
+}
+
+#[test]
+fn run_ids_are_stable() {
+    // Changing these names orphans every existing results folder: only change them on purpose,
+    // with a new default-free field or a deliberate method change.
+    let ids: Vec<String> = plan().iter().map(|r| r.spec.id().0).collect();
+    assert_eq!(
+        ids,
+        [
+            "lenet-smoke-ticket-t0-75663071ae",
+            "lenet-smoke-oneshot-t0-e1d7a6604e",
+            "lenet-smoke-reinit-t0-c0-919cebdbf3",
+            "lenet-smoke-random_prune-t0-c0-178e3bbadf",
+        ]
+    );
+}
+
+#[test]
+fn figures_are_drawn_and_redraw_identically_from_their_tables() {
+    let figs = scratch("figures");
+    let store = Store::new(finished());
+    for id in ["fig3", "fig4"] {
+        let figure = figures::find(id).unwrap();
+        let provenance = figures::Provenance {
+            command: "test".into(),
+            scale: "smoke".into(),
+            data: "MNIST".into(),
+            device: "cpu".into(),
+            git_revision: "test".into(),
+        };
+        let out = figures::make(figure, &store, &provenance, &figs).unwrap();
+        for path in [&out.csv, &out.svg, &out.png, &out.md] {
+            assert!(std::fs::metadata(path).unwrap().len() > 100, "{} is empty", path.display());
+        }
+        let redrawn = figs.join(format!("{id}-again.svg"));
+        plot::draw_from_csv(id, &out.csv, &redrawn, None).unwrap();
+        assert_eq!(std::fs::read(&out.svg).unwrap(), std::fs::read(&redrawn).unwrap(), "{id} does not redraw identically");
+    }
+    let fig3 = std::fs::read_to_string(figs.join("fig3.csv")).unwrap();
+    let levels: std::collections::BTreeSet<&str> = fig3.lines().skip(1).filter(|l| l.starts_with("ticket,")).map(|l| l.split(',').nth(1).unwrap()).collect();
+    assert!(levels.len() >= 3, "fig3 covers levels {levels:?}");
+    let md = std::fs::read_to_string(figs.join("fig4.md")).unwrap();
+    assert!(md.contains("| scale | `smoke` |") && md.contains("| random_prune | 3 |"), "{md}");
+
+    // compare: a table against itself changes nothing; a shifted mean is flagged.
+    let table = figs.join("fig4.csv");
+    let same = compare::compare(&table, &table).unwrap();
+    assert!(same.contains(" 0 changed"), "{same}");
+    let text = std::fs::read_to_string(&table).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = header.iter().position(|h| *h == "final_test_acc_mean").unwrap();
+    let mut cells: Vec<String> = lines[1].split(',').map(String::from).collect();
+    cells[col] = "0.01".into();
+    lines[1] = cells.join(",");
+    let shifted = figs.join("shifted.csv");
+    std::fs::write(&shifted, lines.join("\n") + "\n").unwrap();
+    let diff = compare::compare(&table, &shifted).unwrap();
+    assert!(diff.contains(" 1 changed, 1 outside") && diff.contains("**yes**"), "{diff}");
+}
