@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: checksum mismatch (sha256 {actual}, expected {expected}): a corrupt or truncated copy, removed and not used")]
-    Checksum { path: PathBuf, expected: String, actual: String },
+    #[error("{path}: checksum mismatch ({kind} {actual}, expected {expected}): a corrupt or truncated copy, removed and not used")]
+    Checksum { path: PathBuf, kind: &'static str, expected: String, actual: String },
 
     #[error("{path}: {reason}; delete it (or the whole data folder) and run `cargo xtask data` again")]
     CorruptData { path: PathBuf, reason: String },
@@ -16,6 +16,9 @@ pub enum Error {
 
     #[error("{path}: {reason}")]
     Spec { path: PathBuf, reason: String },
+
+    #[error("{path}: {reason}; regenerate it (`cargo xtask reproduce`; for a run's curve, delete that run's level folder)")]
+    Table { path: PathBuf, reason: String },
 
     #[error("{dir}: holds a run whose spec differs from the requested one ({reason}); delete that folder or pass another --out")]
     SpecMismatch { dir: PathBuf, reason: String },

@@ -29,6 +29,23 @@ pub mod training;
 
 pub use error::{Error, Result};
 
+/// jemalloc for every binary that links `lth` (the CLI and the tests), configured to keep freed
+/// memory and to back it with huge pages. Training allocates and frees the same large buffers
+/// every step (a convolution's im2col matrix is 141 MB at batch 60). glibc hands each one back
+/// to the OS and faults it in again page by page. Measured on the Conv-2 smoke run (synthetic
+/// data, one thread): glibc took 52.5M minor page faults and 83 s of system time. jemalloc's
+/// defaults took 26.6M and 47 s; this setting took 1.6K faults and 2.7 s, and the wall time
+/// fell from 2 min 45 s to 1 min 12 s.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's compile-time options (the prefixed `malloc_conf` symbol of tikv-jemallocator).
+#[cfg(not(target_env = "msvc"))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &u8 = &b"thp:always,metadata_thp:always,oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1\0"[0];
+
 /// Parses `--device`: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when built with it and present).
 pub fn device(name: &str) -> Result<candle_core::Device> {
     use candle_core::Device;

@@ -112,10 +112,12 @@ fn train_level(
         adam: (&spec.method.optimizer).into(),
     };
     let data_order = seeds::stream(trial_seed(spec), Purpose::DataOrder);
-    let curve = training::train(net.as_ref(), &params, mask, data, &config, data_order, observer)?;
+    let dropout = spec.method.dropout.map(|p| models::Dropout::new(p, seeds::stream(trial_seed(spec), Purpose::Dropout)));
+    let curve = training::train(net.as_ref(), &params, mask, data, &config, data_order, dropout, observer)?;
     let key = CurveKey {
         experiment: spec.experiment.clone(),
         scale: spec.scale.as_str().into(),
+        data: spec.data,
         procedure: spec.procedure.as_str().into(),
         trial: spec.trial,
         copy: spec.copy,

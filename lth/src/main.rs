@@ -6,8 +6,9 @@ use clap::{Args, Parser, Subcommand};
 use lth::datasets::{self, fetch::Source};
 use lth::progress::Progress;
 use lth::results::{compare, figures, plot, store::Store};
-use lth::spec::{ExperimentSpec, Scale};
+use lth::spec::{DataSource, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
+
 
 #[derive(Parser)]
 #[command(name = "lth", version, about = "The Lottery Ticket Hypothesis (Frankle & Carbin, ICLR 2019), reproduced with candle")]
@@ -57,6 +58,9 @@ enum Command {
         /// Results folder.
         #[arg(long, default_value = "results")]
         out: PathBuf,
+        /// Draw the runs made on `real` or `synthetic` CIFAR-10 images.
+        #[arg(long, value_enum, default_value = "real")]
+        data: DataSource,
         #[command(flatten)]
         output: FigureArgs,
     },
@@ -107,6 +111,10 @@ struct DataArgs {
     /// Dataset cache folder [env: LTH_DATA_DIR; default: the user cache folder].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// CIFAR-10 images: `real`, or `synthetic`, a generated set in the same format for machines
+    /// without CIFAR-10 (marked as such everywhere). MNIST is always real.
+    #[arg(long, value_enum, default_value = "real")]
+    data: DataSource,
 }
 
 #[derive(Args, Clone)]
@@ -123,13 +131,7 @@ struct FigureArgs {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    // Parallel trials each use one core; candle's matrix products would otherwise also spread
-    // over every core and oversubscribe them. Set before any candle work starts.
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() && parallel_jobs(&cli) {
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
-    if let Err(e) = run(cli) {
+    if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -143,35 +145,39 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Run { experiment, trial, job, data } => {
             let spec = ExperimentSpec::load(&experiment)?;
-            run_experiment(&spec, &job, trial, &source(&data))?;
+            run_experiment(&spec, &job, trial, &data)?;
         }
         Command::Reproduce { figures: names, job, data, output } => {
             let wanted = resolve_figures(&names)?;
             let revision = figures::git_revision();
-            let mut experiments: Vec<&str> = wanted.iter().map(|f| f.experiment).collect();
-            experiments.dedup();
+            let mut experiments: Vec<&str> = Vec::new();
+            for name in wanted.iter().flat_map(|f| f.experiments.iter()) {
+                if !experiments.contains(name) {
+                    experiments.push(name);
+                }
+            }
             for name in experiments {
                 let spec = ExperimentSpec::load(&output.experiments.join(format!("{name}.toml")))?;
-                run_experiment(&spec, &job, None, &source(&data))?;
+                run_experiment(&spec, &job, None, &data)?;
             }
             let command = output.command.clone().unwrap_or_else(|| format!("lth reproduce {}", names.join(" ")));
             for figure in wanted {
-                draw(figure, &job.out, job.scale, &output.figures_dir, &command, &job.device, &revision)?;
+                draw(figure, &job.out, job.scale, data.data, &output.figures_dir, &command, &job.device, &revision)?;
             }
         }
-        Command::Figure { figure, scale, out, output } => {
+        Command::Figure { figure, scale, out, data, output } => {
             let figure = figures::find(&figure)?;
             let command = output.command.unwrap_or_else(|| format!("lth figure {} --scale {}", figure.id, scale.as_str()));
-            draw(figure, &out, scale, &output.figures_dir, &command, "not recorded", &figures::git_revision())?;
+            draw(figure, &out, scale, data, &output.figures_dir, &command, "not recorded", &figures::git_revision())?;
         }
         Command::Plot { figure, table, svg, png } => {
-            figures::find(&figure)?;
-            plot::draw_from_csv(&figure, &table, &svg, png.as_deref()).with_context(|| format!("drawing {}", svg.display()))?;
+            let figure = figures::find(&figure)?;
+            plot::draw_from_csv(figure, &table, &svg, png.as_deref()).with_context(|| format!("drawing {}", svg.display()))?;
         }
         Command::Compare { old, new } => print!("{}", compare::compare(&old, &new)?),
         Command::Plan { figures: names, job, experiments } => {
-            for figure in resolve_figures(&names)? {
-                let spec_path = experiments.join(format!("{}.toml", figure.experiment));
+            for name in resolve_figures(&names)?.iter().flat_map(|f| f.experiments.iter()) {
+                let spec_path = experiments.join(format!("{name}.toml"));
                 let spec = ExperimentSpec::load(&spec_path)?;
                 let trials = job.trials.unwrap_or(spec.sizes(job.scale)?.trials);
                 for trial in 0..trials {
@@ -189,15 +195,6 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Whether this invocation may train more than one trial at a time.
-fn parallel_jobs(cli: &Cli) -> bool {
-    let job = match &cli.command {
-        Command::Run { job, .. } | Command::Reproduce { job, .. } => job,
-        _ => return false,
-    };
-    job.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())) > 1
-}
-
 fn source(data: &DataArgs) -> Source {
     Source::from_env(data.data_dir.clone(), data.mirror.clone())
 }
@@ -209,10 +206,10 @@ fn resolve_figures(names: &[String]) -> Result<Vec<&'static figures::Figure>> {
     Ok(names.iter().map(|n| figures::find(n)).collect::<lth::Result<_>>()?)
 }
 
-fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, source: &Source) -> Result<()> {
+fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, data_args: &DataArgs) -> Result<()> {
     let dev = lth::device(&job.device)?;
-    let raw = datasets::load(spec.method.dataset, source).context("preparing the dataset")?;
-    let plan: Vec<_> = spec.plan(job.scale, job.trials)?.into_iter().filter(|r| trial.is_none_or(|t| r.spec.trial == t)).collect();
+    let raw = datasets::load(spec.method.dataset, data_args.data, &source(data_args)).context("preparing the dataset")?;
+    let plan: Vec<_> = spec.plan(job.scale, job.trials, data_args.data)?.into_iter().filter(|r| trial.is_none_or(|t| r.spec.trial == t)).collect();
     let Some(first) = plan.first() else {
         anyhow::bail!("trial {} does not exist at scale {}", trial.unwrap_or(0), job.scale.as_str());
     };
@@ -240,6 +237,12 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, so
         t
     };
     let jobs = job.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(1, trials.len());
+    // Parallel trials use one core each; candle's matrix products would otherwise also spread
+    // over every core and oversubscribe them. candle reads this variable at every product, and
+    // no other thread is running candle work yet.
+    if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let store = &store;
     let worker = || -> Result<()> {
@@ -259,11 +262,12 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, so
     Ok(())
 }
 
-fn draw(figure: &figures::Figure, out: &Path, scale: Scale, dir: &Path, command: &str, device: &str, git_revision: &str) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn draw(figure: &figures::Figure, out: &Path, scale: Scale, data: DataSource, dir: &Path, command: &str, device: &str, git_revision: &str) -> Result<()> {
     let provenance = figures::Provenance {
         command: command.to_string(),
         scale: scale.as_str().to_string(),
-        data: "MNIST, the official files (SHA-256 verified)".into(),
+        data,
         device: device.to_string(),
         git_revision: git_revision.to_string(),
     };

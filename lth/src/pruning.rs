@@ -15,6 +15,7 @@ pub fn rates(arch: &Architecture, spec: &PruningSpec) -> Vec<(String, f64)> {
     arch.prunable()
         .map(|p| {
             let rate = match p.prunable {
+                Some(LayerKind::Conv) => spec.conv.unwrap_or(0.0),
                 Some(LayerKind::Fc) => spec.fc,
                 Some(LayerKind::Output) => spec.output,
                 None => 0.0,

@@ -22,6 +22,10 @@ pub enum Purpose {
     RandomPrune { copy: usize, level: usize },
     /// Which evaluation examples a reduced scale keeps.
     EvalSubset,
+    /// Dropout masks during training (the same sequence at every level of a trial).
+    Dropout,
+    /// The generated stand-in for CIFAR-10.
+    Synthetic,
 }
 
 impl Purpose {
@@ -33,6 +37,8 @@ impl Purpose {
             Purpose::Reinit { copy, level } => format!("reinit/{copy}/{level}"),
             Purpose::RandomPrune { copy, level } => format!("random-prune/{copy}/{level}"),
             Purpose::EvalSubset => "eval-subset".into(),
+            Purpose::Dropout => "dropout".into(),
+            Purpose::Synthetic => "synthetic".into(),
         }
     }
 }

@@ -55,6 +55,10 @@ pub struct Method {
     pub normalisation: Normalisation,
     pub optimizer: OptimizerSpec,
     pub pruning: PruningSpec,
+    /// Dropout probability on the hidden fully connected layers (Fig 6), if any. New fields are
+    /// optional and left out of the JSON when unset, so existing run ids stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,12 +66,32 @@ pub struct Method {
 pub enum ModelKind {
     #[serde(rename = "lenet_300_100")]
     Lenet300100,
+    Conv2,
+    Conv4,
+    Conv6,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DatasetKind {
     Mnist,
+    Cifar10,
+}
+
+/// Where the images come from: the real dataset, or a generated set in the same file format
+/// (for machines without the dataset; every run, table and figure made from it says so).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DataSource {
+    #[default]
+    Real,
+    Synthetic,
+}
+
+impl DataSource {
+    pub fn is_real(&self) -> bool {
+        *self == DataSource::Real
+    }
 }
 
 /// Per-channel `(x / 255 - mean) / std`. The paper does not state its normalisation.
@@ -90,6 +114,9 @@ pub enum OptimizerSpec {
 #[serde(deny_unknown_fields)]
 pub struct PruningSpec {
     pub scope: PruningScope,
+    /// Convolutional layers (absent for networks without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv: Option<f64>,
     /// Hidden fully connected layers.
     pub fc: f64,
     /// The output layer (the paper prunes it at half the fc rate).
@@ -174,6 +201,8 @@ pub struct RunSpec {
     pub trial: usize,
     /// Which copy of a control (0 for the ticket and one-shot).
     pub copy: usize,
+    #[serde(default, skip_serializing_if = "DataSource::is_real")]
+    pub data: DataSource,
 }
 
 /// A run's folder name: readable prefix plus a hash of the canonical JSON of its spec.
@@ -215,7 +244,17 @@ impl ExperimentSpec {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        let rates = [("fc", self.method.pruning.fc), ("output", self.method.pruning.output)];
+        let p = &self.method.pruning;
+        let has_conv = self.method.model != ModelKind::Lenet300100;
+        if has_conv != p.conv.is_some() {
+            return Err(format!("pruning.conv must be {} for model {:?}", if has_conv { "set" } else { "absent" }, self.method.model));
+        }
+        if let Some(d) = self.method.dropout {
+            if !(0.0..1.0).contains(&d) {
+                return Err(format!("method.dropout = {d} must be in [0, 1)"));
+            }
+        }
+        let rates = [("fc", p.fc), ("output", p.output), ("conv", p.conv.unwrap_or(0.0))];
         for (name, rate) in rates {
             if !(0.0..1.0).contains(&rate) {
                 return Err(format!("pruning.{name} = {rate} must be in [0, 1)"));
@@ -250,9 +289,11 @@ impl ExperimentSpec {
     }
 
     /// Every run of this experiment at `scale`, tickets first (the controls branch off them).
-    pub fn plan(&self, scale: Scale, trials: Option<usize>) -> Result<Vec<PlannedRun>> {
+    pub fn plan(&self, scale: Scale, trials: Option<usize>, data: DataSource) -> Result<Vec<PlannedRun>> {
         let sizes = self.sizes(scale)?;
         let trials = trials.unwrap_or(sizes.trials);
+        // There is no synthetic MNIST: MNIST is always available, so its runs stay real.
+        let data = if self.method.dataset == DatasetKind::Mnist { DataSource::Real } else { data };
         let run = |procedure, trial, copy, levels: Vec<usize>| PlannedRun {
             spec: RunSpec {
                 experiment: self.name.clone(),
@@ -266,6 +307,7 @@ impl ExperimentSpec {
                 procedure,
                 trial,
                 copy,
+                data,
             },
             levels,
         };
@@ -301,8 +343,9 @@ impl RunSpec {
             Procedure::Reinit | Procedure::RandomPrune => format!("-c{}", self.copy),
             Procedure::Ticket | Procedure::Oneshot => String::new(),
         };
+        let data = if self.data.is_real() { "" } else { "-synthetic" };
         RunId(format!(
-            "{}-{}-{}-t{}{copy}-{hex}",
+            "{}{data}-{}-{}-t{}{copy}-{hex}",
             self.experiment,
             self.scale.as_str(),
             self.procedure.as_str(),

@@ -3,7 +3,7 @@
 //! file, an unreachable mirror, a corrupt cached file, and IDX parsing errors.
 
 use flate2::{write::GzEncoder, Compression};
-use lth::datasets::fetch::{RemoteFile, Source};
+use lth::datasets::fetch::{Checksum, RemoteFile, Source};
 use lth::datasets::mnist::{self, IdxFile};
 use lth::Error;
 use lth_tests::scratch;
@@ -101,7 +101,7 @@ fn serve(mut stream: TcpStream, files: &[(String, Vec<u8>)], log: &Mutex<Vec<Str
 }
 
 fn remote(name: &'static str, bytes: &[u8]) -> RemoteFile {
-    RemoteFile { dataset: "mnist", name, sha256: Box::leak(sha256(bytes).into_boxed_str()) }
+    RemoteFile { dataset: "mnist", name, checksum: Checksum::Sha256(Box::leak(sha256(bytes).into_boxed_str())) }
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn idx_files_are_decompressed_verified_and_parsed() {
     let body = gzip(&images);
     let server = Server::start(vec![("/mnist/imgs.gz".into(), body.clone())]);
     let source = Source { mirror: Some(server.url()), cache: scratch("idx") };
-    let file = IdxFile { gz: remote("imgs.gz", &body), name: "imgs", sha256: Box::leak(sha256(&images).into_boxed_str()) };
+    let file = IdxFile { gz: remote("imgs.gz", &body), name: "imgs", checksum: Checksum::Sha256(Box::leak(sha256(&images).into_boxed_str())) };
     let path = mnist::fetch_idx(&source, &file).unwrap();
     let (pixels, n, dims) = mnist::read_idx(&path, 2051, 3).unwrap();
     assert_eq!((n, dims), (12, vec![28, 28]));

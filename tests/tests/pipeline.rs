@@ -10,7 +10,7 @@ use lth::pruning;
 use lth::results::store::{load_weights, Store};
 use lth::results::{compare, figures, plot};
 use lth::seeds::{stream, Purpose};
-use lth::spec::{ExperimentSpec, PlannedRun, Procedure, Scale};
+use lth::spec::{DataSource, ExperimentSpec, PlannedRun, Procedure, Scale};
 use lth_tests::{data_cache, mirror, scratch, TINY_LENET};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -23,7 +23,7 @@ fn spec() -> ExperimentSpec {
 }
 
 fn plan() -> Vec<PlannedRun> {
-    spec().plan(Scale::Smoke, None).unwrap()
+    spec().plan(Scale::Smoke, None, DataSource::Real).unwrap()
 }
 
 /// The prepared data, loaded once per test process.
@@ -31,7 +31,7 @@ fn data() -> &'static Dataset {
     static DATA: OnceLock<Dataset> = OnceLock::new();
     DATA.get_or_init(|| {
         let source = Source { mirror: Some(mirror()), cache: data_cache() };
-        let raw = datasets::load(spec().method.dataset, &source).unwrap();
+        let raw = datasets::load(spec().method.dataset, DataSource::Real, &source).unwrap();
         raw.prepare(&plan()[0].spec, &candle_core::Device::Cpu).unwrap()
     })
 }
@@ -216,7 +216,7 @@ fn figures_are_drawn_and_redraw_identically_from_their_tables() {
         let provenance = figures::Provenance {
             command: "test".into(),
             scale: "smoke".into(),
-            data: "MNIST".into(),
+            data: DataSource::Real,
             device: "cpu".into(),
             git_revision: "test".into(),
         };
@@ -225,14 +225,14 @@ fn figures_are_drawn_and_redraw_identically_from_their_tables() {
             assert!(std::fs::metadata(path).unwrap().len() > 100, "{} is empty", path.display());
         }
         let redrawn = figs.join(format!("{id}-again.svg"));
-        plot::draw_from_csv(id, &out.csv, &redrawn, None).unwrap();
+        plot::draw_from_csv(figure, &out.csv, &redrawn, None).unwrap();
         assert_eq!(std::fs::read(&out.svg).unwrap(), std::fs::read(&redrawn).unwrap(), "{id} does not redraw identically");
     }
     let fig3 = std::fs::read_to_string(figs.join("fig3.csv")).unwrap();
     let levels: std::collections::BTreeSet<&str> = fig3.lines().skip(1).filter(|l| l.starts_with("ticket,")).map(|l| l.split(',').nth(1).unwrap()).collect();
     assert!(levels.len() >= 3, "fig3 covers levels {levels:?}");
     let md = std::fs::read_to_string(figs.join("fig4.md")).unwrap();
-    assert!(md.contains("| scale | `smoke` |") && md.contains("| random_prune | 3 |"), "{md}");
+    assert!(md.contains("| scale | `smoke` |") && md.contains("| lenet | reinit | 3 |"), "{md}");
 
     // compare: a table against itself changes nothing; a shifted mean is flagged.
     let table = figs.join("fig4.csv");

@@ -9,7 +9,7 @@ use lth::spec::{ModelKind, PruningSpec, PruningScope};
 
 fn lenet() -> (Architecture, Vec<(String, f64)>) {
     let arch = Architecture::of(ModelKind::Lenet300100);
-    let rates = pruning::rates(&arch, &PruningSpec { scope: PruningScope::Layerwise, fc: 0.2, output: 0.1 });
+    let rates = pruning::rates(&arch, &PruningSpec { scope: PruningScope::Layerwise, conv: None, fc: 0.2, output: 0.1 });
     (arch, rates)
 }
 

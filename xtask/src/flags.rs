@@ -7,7 +7,7 @@ pub const HELP: &str = "\
 cargo xtask <command>
 
   reproduce [FIG...] [--scale smoke|quick|paper] [--trials N] [--jobs N] [--device cpu|cuda[:N]|auto]
-            [--out DIR] [--mirror URL|DIR] [--figures-dir DIR]
+            [--out DIR] [--mirror URL|DIR] [--figures-dir DIR] [--data real|synthetic]
         fetch data, run the missing runs, aggregate and draw into figures/ (default: every figure)
   data [--mirror URL|DIR]      download and verify MNIST only
   figures [--check]            redraw figures/*.svg|png from figures/*.csv (--check: fail if stale)
@@ -36,9 +36,22 @@ pub struct Reproduce {
     pub mirror: Option<String>,
     pub figures_dir: String,
     pub jobs: Option<String>,
+    pub data: Option<String>,
 }
 
 impl Reproduce {
+    /// The flags `lth` takes for its data.
+    pub fn data_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(mirror) = &self.mirror {
+            args.extend(["--mirror".into(), mirror.clone()]);
+        }
+        if let Some(data) = &self.data {
+            args.extend(["--data".into(), data.clone()]);
+        }
+        args
+    }
+
     /// The flags `lth` takes for a job.
     pub fn job_args(&self) -> Vec<String> {
         let mut args = vec!["--scale".into(), self.scale.clone(), "--device".into(), self.device.clone(), "--out".into(), self.out.clone()];
@@ -70,7 +83,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
     }
     let take = |name: &str| options.iter().rev().find(|(k, _)| k == name).and_then(|(_, v)| v.clone());
     let known: &[&str] = match command.as_str() {
-        "reproduce" | "plan" => &["--scale", "--trials", "--jobs", "--device", "--out", "--mirror", "--figures-dir"],
+        "reproduce" | "plan" => &["--scale", "--trials", "--jobs", "--device", "--out", "--mirror", "--figures-dir", "--data"],
         "data" => &["--mirror"],
         "figures" => &["--check"],
         _ => &[],
@@ -87,6 +100,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
         mirror: take("--mirror"),
         figures_dir: take("--figures-dir").unwrap_or_else(|| "figures".into()),
         jobs: take("--jobs"),
+        data: take("--data"),
     };
     Ok(match command.as_str() {
         "reproduce" => Task::Reproduce(job()),

@@ -8,7 +8,14 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,10 +63,10 @@ fn reproduce(sh: &Shell, r: &flags::Reproduce, args: &[String]) -> Result<()> {
     let lth = build_lth(sh, r.device.starts_with("cuda"))?;
     let figs = &r.figures;
     let job = r.job_args();
-    let mirror = r.mirror.clone().map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
+    let data = r.data_args();
     let command = format!("cargo xtask {}", args.join(" "));
     let figures_dir = &r.figures_dir;
-    cmd!(sh, "{lth} reproduce {figs...} {job...} {mirror...} --figures-dir {figures_dir} --command {command}").run()?;
+    cmd!(sh, "{lth} reproduce {figs...} {job...} {data...} --figures-dir {figures_dir} --command {command}").run()?;
     Ok(())
 }
 

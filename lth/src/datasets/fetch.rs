@@ -16,7 +16,14 @@ pub struct RemoteFile {
     /// Folder name under the cache and under a mirror (`mnist`, `cifar10`).
     pub dataset: &'static str,
     pub name: &'static str,
-    pub sha256: &'static str,
+    pub checksum: Checksum,
+}
+
+/// A published digest (hex). MNIST's are SHA-256; CIFAR-10 publishes only MD5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    Sha256(&'static str),
+    Md5(&'static str),
 }
 
 /// Where files come from and where they go.
@@ -48,7 +55,7 @@ impl Source {
         fs::create_dir_all(&dir).at(&dir)?;
         let path = dir.join(file.name);
         if path.exists() {
-            match verify(&path, file.sha256) {
+            match verify(&path, file.checksum) {
                 Ok(()) => return Ok(path),
                 Err(e) => {
                     eprintln!("warning: {e}");
@@ -90,7 +97,7 @@ impl Source {
             }
             fs::copy(&src, &part).at(&src)?;
         }
-        if let Err(e) = verify(&part, file.sha256) {
+        if let Err(e) = verify(&part, file.checksum) {
             fs::remove_file(&part).at(&part)?;
             return Err(e);
         }
@@ -100,6 +107,14 @@ impl Source {
 
 fn extension(path: &Path) -> String {
     path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// A temporary name beside `path`, unique to this process and call, so concurrent writers
+/// never share one.
+pub fn unique_temp(path: &Path) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_extension(format!("{}.{}-{n}.tmp", extension(path), std::process::id()))
 }
 
 fn default_cache() -> PathBuf {
@@ -112,18 +127,22 @@ fn default_cache() -> PathBuf {
     }
 }
 
-/// Checks a file's SHA-256; the error names the file and both digests.
-pub fn verify(path: &Path, expected: &str) -> Result<()> {
-    let actual = sha256_file(path)?;
+/// Checks a file's digest; the error names the file and both digests.
+pub fn verify(path: &Path, expected: Checksum) -> Result<()> {
+    let (kind, expected, actual) = match expected {
+        Checksum::Sha256(hex) => ("sha256", hex, digest_file::<Sha256>(path)?),
+        Checksum::Md5(hex) => ("md5", hex, digest_file::<md5::Md5>(path)?),
+    };
     if actual == expected {
         Ok(())
     } else {
-        Err(Error::Checksum { path: path.to_owned(), expected: expected.into(), actual })
+        Err(Error::Checksum { path: path.to_owned(), kind, expected: expected.into(), actual })
     }
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut hasher = Sha256::new();
+/// The hex digest of a file.
+pub fn digest_file<D: Digest + io::Write>(path: &Path) -> Result<String> {
+    let mut hasher = D::new();
     let mut f = File::open(path).at(path)?;
     io::copy(&mut f, &mut hasher).at(path)?;
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
@@ -193,7 +212,7 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path) -> std::result::Re
 /// Writes `bytes` to `path` atomically (temp file + rename), so an interruption never leaves
 /// a half-written file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", extension(path)));
+    let tmp = unique_temp(path);
     fs::write(&tmp, bytes).at(&tmp)?;
     fs::rename(&tmp, path).at(path)
 }

@@ -2,7 +2,7 @@
 //! cache and parsed with full header checks (candle-datasets' `load_dir` reads the same files
 //! but cannot say which file is wrong or why).
 
-use super::fetch::{self, RemoteFile, Source};
+use super::fetch::{self, Checksum, RemoteFile, Source};
 use super::RawImages;
 use crate::error::{Error, IoContext, Result};
 use flate2::read::GzDecoder;
@@ -16,11 +16,11 @@ pub const URLS: [&str; 2] = ["http://yann.lecun.com/exdb/mnist", "https://ossci-
 pub struct IdxFile {
     pub gz: RemoteFile,
     pub name: &'static str,
-    pub sha256: &'static str,
+    pub checksum: Checksum,
 }
 
 const fn idx(gz: &'static str, gz_sha: &'static str, name: &'static str, sha256: &'static str) -> IdxFile {
-    IdxFile { gz: RemoteFile { dataset: "mnist", name: gz, sha256: gz_sha }, name, sha256 }
+    IdxFile { gz: RemoteFile { dataset: "mnist", name: gz, checksum: Checksum::Sha256(gz_sha) }, name, checksum: Checksum::Sha256(sha256) }
 }
 
 // SHA-256 values of the canonical distribution (../shared/datasets/README.md).
@@ -63,7 +63,7 @@ pub fn fetch_all(source: &Source) -> Result<PathBuf> {
 pub fn fetch_idx(source: &Source, file: &IdxFile) -> Result<PathBuf> {
     let path = source.cache.join("mnist").join(file.name);
     if path.exists() {
-        match fetch::verify(&path, file.sha256) {
+        match fetch::verify(&path, file.checksum) {
             Ok(()) => return Ok(path),
             Err(e) => {
                 eprintln!("warning: {e}");
@@ -79,7 +79,7 @@ pub fn fetch_idx(source: &Source, file: &IdxFile) -> Result<PathBuf> {
         reason: format!("not a valid gzip file ({e})"),
     })?;
     fetch::write_atomic(&path, &bytes)?;
-    if let Err(e) = fetch::verify(&path, file.sha256) {
+    if let Err(e) = fetch::verify(&path, file.checksum) {
         fs::remove_file(&path).at(&path)?;
         return Err(e);
     }

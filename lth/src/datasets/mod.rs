@@ -2,12 +2,14 @@
 //! normalisation, and seeded minibatch order (`batches`). Nothing here knows about models.
 
 pub mod batches;
+pub mod cifar10;
 pub mod fetch;
 pub mod mnist;
+pub mod synthetic;
 
 use crate::error::Result;
 use crate::seeds::{self, Purpose};
-use crate::spec::{DatasetKind, Method, Normalisation, RunSpec};
+use crate::spec::{DataSource, DatasetKind, Method, Normalisation, RunSpec};
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 
@@ -54,15 +56,15 @@ pub struct Dataset {
     pub test: Split,
 }
 
-/// Fetches (or finds in the cache) and decodes a dataset.
-pub fn load(kind: DatasetKind, source: &fetch::Source) -> Result<RawDataset> {
-    match kind {
-        DatasetKind::Mnist => {
-            let dir = mnist::fetch_all(source)?;
-            let (train, test) = mnist::load_dir(&dir)?;
-            Ok(RawDataset { kind, train, test })
-        }
-    }
+/// Fetches (or finds in the cache) and decodes a dataset. `Synthetic` applies to CIFAR-10
+/// only: MNIST is always the real one.
+pub fn load(kind: DatasetKind, data: DataSource, source: &fetch::Source) -> Result<RawDataset> {
+    let (train, test) = match (kind, data) {
+        (DatasetKind::Mnist, _) => mnist::load_dir(&mnist::fetch_all(source)?)?,
+        (DatasetKind::Cifar10, DataSource::Real) => cifar10::load_dir(&cifar10::fetch_all(source, &cifar10::ARCHIVE, cifar10::PER_FILE)?)?,
+        (DatasetKind::Cifar10, DataSource::Synthetic) => cifar10::load_dir(&synthetic::fetch_cifar10(&source.cache)?)?,
+    };
+    Ok(RawDataset { kind, train, test })
 }
 
 impl RawDataset {

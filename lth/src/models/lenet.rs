@@ -1,7 +1,7 @@
 //! LeNet-300-100 (PAPER.md Fig 2): 784 → 300 → 100 → 10, fully connected, ReLU.
 //! 266,200 prunable weights; `fc3` is the output layer (pruned at half the fc rate).
 
-use super::{linear, Architecture, LayerKind, Network, ParamInfo, Params};
+use super::{linear, Architecture, Dropout, LayerKind, Network, ParamInfo, Params};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
 
@@ -40,7 +40,7 @@ impl LeNet {
 impl Network for LeNet {
     /// # Shapes
     /// `xs`: `(batch, 1, 28, 28)` → logits `(batch, 10)`.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    fn forward_t(&self, xs: &Tensor, _dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let mut xs = xs.flatten_from(1)?;
         for (i, (w, b)) in self.layers.iter().enumerate() {
             xs = linear(&xs, w, b)?;

@@ -2,8 +2,13 @@
 //! (`fc1.weight`, …), which masks, checkpoints and pruning share. Initial weights come from
 //! seeded Rust RNGs (`init`), never from candle's unseedable CPU RNG.
 
+pub mod conv;
+pub mod dropout;
+pub mod im2col;
 pub mod init;
 pub mod lenet;
+
+pub use dropout::Dropout;
 
 use crate::error::Result;
 use crate::spec::ModelKind;
@@ -19,6 +24,8 @@ pub type Weights = BTreeMap<String, Vec<f32>>;
 /// How a layer is pruned: each kind has its own rate (PAPER.md Fig 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LayerKind {
+    /// A convolution.
+    Conv,
     /// A hidden fully connected layer.
     Fc,
     /// The output layer.
@@ -52,6 +59,7 @@ impl Architecture {
     pub fn of(kind: ModelKind) -> Self {
         match kind {
             ModelKind::Lenet300100 => lenet::architecture(),
+            ModelKind::Conv2 | ModelKind::Conv4 | ModelKind::Conv6 => conv::architecture(kind),
         }
     }
 
@@ -67,14 +75,21 @@ impl Architecture {
 
 /// A forward pass over the parameters it was built from.
 pub trait Network {
-    /// Logits `(batch, classes)` for images `(batch, channels, height, width)`.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor>;
+    /// Logits `(batch, classes)` for images `(batch, channels, height, width)`; `dropout` is
+    /// given while training networks that use it.
+    fn forward_t(&self, xs: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor>;
+
+    /// Evaluation: no dropout.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_t(xs, None)
+    }
 }
 
 /// Builds the network of `kind` over `params` (which it shares, so optimizer updates show).
 pub fn build(kind: ModelKind, params: &Params) -> Result<Box<dyn Network>> {
     match kind {
         ModelKind::Lenet300100 => Ok(Box::new(lenet::LeNet::new(params)?)),
+        ModelKind::Conv2 | ModelKind::Conv4 | ModelKind::Conv6 => Ok(Box::new(conv::ConvNet::new(kind, params)?)),
     }
 }
 

@@ -65,7 +65,7 @@ fn num(v: f64) -> String {
 
 /// Columns `<m>_mean`, `<m>_min`, `<m>_max` form metric `m`; `n` is a count; the rest are keys.
 fn read(path: &Path) -> Result<(Vec<String>, Table)> {
-    let corrupt = |reason: String| Error::CorruptData { path: path.to_owned(), reason };
+    let corrupt = |reason: String| Error::Table { path: path.to_owned(), reason };
     let mut reader = csv::Reader::from_path(path).map_err(|e| corrupt(e.to_string()))?;
     let header: Vec<String> = reader.headers().map_err(|e| corrupt(e.to_string()))?.iter().map(String::from).collect();
     let metrics: Vec<String> = header.iter().filter_map(|h| h.strip_suffix("_mean")).map(String::from).collect();

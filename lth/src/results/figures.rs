@@ -2,33 +2,67 @@
 //! computed, and the provenance written beside it (`figN.md`: command, scale, data, git
 //! revision, device, date, and the table's headline numbers).
 
-use super::plot::{self, Fig3Row, Fig4Row};
+use super::plot::{self, Fig3Row, SparsityRow};
 use super::record::read_csv;
 use super::store::Store;
 use super::table;
 use crate::error::{Error, Result};
+use crate::spec::DataSource;
 use std::path::{Path, PathBuf};
 
 pub struct Figure {
     pub id: &'static str,
-    /// The experiment spec (`experiments/<name>.toml`) whose runs it draws.
-    pub experiment: &'static str,
+    /// The experiment specs (`experiments/<name>.toml`) whose runs it draws.
+    pub experiments: &'static [&'static str],
     pub title: &'static str,
+    pub kind: Kind,
 }
 
-pub const FIGURES: [Figure; 2] = [
-    Figure { id: "fig3", experiment: "lenet", title: "LeNet-300-100 on MNIST: test accuracy during training (PAPER.md Fig 3)" },
-    Figure { id: "fig4", experiment: "lenet", title: "LeNet-300-100 on MNIST: early stopping and accuracy vs. weights remaining (PAPER.md Fig 4)" },
+/// What a figure shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Test accuracy against training iterations (Fig 3).
+    Curves,
+    /// Early stopping and accuracy against the fraction of weights remaining, for these
+    /// procedures (Figs 1, 4, 5, 6).
+    Sparsity(&'static [&'static str]),
+}
+
+pub const FIGURES: [Figure; 5] = [
+    Figure {
+        id: "fig1",
+        experiments: &["lenet", "conv2", "conv4", "conv6"],
+        title: "Winning tickets vs. randomly sampled sparse networks (PAPER.md Fig 1)",
+        kind: Kind::Sparsity(&["ticket", "random_prune"]),
+    },
+    Figure {
+        id: "fig3",
+        experiments: &["lenet"],
+        title: "LeNet-300-100 on MNIST: test accuracy during training (PAPER.md Fig 3)",
+        kind: Kind::Curves,
+    },
+    Figure {
+        id: "fig4",
+        experiments: &["lenet"],
+        title: "LeNet-300-100 on MNIST: early stopping and accuracy vs. weights remaining (PAPER.md Fig 4)",
+        kind: Kind::Sparsity(&["ticket", "reinit", "oneshot"]),
+    },
+    Figure {
+        id: "fig5",
+        experiments: &["conv2", "conv4", "conv6"],
+        title: "Conv-2/4/6 on CIFAR-10: early stopping and accuracy vs. weights remaining (PAPER.md Fig 5)",
+        kind: Kind::Sparsity(&["ticket", "reinit"]),
+    },
+    Figure {
+        id: "fig6",
+        experiments: &["conv2_dropout", "conv4_dropout", "conv6_dropout"],
+        title: "Conv-2/4/6 with dropout on CIFAR-10 (PAPER.md Fig 6)",
+        kind: Kind::Sparsity(&["ticket", "reinit"]),
+    },
 ];
 
 /// Paper figures not built yet, with what they wait for.
-const PLANNED: [(&str, &str); 5] = [
-    ("fig1", "the CIFAR-10 Conv-2/4/6 experiments"),
-    ("fig5", "the CIFAR-10 Conv-2/4/6 experiments"),
-    ("fig6", "the CIFAR-10 Conv-2/4/6 experiments"),
-    ("fig7", "VGG-19"),
-    ("fig8", "ResNet-18"),
-];
+const PLANNED: [(&str, &str); 2] = [("fig7", "VGG-19"), ("fig8", "ResNet-18")];
 
 pub fn find(name: &str) -> Result<&'static Figure> {
     if let Some(figure) = FIGURES.iter().find(|f| f.id == name) {
@@ -64,7 +98,8 @@ impl Outputs {
 pub struct Provenance {
     pub command: String,
     pub scale: String,
-    pub data: String,
+    /// The images requested for CIFAR-10 experiments (MNIST is always real).
+    pub data: DataSource,
     pub device: String,
     /// The code's revision, read when the runs started (see [`git_revision`]).
     pub git_revision: String,
@@ -74,21 +109,43 @@ pub struct Provenance {
 /// provenance into `dir`.
 pub fn make(figure: &Figure, store: &Store, provenance: &Provenance, dir: &Path) -> Result<Outputs> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
-    let curves = table::load_curves(store, figure.experiment, &provenance.scale)?;
-    let frame = match figure.id {
-        "fig3" => table::fig3(&curves)?,
-        "fig4" => table::fig4(&curves)?,
-        other => return Err(Error::Invalid(format!("no table for `{other}`"))),
+    let mut records = Vec::new();
+    let mut sources = Vec::new();
+    for experiment in figure.experiments {
+        // MNIST has no synthetic stand-in: its experiments fall back to their real runs.
+        let mut rows = table::load_records(store, experiment, &provenance.scale, provenance.data)?;
+        if rows.is_empty() && !provenance.data.is_real() {
+            rows = table::load_records(store, experiment, &provenance.scale, DataSource::Real)?;
+        }
+        if rows.is_empty() {
+            return Err(table::nothing_finished(store, experiment, &provenance.scale));
+        }
+        let data = if rows[0].data.is_real() { "real" } else { "**synthetic** (generated stand-in, not CIFAR-10)" };
+        sources.push(format!("`{experiment}`: {data}"));
+        records.extend(rows);
+    }
+    let synthetic = records.iter().any(|r| !r.data.is_real());
+    let curves = table::curves_frame(&records)?;
+    let frame = match figure.kind {
+        Kind::Curves => table::fig3(&curves)?,
+        Kind::Sparsity(_) => table::sparsity(&curves)?,
     };
     let out = Outputs::new(dir, figure.id);
     table::write_csv(&frame, &out.csv)?;
-    plot::draw_from_csv(figure.id, &out.csv, &out.svg, Some(&out.png))?;
-    let summary = match figure.id {
-        "fig3" => fig3_summary(&read_csv(&out.csv)?),
-        _ => fig4_summary(&read_csv(&out.csv)?),
+    plot::draw_from_csv(figure, &out.csv, &out.svg, Some(&out.png))?;
+    let summary = match figure.kind {
+        Kind::Curves => fig3_summary(&read_csv(&out.csv)?),
+        Kind::Sparsity(procedures) => sparsity_summary(&read_csv(&out.csv)?, procedures),
+    };
+    let warning = if synthetic {
+        "**Synthetic data.** The CIFAR-10 runs behind this figure trained on a generated set in the CIFAR-10 file format \
+         (`--data synthetic`), not on CIFAR-10: the numbers show the pipeline works, not the paper's results. \
+         See README for reproducing on real CIFAR-10.\n\n"
+    } else {
+        ""
     };
     let text = format!(
-        "# {id}: {title}\n\n\
+        "# {id}: {title}\n\n{warning}\
          Generated by `{command}`; do not edit, rerun that command instead.\n\n\
          | | |\n|---|---|\n\
          | scale | `{scale}` |\n| data | {data} |\n| git revision | `{rev}` |\n| device | {device} |\n| date (UTC) | {date} |\n\
@@ -97,7 +154,7 @@ pub fn make(figure: &Figure, store: &Store, provenance: &Provenance, dir: &Path)
         title = figure.title,
         command = provenance.command,
         scale = provenance.scale,
-        data = provenance.data,
+        data = sources.join("; "),
         rev = provenance.git_revision,
         device = provenance.device,
         date = today(),
@@ -132,15 +189,16 @@ fn fig3_summary(rows: &[Fig3Row]) -> String {
     s
 }
 
-fn fig4_summary(rows: &[Fig4Row]) -> String {
+fn sparsity_summary(rows: &[SparsityRow], procedures: &[&str]) -> String {
     let mut s = String::from(
         "Mean [min, max] over the `n` curves per point:\n\n\
-         | procedure | level | Pm (%) | n | early-stop iteration | test acc at early stop (%) | test acc at last iteration (%) |\n\
-         |---|---|---|---|---|---|---|\n",
+         | experiment | procedure | level | Pm (%) | n | early-stop iteration | test acc at early stop (%) | test acc at last iteration (%) |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
-    for r in rows {
+    for r in rows.iter().filter(|r| procedures.contains(&r.procedure.as_str()) || r.level == 0) {
         s += &format!(
-            "| {} | {} | {:.1} | {} | {:.0} [{:.0}, {:.0}] | {} [{}, {}] | {} [{}, {}] |\n",
+            "| {} | {} | {} | {:.1} | {} | {:.0} [{:.0}, {:.0}] | {} [{}, {}] | {} [{}, {}] |\n",
+            r.experiment,
             r.procedure,
             r.level,
             100.0 * r.remaining,

@@ -3,10 +3,12 @@
 //! Style constants live at the top; text uses an embedded font, so output is the same on
 //! every machine and no system font library is needed.
 
+use super::figures::{Figure, Kind};
 use super::record::read_csv;
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::element::DashedPathElement;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
 use std::path::Path;
@@ -17,7 +19,7 @@ const TICKET: RGBColor = RGBColor(31, 119, 180);
 const REINIT: RGBColor = RGBColor(255, 127, 14);
 const ONESHOT: RGBColor = RGBColor(44, 160, 44);
 /// Pm (%) values labelled on the log axes of Figure 4.
-const PM_TICKS: [f64; 9] = [100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5, 0.2];
+const PM_TICKS: [f64; 13] = [100.0, 70.0, 50.0, 30.0, 20.0, 10.0, 7.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.2];
 /// Colours of the curves of one procedure at several sparsities.
 const LEVEL_COLOURS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -41,9 +43,11 @@ pub struct Fig3Row {
     pub test_acc_max: f64,
 }
 
-/// A row of the Figure 4 table.
+/// A row of a sparsity table (Figures 1, 4, 5, 6).
 #[derive(Debug, Clone, Deserialize)]
-pub struct Fig4Row {
+pub struct SparsityRow {
+    pub experiment: String,
+    pub data: String,
     pub procedure: String,
     pub level: usize,
     pub remaining: f64,
@@ -59,37 +63,36 @@ pub struct Fig4Row {
     pub final_test_acc_max: f64,
 }
 
-/// Size of a three-panel figure.
-const SIZE: (u32, u32) = (3 * PANEL.0, PANEL.1);
-
-/// Draws a figure from its table CSV into `svg` and, if given, `png`.
-pub fn draw_from_csv(figure: &str, table: &Path, svg: &Path, png: Option<&Path>) -> Result<()> {
+/// Draws `figure` from its table CSV into `svg` and, if given, `png`.
+pub fn draw_from_csv(figure: &Figure, table: &Path, svg: &Path, png: Option<&Path>) -> Result<()> {
     register_font();
     // The drawing expression is pasted once per backend, so each copy is typed for its own.
     macro_rules! render {
-        ($draw:expr) => {{
-            let root = SVGBackend::new(svg, SIZE).into_drawing_area();
+        ($size:expr, $draw:expr) => {{
+            let root = SVGBackend::new(svg, $size).into_drawing_area();
             $draw(&root)?;
             root.present().map_err(|e| plot_error(svg, e))?;
             drop(root);
             if let Some(png) = png {
-                let root = BitMapBackend::new(png, SIZE).into_drawing_area();
+                let root = BitMapBackend::new(png, $size).into_drawing_area();
                 $draw(&root)?;
                 root.present().map_err(|e| plot_error(png, e))?;
             }
             Ok(())
         }};
     }
-    match figure {
-        "fig3" => {
+    match figure.kind {
+        Kind::Curves => {
             let rows: Vec<Fig3Row> = read_csv(table)?;
-            render!(|root| fig3(&rows, root))
+            render!((3 * PANEL.0, PANEL.1), |root| fig3(&rows, root))
         }
-        "fig4" => {
-            let rows: Vec<Fig4Row> = read_csv(table)?;
-            render!(|root| fig4(&rows, root))
+        Kind::Sparsity(procedures) => {
+            let rows: Vec<SparsityRow> = read_csv(table)?;
+            // Fig 1 shows early stopping and accuracy at early stop only, as in the paper.
+            let metrics = if figure.id == "fig1" { &METRICS[..2] } else { &METRICS[..] };
+            let size = (metrics.len() as u32 * PANEL.0, PANEL.1);
+            render!(size, |root| sparsity(&rows, procedures, metrics, root))
         }
-        other => Err(Error::Invalid(format!("no plot for `{other}`"))),
     }
 }
 
@@ -190,10 +193,11 @@ fn accuracy_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
         chart.draw_series(std::iter::once(Polygon::new(band, colour.mix(0.15)))).map_err(draw_error)?;
         let line: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0, p.1)).collect();
         let style = colour.stroke_width(2);
-        let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2));
         if c.dashed {
+            let legend = move |(x, y): (i32, i32)| DashedPathElement::new(vec![(x, y), (x + 20, y)], 5, 3, colour.stroke_width(2));
             chart.draw_series(DashedLineSeries::new(line, 6, 4, style)).map_err(draw_error)?.label(&c.label).legend(legend);
         } else {
+            let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2));
             chart.draw_series(LineSeries::new(line, style)).map_err(draw_error)?.label(&c.label).legend(legend);
         }
     }
@@ -208,43 +212,88 @@ fn accuracy_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
     Ok(())
 }
 
-/// One series of Figure 4: (Pm %, mean, min, max) per level.
+/// One series of a sparsity figure: (Pm %, mean, min, max) per level.
 struct Points {
-    label: &'static str,
+    label: String,
     colour: RGBColor,
+    dashed: bool,
     points: Vec<(f64, f64, f64, f64)>,
 }
 
-/// Figure 4: early-stop iteration, test accuracy at early stop and at the end of training
-/// against Pm on a log axis (100 → small, as in the paper), for tickets, reinit and one-shot.
-/// One-shot pruning at Pm = 100% is the trained dense network itself, so its series starts
-/// at the tickets' level 0.
-pub fn fig4<DB: DrawingBackend>(rows: &[Fig4Row], root: &DrawingArea<DB, Shift>) -> Result<()> {
+/// A panel of a sparsity figure: title, y label, the metric, and its display scale.
+type Metric = (&'static str, &'static str, fn(&SparsityRow) -> (f64, f64, f64), f64);
+
+const METRICS: [Metric; 3] = [
+    ("Early-stop iteration", "Iteration of min. validation loss", |r| (r.early_stop_iteration_mean, r.early_stop_iteration_min, r.early_stop_iteration_max), 1.0),
+    ("Test accuracy at early stop", "Test accuracy (%)", |r| (r.early_stop_test_acc_mean, r.early_stop_test_acc_min, r.early_stop_test_acc_max), 100.0),
+    ("Test accuracy at the last iteration", "Test accuracy (%)", |r| (r.final_test_acc_mean, r.final_test_acc_min, r.final_test_acc_max), 100.0),
+];
+
+fn experiment_label(name: &str) -> String {
+    let base = |n: &str| match n {
+        "lenet" => "LeNet".to_string(),
+        other => other.strip_prefix("conv").map(|k| format!("Conv-{k}")).unwrap_or_else(|| other.to_string()),
+    };
+    match name.strip_suffix("_dropout") {
+        Some(n) => format!("{} + dropout", base(n)),
+        None => base(name),
+    }
+}
+
+fn procedure_label(name: &str) -> &'static str {
+    match name {
+        "ticket" => "ticket",
+        "reinit" => "reinit",
+        "oneshot" => "one-shot",
+        "random_prune" => "random sparse",
+        _ => "?",
+    }
+}
+
+/// Figures 1, 4, 5, 6: metrics against Pm on a log axis (100 → small, as in the paper), one
+/// series per experiment and procedure. At Pm = 100% every procedure is the same dense network
+/// trained once (one-shot and random pruning from theta0 literally; reinit by convention), so
+/// each control's series starts at the tickets' level 0. With one experiment, colour tells the
+/// procedures apart; with several, colour is the network and controls are dashed.
+pub fn sparsity<DB: DrawingBackend>(rows: &[SparsityRow], procedures: &[&str], metrics: &[Metric], root: &DrawingArea<DB, Shift>) -> Result<()> {
     root.fill(&WHITE).map_err(draw_error)?;
-    let panels = root.split_evenly((1, 3));
-    type Metric = fn(&Fig4Row) -> (f64, f64, f64);
-    let metrics: [(&str, &str, Metric, f64); 3] = [
-        ("Early-stop iteration", "Iteration of min. validation loss", |r| (r.early_stop_iteration_mean, r.early_stop_iteration_min, r.early_stop_iteration_max), 1.0),
-        ("Test accuracy at early stop", "Test accuracy (%)", |r| (r.early_stop_test_acc_mean, r.early_stop_test_acc_min, r.early_stop_test_acc_max), 100.0),
-        ("Test accuracy at the last iteration", "Test accuracy (%)", |r| (r.final_test_acc_mean, r.final_test_acc_min, r.final_test_acc_max), 100.0),
-    ];
+    let panels = root.split_evenly((1, metrics.len()));
+    let mut experiments: Vec<&str> = Vec::new();
+    for r in rows {
+        if !experiments.contains(&r.experiment.as_str()) {
+            experiments.push(&r.experiment);
+        }
+    }
+    let synthetic = rows.iter().any(|r| r.data == "synthetic");
+    let procedure_colours = [TICKET, REINIT, ONESHOT];
     for (panel, (title, y_desc, metric, scale)) in panels.iter().zip(metrics) {
-        let series_of = |procedure: &str, label: &'static str, colour: RGBColor| {
-            let mut points: Vec<_> = rows
-                .iter()
-                .filter(|r| r.procedure == procedure || (procedure == "oneshot" && r.procedure == "ticket" && r.level == 0))
-                .map(|r| {
-                    let (mean, min, max) = metric(r);
-                    (100.0 * r.remaining, scale * mean, scale * min, scale * max)
-                })
-                .collect();
-            points.sort_by(|a, b| b.0.total_cmp(&a.0));
-            Points { label, colour, points }
-        };
-        let series = [series_of("ticket", "ticket (iterative)", TICKET), series_of("reinit", "reinit", REINIT), series_of("oneshot", "one-shot", ONESHOT)];
+        let mut series = Vec::new();
+        for (e, experiment) in experiments.iter().enumerate() {
+            for (p, procedure) in procedures.iter().enumerate() {
+                let mut points: Vec<_> = rows
+                    .iter()
+                    .filter(|r| r.experiment == *experiment)
+                    .filter(|r| r.procedure == *procedure || (r.procedure == "ticket" && r.level == 0))
+                    .map(|r| {
+                        let (mean, min, max) = metric(r);
+                        (100.0 * r.remaining, scale * mean, scale * min, scale * max)
+                    })
+                    .collect();
+                points.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let (label, colour, dashed) = if experiments.len() == 1 {
+                    (procedure_label(procedure).to_string(), procedure_colours[p % 3], false)
+                } else {
+                    (format!("{} {}", experiment_label(experiment), procedure_label(procedure)), LEVEL_COLOURS[e % 6], p > 0)
+                };
+                if points.len() > 1 {
+                    series.push(Points { label, colour, dashed, points });
+                }
+            }
+        }
+        let title = if synthetic { format!("{title} (SYNTHETIC data)") } else { title.to_string() };
         // Early stopping rises towards small Pm, accuracy falls: keep the legend off the data.
-        let legend = if scale == 1.0 { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::LowerLeft };
-        sparsity_panel(panel, title, y_desc, &series, legend)?;
+        let legend = if *scale == 1.0 { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::LowerLeft };
+        sparsity_panel(panel, &title, y_desc, &series, legend)?;
     }
     Ok(())
 }
@@ -285,11 +334,13 @@ fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
     for s in series.iter().filter(|s| !s.points.is_empty()) {
         let colour = s.colour;
         let line: Vec<(f64, f64)> = s.points.iter().map(|p| (x(p.0), p.1)).collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))
-            .map_err(draw_error)?
-            .label(s.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        if s.dashed {
+            let legend = move |(x, y): (i32, i32)| DashedPathElement::new(vec![(x, y), (x + 20, y)], 5, 3, colour.stroke_width(2));
+            chart.draw_series(DashedLineSeries::new(line.clone(), 6, 4, colour.stroke_width(2))).map_err(draw_error)?.label(&s.label).legend(legend);
+        } else {
+            let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2));
+            chart.draw_series(LineSeries::new(line.clone(), colour.stroke_width(2))).map_err(draw_error)?.label(&s.label).legend(legend);
+        }
         chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(draw_error)?;
         let bars = s.points.iter().map(|p| PathElement::new(vec![(x(p.0), p.2), (x(p.0), p.3)], colour.stroke_width(1)));
         chart.draw_series(bars).map_err(draw_error)?;

@@ -3,6 +3,7 @@
 //! level and the fraction of weights remaining.
 
 use crate::error::{Error, Result};
+use crate::spec::DataSource;
 use crate::training::CurvePoint;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -11,6 +12,9 @@ use std::path::Path;
 pub struct CurveRecord {
     pub experiment: String,
     pub scale: String,
+    /// Real or synthetic images (absent in files written before synthetic data existed).
+    #[serde(default)]
+    pub data: DataSource,
     pub procedure: String,
     pub trial: usize,
     pub copy: usize,
@@ -31,6 +35,7 @@ pub struct CurveRecord {
 pub struct CurveKey {
     pub experiment: String,
     pub scale: String,
+    pub data: DataSource,
     pub procedure: String,
     pub trial: usize,
     pub copy: usize,
@@ -43,6 +48,7 @@ impl CurveKey {
         CurveRecord {
             experiment: self.experiment.clone(),
             scale: self.scale.clone(),
+            data: self.data,
             procedure: self.procedure.clone(),
             trial: self.trial,
             copy: self.copy,
@@ -74,5 +80,5 @@ pub fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> Error {
-    Error::CorruptData { path: path.to_owned(), reason: e.to_string() }
+    Error::Table { path: path.to_owned(), reason: e.to_string() }
 }

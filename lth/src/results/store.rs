@@ -96,7 +96,7 @@ pub fn save_tensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).at(parent)?;
     }
-    let tmp = path.with_extension("safetensors.tmp");
+    let tmp = crate::datasets::fetch::unique_temp(path);
     let map: HashMap<&str, Tensor> = tensors.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     candle_core::safetensors::save(&map, &tmp)?;
     fs::rename(&tmp, path).at(path)

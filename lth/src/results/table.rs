@@ -6,14 +6,15 @@
 use super::record::{read_csv, CurveRecord};
 use super::store::Store;
 use crate::error::{Error, IoContext, Result};
+use crate::spec::DataSource;
 use polars::prelude::*;
 use std::path::Path;
 
 /// The columns that identify one training curve.
-const CURVE_KEYS: [&str; 5] = ["experiment", "procedure", "trial", "copy", "level"];
+const CURVE_KEYS: [&str; 6] = ["experiment", "data", "procedure", "trial", "copy", "level"];
 
-/// Every finished curve of `experiment` at `scale` under `store`, as one long frame.
-pub fn load_curves(store: &Store, experiment: &str, scale: &str) -> Result<DataFrame> {
+/// Every finished curve of `experiment` at `scale` on `data` under `store`.
+pub fn load_records(store: &Store, experiment: &str, scale: &str, data: DataSource) -> Result<Vec<CurveRecord>> {
     let mut rows: Vec<CurveRecord> = Vec::new();
     let runs = store.runs_dir();
     let mut dirs: Vec<_> = match std::fs::read_dir(&runs) {
@@ -21,7 +22,10 @@ pub fn load_curves(store: &Store, experiment: &str, scale: &str) -> Result<DataF
         Err(_) => Vec::new(),
     };
     dirs.sort();
-    let prefix = format!("{experiment}-{scale}-");
+    let prefix = match data {
+        DataSource::Real => format!("{experiment}-{scale}-"),
+        DataSource::Synthetic => format!("{experiment}-synthetic-{scale}-"),
+    };
     for dir in dirs.iter().filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix))) {
         let mut levels: Vec<_> = std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         levels.sort();
@@ -29,13 +33,15 @@ pub fn load_curves(store: &Store, experiment: &str, scale: &str) -> Result<DataF
             rows.extend(read_csv::<CurveRecord>(&level.join("curve.csv"))?);
         }
     }
-    if rows.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no finished `{experiment}` runs at scale `{scale}`; run `cargo xtask reproduce` first",
-            runs.display()
-        )));
-    }
-    curves_frame(&rows)
+    Ok(rows)
+}
+
+/// The error for a figure with nothing to draw.
+pub fn nothing_finished(store: &Store, experiment: &str, scale: &str) -> Error {
+    Error::Invalid(format!(
+        "{}: no finished `{experiment}` runs at scale `{scale}`; run `cargo xtask reproduce` first",
+        store.runs_dir().display()
+    ))
 }
 
 /// The long frame of curve records.
@@ -45,6 +51,7 @@ pub fn curves_frame(rows: &[CurveRecord]) -> Result<DataFrame> {
     let float = |f: fn(&CurveRecord) -> f64| rows.iter().map(f).collect::<Vec<_>>();
     let columns = vec![
         Column::new("experiment".into(), text(|r| &r.experiment)),
+        Column::new("data".into(), text(|r| if r.data.is_real() { "real" } else { "synthetic" })),
         Column::new("scale".into(), text(|r| &r.scale)),
         Column::new("procedure".into(), text(|r| &r.procedure)),
         Column::new("trial".into(), int(|r| r.trial)),
@@ -75,9 +82,6 @@ fn n_curves() -> Expr {
     len().cast(DataType::UInt64).alias("n")
 }
 
-fn by_level() -> [Expr; 2] {
-    [col("procedure"), col("level")]
-}
 
 fn ascending(columns: &[&str]) -> (Vec<PlSmallStr>, SortMultipleOptions) {
     (columns.iter().map(|c| PlSmallStr::from(*c)).collect(), SortMultipleOptions::default().with_maintain_order(true))
@@ -121,18 +125,18 @@ pub fn early_stop(curves: &DataFrame) -> Result<DataFrame> {
     Ok(out)
 }
 
-/// Figure 4: early-stop iteration and test accuracy at early stop and at the end, per
-/// procedure and level (mean/min/max over trials and copies).
-pub fn fig4(curves: &DataFrame) -> Result<DataFrame> {
+/// Figures 1, 4, 5 and 6: early-stop iteration and test accuracy at early stop and at the end,
+/// per experiment, procedure and level (mean/min/max over trials and copies).
+pub fn sparsity(curves: &DataFrame) -> Result<DataFrame> {
     let mut aggs = vec![col("remaining").mean().alias("remaining"), n_curves()];
     for name in ["early_stop_iteration", "early_stop_test_acc", "final_test_acc"] {
         aggs.extend(spread(name));
     }
-    let (by, order) = ascending(&["procedure", "level"]);
+    let (by, order) = ascending(&["experiment", "procedure", "level"]);
     let out = early_stop(curves)?
         .lazy()
         .with_column(col("early_stop_iteration").cast(DataType::Float64))
-        .group_by(by_level())
+        .group_by([col("experiment"), col("data"), col("procedure"), col("level")])
         .agg(aggs)
         .sort(by, order)
         .collect()?;
@@ -165,7 +169,7 @@ pub fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
 
 /// Reads a table CSV written by [`write_csv`]: integer, float or string columns, inferred.
 pub fn read_csv_frame(path: &Path) -> Result<DataFrame> {
-    let corrupt = |reason: String| Error::CorruptData { path: path.to_owned(), reason };
+    let corrupt = |reason: String| Error::Table { path: path.to_owned(), reason };
     let mut reader = csv::Reader::from_path(path).map_err(|e| corrupt(e.to_string()))?;
     let header: Vec<String> = reader.headers().map_err(|e| corrupt(e.to_string()))?.iter().map(String::from).collect();
     let mut cells: Vec<Vec<String>> = vec![Vec::new(); header.len()];

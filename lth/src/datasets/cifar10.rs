@@ -1,0 +1,106 @@
+//! CIFAR-10, binary version: `cifar-10-binary.tar.gz` fetched and verified (the dataset
+//! publishes an MD5; its SHA-256 is computed on first download and written beside the
+//! archive), extracted atomically, and each batch file checked for its exact size.
+//! Images come out as (3, 32, 32) in the file's own R, G, B plane order (candle-datasets' hub
+//! loader swaps height and width; this one does not).
+
+use super::fetch::{self, Checksum, RemoteFile, Source};
+use super::RawImages;
+use crate::error::{Error, IoContext, Result};
+use flate2::read::GzDecoder;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The official location (no second public mirror is known; use LTH_DATA_MIRROR).
+pub const URLS: [&str; 1] = ["https://www.cs.toronto.edu/~kriz"];
+
+pub const ARCHIVE: RemoteFile =
+    RemoteFile { dataset: "cifar10", name: "cifar-10-binary.tar.gz", checksum: Checksum::Md5("c32a1d4ab5d03f1284b67883e8d87530") };
+
+/// The folder inside the archive.
+const FOLDER: &str = "cifar-10-batches-bin";
+pub const TRAIN_FILES: [&str; 5] = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
+pub const TEST_FILE: &str = "test_batch.bin";
+/// One record: a label byte, then 32·32 red, 32·32 green and 32·32 blue bytes.
+pub const RECORD: usize = 1 + 3 * 32 * 32;
+/// Records per batch file in the real dataset.
+pub const PER_FILE: usize = 10_000;
+
+/// Fetches, verifies and extracts the archive `file` (the real one, or a synthetic stand-in)
+/// into `<cache>/<dataset>/cifar-10-batches-bin`; returns that folder.
+pub fn fetch_all(source: &Source, file: &RemoteFile, per_file: usize) -> Result<PathBuf> {
+    let dir = source.cache.join(file.dataset);
+    let batches = dir.join(FOLDER);
+    if batches.exists() && check_sizes(&batches, per_file).is_ok() {
+        return Ok(batches);
+    }
+    let archive = source.fetch(file, &URLS)?;
+    record_sha256(&archive)?;
+    // Extract into a temporary folder, check it, then rename: never a half-extracted set.
+    let staging = fetch::unique_temp(&dir.join("extract"));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).at(&staging)?;
+    let corrupt = |e: std::io::Error| Error::CorruptData { path: archive.clone(), reason: format!("not a valid .tar.gz ({e})") };
+    tar::Archive::new(GzDecoder::new(fs::File::open(&archive).at(&archive)?)).unpack(&staging).map_err(corrupt)?;
+    check_sizes(&staging.join(FOLDER), per_file)?;
+    let _ = fs::remove_dir_all(&batches);
+    let renamed = fs::rename(staging.join(FOLDER), &batches);
+    let _ = fs::remove_dir_all(&staging);
+    // Another process may have finished the same extraction first: its copy is as good.
+    if renamed.is_err() && check_sizes(&batches, per_file).is_err() {
+        renamed.at(&batches)?;
+    }
+    Ok(batches)
+}
+
+/// Writes `<archive>.sha256` (CIFAR-10 publishes only an MD5) so the digest is on record.
+fn record_sha256(archive: &Path) -> Result<()> {
+    let path = archive.with_extension("gz.sha256");
+    if !path.exists() {
+        let digest = fetch::digest_file::<sha2::Sha256>(archive)?;
+        fetch::write_atomic(&path, format!("{digest}  {}\n", ARCHIVE.name).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Every batch file exists and holds exactly `per_file` records.
+pub fn check_sizes(dir: &Path, per_file: usize) -> Result<()> {
+    for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
+        let path = dir.join(name);
+        let len = fs::metadata(&path).at(&path)?.len() as usize;
+        if len != per_file * RECORD {
+            return Err(Error::CorruptData {
+                path,
+                reason: format!("{len} bytes where {per_file} records of {RECORD} bytes make {} (truncated or not CIFAR-10)", per_file * RECORD),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Loads the training set (the five data batches) and the test set from an extracted folder.
+pub fn load_dir(dir: &Path) -> Result<(RawImages, RawImages)> {
+    let mut train = RawImages { pixels: Vec::new(), labels: Vec::new(), n: 0, shape: [3, 32, 32] };
+    for name in TRAIN_FILES {
+        append(&mut train, &dir.join(name))?;
+    }
+    let mut test = RawImages { pixels: Vec::new(), labels: Vec::new(), n: 0, shape: [3, 32, 32] };
+    append(&mut test, &dir.join(TEST_FILE))?;
+    Ok((train, test))
+}
+
+fn append(images: &mut RawImages, path: &Path) -> Result<()> {
+    let bytes = fs::read(path).at(path)?;
+    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+        return Err(Error::CorruptData { path: path.to_owned(), reason: format!("{} bytes is not a whole number of {RECORD}-byte records", bytes.len()) });
+    }
+    for record in bytes.chunks_exact(RECORD) {
+        if record[0] > 9 {
+            return Err(Error::CorruptData { path: path.to_owned(), reason: format!("label {} outside 0..=9", record[0]) });
+        }
+        images.labels.push(record[0]);
+        images.pixels.extend_from_slice(&record[1..]);
+        images.n += 1;
+    }
+    Ok(())
+}
