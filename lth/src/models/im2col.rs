@@ -78,26 +78,7 @@ impl CustomOp1 for Im2Col {
         let k = c * 9;
         let mut cols = vec![0f32; n * h * w * k];
         for (image, out) in xs.chunks_exact(c * h * w).zip(cols.chunks_exact_mut(h * w * k)) {
-            for y in 0..h {
-                for x in 0..w {
-                    let row = &mut out[(y * w + x) * k..(y * w + x + 1) * k];
-                    for ch in 0..c {
-                        let plane = &image[ch * h * w..(ch + 1) * h * w];
-                        for ky in 0..3 {
-                            let sy = y + ky;
-                            if sy < 1 || sy > h {
-                                continue;
-                            }
-                            for kx in 0..3 {
-                                let sx = x + kx;
-                                if sx >= 1 && sx <= w {
-                                    row[ch * 9 + ky * 3 + kx] = plane[(sy - 1) * w + sx - 1];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            for_each_tap(c, h, w, |col, pixel| out[col] = image[pixel]);
         }
         Ok((CpuStorage::F32(cols), Shape::from((n, h * w, k))))
     }
@@ -125,27 +106,34 @@ impl CustomOp1 for Col2Im {
         let cols = &data[start..end];
         let mut xs = vec![0f32; n * c * h * w];
         for (out, image) in cols.chunks_exact(h * w * k).zip(xs.chunks_exact_mut(c * h * w)) {
-            for y in 0..h {
-                for x in 0..w {
-                    let row = &out[(y * w + x) * k..(y * w + x + 1) * k];
-                    for ch in 0..c {
-                        let plane = &mut image[ch * h * w..(ch + 1) * h * w];
-                        for ky in 0..3 {
-                            let sy = y + ky;
-                            if sy < 1 || sy > h {
-                                continue;
-                            }
-                            for kx in 0..3 {
-                                let sx = x + kx;
-                                if sx >= 1 && sx <= w {
-                                    plane[(sy - 1) * w + sx - 1] += row[ch * 9 + ky * 3 + kx];
-                                }
-                            }
+            for_each_tap(c, h, w, |col, pixel| image[pixel] += out[col]);
+        }
+        Ok((CpuStorage::F32(xs), Shape::from((n, c, h, w))))
+    }
+}
+
+/// Calls `f(col, pixel)` for every tap of a 3x3, padding-1 window that falls inside one
+/// (c, h, w) image: `col` indexes its (h·w, c·9) im2col matrix, `pixel` the image. Taps in the
+/// padding are skipped (they are 0 in the matrix and receive nothing in the adjoint).
+#[inline(always)]
+fn for_each_tap(c: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize)) {
+    let k = c * 9;
+    for y in 0..h {
+        for x in 0..w {
+            for ch in 0..c {
+                for ky in 0..3 {
+                    let sy = y + ky;
+                    if sy < 1 || sy > h {
+                        continue;
+                    }
+                    for kx in 0..3 {
+                        let sx = x + kx;
+                        if sx >= 1 && sx <= w {
+                            f((y * w + x) * k + ch * 9 + ky * 3 + kx, ch * h * w + (sy - 1) * w + sx - 1);
                         }
                     }
                 }
             }
         }
-        Ok((CpuStorage::F32(xs), Shape::from((n, c, h, w))))
     }
 }
