@@ -225,13 +225,15 @@ fn sparsity_summary(rows: &[SparsityRow], procedures: &[&str]) -> String {
     s
 }
 
-/// The git revision of the working tree (`+dirty` if it has uncommitted changes).
+/// The git revision of the code (`+dirty` if the code, experiment specs or dependencies have
+/// uncommitted changes; edits to docs or figures do not change what a run computes).
 pub fn git_revision() -> String {
     let git = |args: &[&str]| std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success());
     match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(out) => {
             let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
+            let code = ["--", "lth", "xtask", "experiments", "Cargo.toml", "Cargo.lock"];
+            let dirty = git(&[&["status", "--porcelain", "--untracked-files=no"][..], &code[..]].concat()).is_some_and(|o| !o.stdout.is_empty());
             if dirty { format!("{rev}+dirty") } else { rev }
         }
         None => "unknown".into(),
