@@ -8,7 +8,7 @@ pub enum Error {
     #[error("{path}: checksum mismatch ({kind} {actual}, expected {expected}): a corrupt or truncated copy, removed and not used")]
     Checksum { path: PathBuf, kind: &'static str, expected: String, actual: String },
 
-    #[error("{path}: {reason}; delete it (or the whole data folder) and run `cargo xtask data` again")]
+    #[error("{path}: {reason}; delete it and run the command again to fetch it anew")]
     CorruptData { path: PathBuf, reason: String },
 
     #[error("could not fetch {file}: {tried}; check the network, or point LTH_DATA_MIRROR (or --mirror) at a folder laid out as `<dataset>/<file>` or at a base URL")]

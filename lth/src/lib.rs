@@ -14,6 +14,7 @@
 //! results   record rows → store (run folders) → table (polars) → plot (plotters) → figures
 //! ```
 
+pub mod bench;
 pub mod datasets;
 pub mod error;
 pub mod lottery;

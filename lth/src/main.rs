@@ -22,7 +22,7 @@ enum Command {
     /// Download (or copy from a mirror) and verify a dataset.
     Fetch {
         /// Dataset to fetch.
-        #[arg(value_parser = ["mnist"])]
+        #[arg(value_parser = ["mnist", "cifar10"])]
         dataset: String,
         #[command(flatten)]
         data: DataArgs,
@@ -71,6 +71,12 @@ enum Command {
         svg: PathBuf,
         #[arg(long)]
         png: Option<PathBuf>,
+    },
+    /// Measure training and evaluation throughput, each beside the alternative it replaces.
+    Bench {
+        /// Multiply the number of timed steps (1: about a minute in all).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
     },
     /// Print a Markdown table of what changed between two results tables.
     Compare { old: PathBuf, new: PathBuf },
@@ -139,9 +145,10 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Fetch { data, .. } => {
-            let dir = datasets::mnist::fetch_all(&source(&data))?;
-            println!("MNIST verified in {}", dir.display());
+        Command::Fetch { dataset, data } => {
+            let kind = if dataset == "mnist" { lth::spec::DatasetKind::Mnist } else { lth::spec::DatasetKind::Cifar10 };
+            let raw = datasets::load(kind, data.data, &source(&data))?;
+            println!("{dataset}: {} training and {} test images verified", raw.train.n, raw.test.n);
         }
         Command::Run { experiment, trial, job, data } => {
             let spec = ExperimentSpec::load(&experiment)?;
@@ -175,6 +182,7 @@ fn run(cli: Cli) -> Result<()> {
             plot::draw_from_csv(figure, &table, &svg, png.as_deref()).with_context(|| format!("drawing {}", svg.display()))?;
         }
         Command::Compare { old, new } => print!("{}", compare::compare(&old, &new)?),
+        Command::Bench { scale } => print!("{}", lth::bench::markdown(&lth::bench::run(scale)?)),
         Command::Plan { figures: names, job, experiments } => {
             for name in resolve_figures(&names)?.iter().flat_map(|f| f.experiments.iter()) {
                 let spec_path = experiments.join(format!("{name}.toml"));

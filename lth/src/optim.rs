@@ -145,17 +145,20 @@ impl candle_core::InplaceOp2 for FusedAdam<'_> {
             *v = h.beta2 * *v + one_b2 * g * g;
             *p -= h.step_size * *m / (v.sqrt() / h.sqrt_bias2 + h.eps);
         };
+        // Zipped iterators (no indexing), so the loops compile without bounds checks.
         match self.mask {
             Some(mask) => {
-                for i in 0..p.len() {
-                    let keep = mask[i];
-                    update(&mut p[i], g[i] * keep, &mut m[i], &mut v[i]);
-                    p[i] *= keep;
+                if mask.len() != p.len() {
+                    candle_core::bail!("masked-adam: mask has {} entries for {} weights", mask.len(), p.len())
+                }
+                for ((((p, &g), m), v), &keep) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()).zip(mask) {
+                    update(p, g * keep, m, v);
+                    *p *= keep;
                 }
             }
             None => {
-                for i in 0..p.len() {
-                    update(&mut p[i], g[i], &mut m[i], &mut v[i]);
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    update(p, g, m, v);
                 }
             }
         }

@@ -9,9 +9,11 @@ cargo xtask <command>
   reproduce [FIG...] [--scale smoke|quick|paper] [--trials N] [--jobs N] [--device cpu|cuda[:N]|auto]
             [--out DIR] [--mirror URL|DIR] [--figures-dir DIR] [--data real|synthetic]
         fetch data, run the missing runs, aggregate and draw into figures/ (default: every figure)
-  data [--mirror URL|DIR]      download and verify MNIST only
+  data [mnist|cifar10] [--mirror URL|DIR]
+        download and verify the datasets (default: both)
   figures [--check]            redraw figures/*.svg|png from figures/*.csv (--check: fail if stale)
   compare OLD.csv NEW.csv      Markdown table of per-cell changes with the trial spread
+  bench                        training and evaluation throughput beside the alternatives (CPU)
   plan [FIG...] [--scale S] [--trials N] [--device D] [--out DIR]
         one `lth run` command per trial, for Slurm arrays or GNU parallel
 
@@ -21,9 +23,10 @@ Environment: LTH_DATA_MIRROR (mirror), LTH_DATA_DIR (dataset cache).
 pub enum Task {
     Help,
     Reproduce(Reproduce),
-    Data { mirror: Option<String> },
+    Data { datasets: Vec<String>, mirror: Option<String> },
     Figures { check: bool },
     Compare { old: String, new: String },
+    Bench,
     Plan(Reproduce),
 }
 
@@ -105,12 +108,16 @@ pub fn parse(args: &[String]) -> Result<Task> {
     Ok(match command.as_str() {
         "reproduce" => Task::Reproduce(job()),
         "plan" => Task::Plan(job()),
-        "data" => Task::Data { mirror: take("--mirror") },
+        "data" => {
+            let datasets = if positional.is_empty() { vec!["mnist".into(), "cifar10".into()] } else { positional.clone() };
+            Task::Data { datasets, mirror: take("--mirror") }
+        }
         "figures" => Task::Figures { check: options.iter().any(|(k, _)| k == "--check") },
         "compare" => match positional.as_slice() {
             [old, new] => Task::Compare { old: old.clone(), new: new.clone() },
             _ => bail!("usage: cargo xtask compare OLD.csv NEW.csv"),
         },
+        "bench" => Task::Bench,
         "help" => Task::Help,
         other => bail!("unknown command `{other}`; see `cargo xtask --help`"),
     })

@@ -23,12 +23,19 @@ fn run() -> Result<()> {
     match task {
         flags::Task::Help => print!("{}", flags::HELP),
         flags::Task::Reproduce(r) => reproduce(&sh, &r, &args)?,
-        flags::Task::Data { mirror } => {
+        flags::Task::Data { datasets, mirror } => {
             let lth = build_lth(&sh, false)?;
             let mirror = mirror.map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
-            cmd!(sh, "{lth} fetch mnist {mirror...}").run()?;
+            for dataset in datasets {
+                let mirror = &mirror;
+                cmd!(sh, "{lth} fetch {dataset} {mirror...}").run()?;
+            }
         }
         flags::Task::Figures { check } => figures(&sh, check)?,
+        flags::Task::Bench => {
+            let lth = build_lth(&sh, false)?;
+            cmd!(sh, "{lth} bench").run()?;
+        }
         flags::Task::Compare { old, new } => {
             let lth = build_lth(&sh, false)?;
             cmd!(sh, "{lth} compare {old} {new}").run()?;
