@@ -99,16 +99,10 @@ fn train_steps(kind: ModelKind, density: f64, implementation: Implementation, st
     let mut adam = MaskedAdam::new(ADAM, implementation);
     let xs = images(kind, BATCH)?;
     let ys = Tensor::from_vec((0..BATCH as u32).map(|i| i % 10).collect::<Vec<_>>(), BATCH, &Device::Cpu)?;
-    let mut step = || -> Result<()> {
+    per_second(steps, || {
         let loss = candle_nn::loss::cross_entropy(&net.forward(&xs)?, &ys)?;
         adam.step(&params, &loss.backward()?, &step_masks)
-    };
-    step()?;
-    let start = Instant::now();
-    for _ in 0..steps {
-        step()?;
-    }
-    Ok(steps as f64 / start.elapsed().as_secs_f64())
+    })
 }
 
 /// Forward + backward of one 64→64 convolution per second.
@@ -117,7 +111,7 @@ fn conv_layer(candle: bool, steps: usize) -> Result<f64> {
     let xs = Var::from_tensor(&images(ModelKind::Conv2, BATCH)?.repeat((1, 22, 1, 1))?.narrow(1, 0, 64)?.contiguous()?)?;
     let w = Var::from_tensor(&Tensor::from_vec((0..64 * 64 * 9).map(|i| ((i % 17) as f32 - 8.0) / 100.0).collect::<Vec<_>>(), (64, 64, 3, 3), &dev)?)?;
     let b = Var::from_tensor(&Tensor::zeros(64, candle_core::DType::F32, &dev)?)?;
-    let step = || -> Result<()> {
+    per_second(steps, || {
         let ys = if candle {
             xs.conv2d(w.as_tensor(), 1, 1, 1, 1)?.broadcast_add(&b.reshape((1, 64, 1, 1))?)?
         } else {
@@ -125,13 +119,7 @@ fn conv_layer(candle: bool, steps: usize) -> Result<f64> {
         };
         ys.sum_all()?.backward()?;
         Ok(())
-    };
-    step()?;
-    let start = Instant::now();
-    for _ in 0..steps {
-        step()?;
-    }
-    Ok(steps as f64 / start.elapsed().as_secs_f64())
+    })
 }
 
 /// Evaluation images per second (forward only, batches of 130 CIFAR or 510 MNIST images, as
@@ -142,12 +130,17 @@ fn evaluate(kind: ModelKind, batches: usize) -> Result<f64> {
     let net = models::build(kind, &params)?;
     let n = if kind == ModelKind::Lenet300100 { 510 } else { 130 };
     let xs = images(kind, n)?;
-    net.forward(&xs)?;
+    Ok(n as f64 * per_second(batches, || net.forward(&xs).map(drop))?)
+}
+
+/// Calls of `step` per second over `steps` timed calls, after one untimed warm-up call.
+fn per_second(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
+    step()?;
     let start = Instant::now();
-    for _ in 0..batches {
-        net.forward(&xs)?;
+    for _ in 0..steps {
+        step()?;
     }
-    Ok((batches * n) as f64 / start.elapsed().as_secs_f64())
+    Ok(steps as f64 / start.elapsed().as_secs_f64())
 }
 
 /// VmHWM from /proc (Linux); None elsewhere.
