@@ -163,9 +163,23 @@ fn run(cli: Cli) -> Result<()> {
                     experiments.push(name);
                 }
             }
-            for name in experiments {
-                let spec = ExperimentSpec::load(&output.experiments.join(format!("{name}.toml")))?;
-                run_experiment(&spec, &job, None, &data)?;
+            let specs = experiments
+                .iter()
+                .map(|name| ExperimentSpec::load(&output.experiments.join(format!("{name}.toml"))))
+                .collect::<lth::Result<Vec<_>>>()?;
+            // Fetch every dataset first, so a missing one fails before hours of training.
+            let mut kinds: Vec<lth::spec::DatasetKind> = specs.iter().map(|s| s.method.dataset).collect();
+            kinds.dedup();
+            for kind in kinds {
+                datasets::load(kind, data.data, &source(&data)).with_context(|| match (kind, data.data) {
+                    (lth::spec::DatasetKind::Cifar10, DataSource::Real) => {
+                        "fetching CIFAR-10 (without it, `--data synthetic` runs the pipeline on a generated stand-in)".to_string()
+                    }
+                    _ => format!("fetching {kind:?}"),
+                })?;
+            }
+            for spec in &specs {
+                run_experiment(spec, &job, None, &data)?;
             }
             let command = output.command.clone().unwrap_or_else(|| format!("lth reproduce {}", names.join(" ")));
             for figure in wanted {

@@ -118,3 +118,13 @@ fn a_bad_device_says_what_to_use() {
     let line = error_line(&lth(&["run", "experiments/lenet.toml", "--scale", "smoke", "--device", "tpu"], &scratch("device")));
     assert!(line.contains("--device tpu") && line.contains("cpu, cuda"), "{line}");
 }
+
+#[test]
+fn missing_cifar10_fails_before_any_training_and_names_the_way_out() {
+    // The mirror holds MNIST only; fig1 would train LeNet first if data were not fetched first.
+    let dir = scratch("nocifar");
+    let out = lth(&["reproduce", "fig1", "--scale", "smoke", "--out", dir.join("results").to_str().unwrap()], &dir.join("data"));
+    let line = error_line(&out);
+    assert!(line.contains("cifar-10-binary.tar.gz") && line.contains("--data synthetic"), "{line}");
+    assert!(!dir.join("results").exists(), "training started before the data was there");
+}
