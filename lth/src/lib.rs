@@ -32,11 +32,11 @@ pub use error::{Error, Result};
 
 /// jemalloc for every binary that links `lth` (the CLI and the tests), configured to keep freed
 /// memory and to back it with huge pages. Training allocates and frees the same large buffers
-/// every step (a convolution's im2col matrix is 141 MB at batch 60). glibc hands each one back
-/// to the OS and faults it in again page by page. Measured on the Conv-2 smoke run (synthetic
-/// data, one thread): glibc took 52.5M minor page faults and 83 s of system time. jemalloc's
-/// defaults took 26.6M and 47 s; this setting took 1.6K faults and 2.7 s, and the wall time
-/// fell from 2 min 45 s to 1 min 12 s.
+/// every step (a convolution's im2col matrix is 141 MB at batch 60). glibc always maps blocks
+/// over 32 MB afresh, and jemalloc by default returns them to the OS; either way every step
+/// faults them back in page by page. Measured on the Conv-2 smoke run (synthetic data, one
+/// thread, `/usr/bin/time -v`): jemalloc's defaults took 41.1M minor page faults, 71 s of system
+/// time and 2 min 27 s wall. This setting took 1.6K faults, 2.7 s and 1 min 12 s.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
