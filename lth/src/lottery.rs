@@ -101,9 +101,8 @@ fn train_level(
     dev: &Device,
     observer: &mut dyn training::Observer,
 ) -> Result<()> {
-    let mut weights = start.clone();
-    mask.apply_to_weights(&mut weights);
-    let params = models::to_params(arch, &weights, dev)?;
+    // `training::train` zeroes the pruned weights before the first step.
+    let params = models::to_params(arch, start, dev)?;
     let net = models::build(spec.method.model, &params)?;
     let config = TrainConfig {
         iterations: spec.iterations,

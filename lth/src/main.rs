@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use lth::datasets::{self, fetch::Source};
 use lth::progress::Progress;
 use lth::results::{compare, figures, plot, store::Store};
-use lth::spec::{DataSource, ExperimentSpec, Scale};
+use lth::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
 
 
@@ -146,13 +146,14 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fetch { dataset, data } => {
-            let kind = if dataset == "mnist" { lth::spec::DatasetKind::Mnist } else { lth::spec::DatasetKind::Cifar10 };
-            let raw = datasets::load(kind, data.data, &source(&data))?;
+            let kind = if dataset == "mnist" { DatasetKind::Mnist } else { DatasetKind::Cifar10 };
+            let raw = load_data(kind, &data)?;
             println!("{dataset}: {} training and {} test images verified", raw.train.n, raw.test.n);
         }
         Command::Run { experiment, trial, job, data } => {
             let spec = ExperimentSpec::load(&experiment)?;
-            run_experiment(&spec, &job, trial, &data)?;
+            let raw = load_data(spec.method.dataset, &data)?;
+            run_experiment(&spec, &job, trial, &raw, data.data)?;
         }
         Command::Reproduce { figures: names, job, data, output } => {
             let wanted = resolve_figures(&names)?;
@@ -167,19 +168,17 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|name| ExperimentSpec::load(&output.experiments.join(format!("{name}.toml"))))
                 .collect::<lth::Result<Vec<_>>>()?;
-            // Fetch every dataset first, so a missing one fails before hours of training.
-            let mut kinds: Vec<lth::spec::DatasetKind> = specs.iter().map(|s| s.method.dataset).collect();
-            kinds.dedup();
-            for kind in kinds {
-                datasets::load(kind, data.data, &source(&data)).with_context(|| match (kind, data.data) {
-                    (lth::spec::DatasetKind::Cifar10, DataSource::Real) => {
-                        "fetching CIFAR-10 (without it, `--data synthetic` runs the pipeline on a generated stand-in)".to_string()
-                    }
-                    _ => format!("fetching {kind:?}"),
-                })?;
+            // Fetch and decode every dataset once, first, so a missing one fails before hours of
+            // training.
+            let mut raws: Vec<datasets::RawDataset> = Vec::new();
+            for spec in &specs {
+                if !raws.iter().any(|r| r.kind == spec.method.dataset) {
+                    raws.push(load_data(spec.method.dataset, &data)?);
+                }
             }
             for spec in &specs {
-                run_experiment(spec, &job, None, &data)?;
+                let raw = raws.iter().find(|r| r.kind == spec.method.dataset).context("every dataset was loaded above")?;
+                run_experiment(spec, &job, None, raw, data.data)?;
             }
             let command = output.command.clone().unwrap_or_else(|| format!("lth reproduce {}", names.join(" ")));
             for figure in wanted {
@@ -228,10 +227,17 @@ fn resolve_figures(names: &[String]) -> Result<Vec<&'static figures::Figure>> {
     Ok(names.iter().map(|n| figures::find(n)).collect::<lth::Result<_>>()?)
 }
 
-fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, data_args: &DataArgs) -> Result<()> {
+/// Fetches and decodes a dataset, saying how to go on without CIFAR-10.
+fn load_data(kind: DatasetKind, data: &DataArgs) -> Result<datasets::RawDataset> {
+    datasets::load(kind, data.data, &source(data)).with_context(|| match (kind, data.data) {
+        (DatasetKind::Cifar10, DataSource::Real) => "fetching CIFAR-10 (without it, `--data synthetic` runs the pipeline on a generated stand-in)".to_string(),
+        _ => format!("fetching {kind:?}"),
+    })
+}
+
+fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, raw: &datasets::RawDataset, data: DataSource) -> Result<()> {
     let dev = lth::device(&job.device)?;
-    let raw = datasets::load(spec.method.dataset, data_args.data, &source(data_args)).context("preparing the dataset")?;
-    let plan: Vec<_> = spec.plan(job.scale, job.trials, data_args.data)?.into_iter().filter(|r| trial.is_none_or(|t| r.spec.trial == t)).collect();
+    let plan: Vec<_> = spec.plan(job.scale, job.trials, data)?.into_iter().filter(|r| trial.is_none_or(|t| r.spec.trial == t)).collect();
     let Some(first) = plan.first() else {
         anyhow::bail!("trial {} does not exist at scale {}", trial.unwrap_or(0), job.scale.as_str());
     };

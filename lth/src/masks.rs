@@ -3,7 +3,7 @@
 //! reports the fraction of weights remaining, and persists as safetensors (u8).
 
 use crate::error::{Error, Result};
-use crate::models::{Architecture, Params, Weights};
+use crate::models::{Architecture, Params};
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,15 +48,6 @@ impl Mask {
         self.layers.iter().all(|(name, layer)| {
             other.layers.get(name).is_some_and(|o| layer.keep.iter().zip(&o.keep).all(|(&a, &b)| a <= b))
         })
-    }
-
-    /// Zeroes pruned entries of `weights` in place.
-    pub fn apply_to_weights(&self, weights: &mut Weights) {
-        for (name, layer) in &self.layers {
-            if let Some(w) = weights.get_mut(name) {
-                w.iter_mut().zip(&layer.keep).for_each(|(w, &k)| *w *= k);
-            }
-        }
     }
 
     /// Zeroes pruned parameters in place on their device.

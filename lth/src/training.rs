@@ -41,10 +41,6 @@ pub trait Observer {
     fn on_eval(&mut self, _point: &CurvePoint) {}
 }
 
-/// Does nothing: for tests and quiet runs.
-pub struct Silent;
-impl Observer for Silent {}
-
 /// Evaluation batches hold at most this many input values (510 MNIST images, 130 CIFAR
 /// images): large enough to be fast, small enough that a convolution's im2col buffer (192
 /// values per input value for a 64-channel layer) stays near 300 MB.

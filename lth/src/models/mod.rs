@@ -104,15 +104,6 @@ pub fn to_params(arch: &Architecture, weights: &Weights, dev: &Device) -> Result
     Ok(params)
 }
 
-/// Overwrites parameter values in place (the network keeps sharing them).
-pub fn set_params(params: &Params, weights: &Weights) -> Result<()> {
-    for (name, var) in params {
-        let values = weights.get(name).ok_or_else(|| missing(name))?;
-        var.set(&Tensor::from_slice(values, var.shape(), var.device())?)?;
-    }
-    Ok(())
-}
-
 /// Host copies of the parameters.
 pub fn weights_of(params: &Params) -> Result<Weights> {
     params.iter().map(|(name, var)| Ok((name.clone(), var.flatten_all()?.to_vec1::<f32>()?))).collect()
