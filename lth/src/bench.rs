@@ -1,28 +1,40 @@
-//! `lth bench`: training-step and evaluation throughput on random data, each beside the
-//! alternative it replaces, measured in the same process: the fused masked-Adam kernel against
-//! the same update as candle ops, and the im2col convolution against candle's `conv2d`. Rows
-//! run at 1 and 2 threads (candle reads `RAYON_NUM_THREADS` at every matrix product).
+//! `lth bench`: training-step and evaluation throughput on random data, each row beside the
+//! alternative it replaces, measured in the same process: sparse layers against the dense
+//! product under the same mask, the fused optimizer and first-layer backward against plain
+//! candle ops, the im2col convolution against candle's `conv2d`. With `--vs-pytorch`, the
+//! same workloads also run in PyTorch (`bench_pytorch.py`, through `python3` or `$LTH_PYTHON`)
+//! in the same run, and each row gets the ratio. Rows run at 1 and 2 threads.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::masks::Mask;
+use crate::models::linear::Compact;
 use crate::models::{self, im2col::conv3x3, init, Architecture};
-use crate::optim::{AdamConfig, Implementation, MaskedAdam, StepMask};
+use crate::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule};
 use crate::pruning;
 use crate::seeds::{stream, Purpose};
 use crate::spec::{ModelKind, PruningScope, PruningSpec};
+use crate::training::MaskedNetwork;
 use candle_core::{Device, Tensor, Var};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 const BATCH: usize = 60;
-const ADAM: AdamConfig = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+const ADAM: Rule = Rule::Adam(AdamConfig { lr: 1.2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 });
+const DENSITIES: [(f64, &str); 3] = [(1.0, "dense"), (0.2, "20%"), (0.05, "5%")];
 
-/// One measured row.
+/// The PyTorch side, run as a script (never a test dependency).
+const PYTORCH_SCRIPT: &str = include_str!("bench_pytorch.py");
+
+/// One measured row: ours, and optionally an alternative and PyTorch on the same workload.
 pub struct Row {
     pub workload: String,
     pub threads: usize,
-    pub per_second: f64,
     pub unit: &'static str,
+    pub ours: f64,
+    pub alternative: Option<(String, f64)>,
+    pub pytorch: Option<f64>,
+    /// The key the PyTorch script reports this workload under.
+    key: Option<String>,
 }
 
 /// The median of three measurements.
@@ -32,46 +44,134 @@ fn median3(mut measure: impl FnMut() -> Result<f64>) -> Result<f64> {
     Ok(runs[1])
 }
 
+/// What a training step runs with.
+#[derive(Clone, Copy)]
+struct Variant {
+    /// Sparse products and optimizer passes where the mask allows (what training uses).
+    sparse: bool,
+    implementation: Implementation,
+}
+
+const OURS: Variant = Variant { sparse: true, implementation: Implementation::Fused };
+
 /// Runs every row (each the median of three timings); `scale` multiplies the timed steps.
-pub fn run(scale: f64) -> Result<Vec<Row>> {
+/// With `pytorch`, runs the PyTorch script for the same workloads.
+pub fn run(scale: f64, pytorch: Option<&str>) -> Result<Vec<Row>> {
+    if let Some(python) = pytorch {
+        check_torch(python)?;
+    }
+    // Size rayon's pool for the most threads measured before anything uses it; each row then
+    // limits candle (and the optimizer) through RAYON_NUM_THREADS.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(2).build_global();
     let mut rows = Vec::new();
     for threads in [1, 2] {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         let steps = |n: f64| ((n * scale).round() as usize).max(2);
-        for (density, label) in [(1.0, "dense"), (0.2, "20% remaining"), (0.05, "5% remaining")] {
-            let fused = median3(|| train_steps(ModelKind::Lenet300100, density, Implementation::Fused, steps(200.0)))?;
-            rows.push(Row { workload: format!("LeNet-300-100 train step, {label}, fused Adam"), threads, per_second: fused, unit: "it/s" });
+        let row = |workload: String, unit, ours, alternative, key: Option<String>| Row { workload, threads, unit, ours, alternative, pytorch: None, key };
+        for (density, label) in DENSITIES {
+            let ours = median3(|| train_steps(ModelKind::Lenet300100, density, OURS, steps(300.0)))?;
+            let (name, variant) = if density == 1.0 {
+                ("candle ops (Adam as tensor ops, matmul backward)", Variant { sparse: false, implementation: Implementation::CandleOps })
+            } else {
+                ("dense product and update under the mask", Variant { sparse: false, implementation: Implementation::Fused })
+            };
+            let alternative = median3(|| train_steps(ModelKind::Lenet300100, density, variant, steps(300.0)))?;
+            rows.push(row(format!("LeNet-300-100 train step, {label}"), "it/s", ours, Some((name.into(), alternative)), Some(format!("lenet_train_{label}"))));
         }
-        let ops = median3(|| train_steps(ModelKind::Lenet300100, 1.0, Implementation::CandleOps, steps(200.0)))?;
-        rows.push(Row { workload: "LeNet-300-100 train step, dense, Adam as candle ops".into(), threads, per_second: ops, unit: "it/s" });
-        let conv = median3(|| train_steps(ModelKind::Conv2, 1.0, Implementation::Fused, steps(4.0)))?;
-        rows.push(Row { workload: "Conv-2 train step, dense, fused Adam".into(), threads, per_second: conv, unit: "it/s" });
-        for (label, candle) in [("im2col conv3x3", false), ("candle conv2d", true)] {
-            let per_second = median3(|| conv_layer(candle, steps(4.0)))?;
-            rows.push(Row { workload: format!("3x3 conv 64→64 on 60×32×32, forward + backward, {label}"), threads, per_second, unit: "it/s" });
+        for (density, label) in DENSITIES {
+            let ours = median3(|| train_steps(ModelKind::Conv2, density, OURS, steps(4.0)))?;
+            rows.push(row(format!("Conv-2 train step, {label}"), "it/s", ours, None, Some(format!("conv2_train_{label}"))));
         }
-        for kind in [ModelKind::Lenet300100, ModelKind::Conv2] {
-            let per_second = median3(|| evaluate(kind, steps(4.0)))?;
-            rows.push(Row { workload: format!("{kind:?} evaluation"), threads, per_second, unit: "images/s" });
+        let im2col = median3(|| conv_layer(false, steps(4.0)))?;
+        let candle = median3(|| conv_layer(true, steps(4.0)))?;
+        rows.push(row("3x3 conv 64→64 on 60×32×32, forward + backward".into(), "it/s", im2col, Some(("candle conv2d".into(), candle)), None));
+        for (kind, key) in [(ModelKind::Lenet300100, "lenet_eval"), (ModelKind::Conv2, "conv2_eval")] {
+            let per_second = median3(|| evaluate(kind, steps(if kind == ModelKind::Lenet300100 { 40.0 } else { 4.0 })))?;
+            rows.push(row(format!("{} evaluation", name(kind)), "images/s", per_second, None, Some(key.into())));
         }
     }
     std::env::remove_var("RAYON_NUM_THREADS");
+    if let Some(python) = pytorch {
+        let measured = run_pytorch(python, scale)?;
+        for r in &mut rows {
+            r.pytorch = r.key.as_ref().and_then(|k| measured.get(&(k.clone(), r.threads)).copied());
+        }
+    }
     Ok(rows)
+}
+
+fn name(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::Lenet300100 => "LeNet-300-100",
+        ModelKind::Conv2 => "Conv-2",
+        ModelKind::Conv4 => "Conv-4",
+        ModelKind::Conv6 => "Conv-6",
+    }
 }
 
 /// The rows as a Markdown table, with the peak resident memory of the process.
 pub fn markdown(rows: &[Row]) -> String {
-    let mut s = String::from("| workload | threads | throughput |\n|---|---|---|\n");
+    let with_pytorch = rows.iter().any(|r| r.pytorch.is_some());
+    let mut s = String::from("| workload | threads | lth | alternative | lth / alternative |");
+    s += if with_pytorch { " PyTorch | lth / PyTorch |\n|---|---|---|---|---|---|---|\n" } else { "\n|---|---|---|---|---|\n" };
     for r in rows {
-        s += &format!("| {} | {} | {:.1} {} |\n", r.workload, r.threads, r.per_second, r.unit);
+        let (alt, ratio) = match &r.alternative {
+            Some((name, v)) => (format!("{v:.1} ({name})"), format!("{:.2}x", r.ours / v)),
+            None => (String::new(), String::new()),
+        };
+        s += &format!("| {} | {} | {:.1} {} | {alt} | {ratio} |", r.workload, r.threads, r.ours, r.unit);
+        if with_pytorch {
+            s += &match r.pytorch {
+                Some(p) => format!(" {p:.1} | {:.2}x |", r.ours / p),
+                None => " | |".into(),
+            };
+        }
+        s += "\n";
     }
     if let Some(peak) = peak_rss_mb() {
-        s += &format!("\nPeak resident memory of the benchmark process: {peak:.0} MB\n");
+        s += &format!("\nPeak resident memory of the benchmark process (lth rows): {peak:.0} MB\n");
     }
     s
 }
 
-fn images(kind: ModelKind, n: usize) -> Result<Tensor> {
+/// Fails early, with what to do, if `python` cannot import torch.
+fn check_torch(python: &str) -> Result<()> {
+    let probe = std::process::Command::new(python).args(["-c", "import torch"]).output();
+    match probe {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(_) => Err(Error::Invalid(format!(
+            "--vs-pytorch: `{python}` cannot import torch; install it (`{python} -m pip install torch`) or set LTH_PYTHON to a Python that has it"
+        ))),
+        Err(e) => Err(Error::Invalid(format!("--vs-pytorch: cannot run `{python}` ({e}); set LTH_PYTHON to a Python with torch"))),
+    }
+}
+
+/// Runs the PyTorch script; returns per-second figures by (workload key, threads).
+fn run_pytorch(python: &str, scale: f64) -> Result<BTreeMap<(String, usize), f64>> {
+    let script = std::env::temp_dir().join(format!("lth-bench-pytorch-{}.py", std::process::id()));
+    std::fs::write(&script, PYTORCH_SCRIPT).map_err(|e| Error::Io { path: script.clone(), source: e })?;
+    eprintln!("bench: timing the same workloads in PyTorch ({python})");
+    let output = std::process::Command::new(python).arg(&script).arg(scale.to_string()).output();
+    let _ = std::fs::remove_file(&script);
+    let output = output.map_err(|e| Error::Invalid(format!("--vs-pytorch: cannot run `{python}` ({e}); set LTH_PYTHON to a Python with torch")))?;
+    if !output.status.success() {
+        return Err(Error::Invalid(format!("--vs-pytorch: the PyTorch benchmark failed under `{python}`: {}", String::from_utf8_lossy(&output.stderr).trim())));
+    }
+    // Lines of `key threads per_second`.
+    let mut measured = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let [key, threads, value] = fields[..] {
+            if let (Ok(t), Ok(v)) = (threads.parse(), value.parse()) {
+                measured.insert((key.to_string(), t), v);
+            }
+        }
+    }
+    Ok(measured)
+}
+
+/// Deterministic stand-in images of `kind`'s input shape.
+pub(crate) fn images(kind: ModelKind, n: usize) -> Result<Tensor> {
     let shape = match kind {
         ModelKind::Lenet300100 => (n, 1, 28, 28),
         _ => (n, 3, 32, 32),
@@ -80,28 +180,35 @@ fn images(kind: ModelKind, n: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
 }
 
+/// Layerwise magnitude pruning of `weights` at 20% per round until at most `density` remains
+/// (the bench's masks: realistic structure, no training needed).
+pub fn mask_at(arch: &Architecture, weights: &models::Weights, density: f64) -> Mask {
+    let spec = PruningSpec { scope: PruningScope::Layerwise, conv: Some(0.2), fc: 0.2, output: 0.2 };
+    let rates = pruning::rates(arch, &spec);
+    let mut mask = Mask::dense(arch);
+    while mask.remaining() > density + 1e-9 {
+        mask = pruning::magnitude_round(weights, &mask, &rates);
+    }
+    mask
+}
+
 /// Training steps per second of `kind` with a magnitude mask of `density` (random weights).
-fn train_steps(kind: ModelKind, density: f64, implementation: Implementation, steps: usize) -> Result<f64> {
+fn train_steps(kind: ModelKind, density: f64, variant: Variant, steps: usize) -> Result<f64> {
     let arch = Architecture::of(kind);
     let weights = init::glorot_normal(&arch, &mut stream(0, Purpose::Init));
-    // Enough magnitude-pruning rounds at 20% to reach `density`.
-    let spec = PruningSpec { scope: PruningScope::Layerwise, conv: Some(0.2), fc: 0.2, output: 0.2 };
-    let rates = pruning::rates(&arch, &spec);
-    let mut mask = Mask::dense(&arch);
-    while mask.remaining() > density + 1e-9 {
-        mask = pruning::magnitude_round(&weights, &mask, &rates);
-    }
-    let params = models::to_params(&arch, &weights, &Device::Cpu)?;
-    let net = models::build(kind, &params)?;
-    let tensors = mask.to_tensors(&Device::Cpu)?;
-    let step_masks: BTreeMap<String, StepMask> =
-        mask.layers.iter().map(|(name, l)| (name.clone(), StepMask { host: &l.keep, tensor: &tensors[name] })).collect();
-    let mut adam = MaskedAdam::new(ADAM, implementation);
+    let mask = mask_at(&arch, &weights, density);
+    let dense = models::to_params(&arch, &weights, &Device::Cpu)?;
+    let masked = MaskedNetwork::new(kind, &dense, &mask, &Device::Cpu, variant.sparse)?;
+    let (net, params, step_masks) = (&masked.net, &masked.params, masked.step_masks());
+    let mut optimizer = MaskedOptimizer::new(ADAM, variant.implementation);
     let xs = images(kind, BATCH)?;
     let ys = Tensor::from_vec((0..BATCH as u32).map(|i| i % 10).collect::<Vec<_>>(), BATCH, &Device::Cpu)?;
     per_second(steps, || {
         let loss = candle_nn::loss::cross_entropy(&net.forward(&xs)?, &ys)?;
-        adam.step(&params, &loss.backward()?, &step_masks)
+        optimizer.step(params, &loss.backward()?, &step_masks)?;
+        // Read the loss, as training does (and so nothing is left pending).
+        loss.to_scalar::<f32>()?;
+        Ok(())
     })
 }
 
@@ -127,14 +234,14 @@ fn conv_layer(candle: bool, steps: usize) -> Result<f64> {
 fn evaluate(kind: ModelKind, batches: usize) -> Result<f64> {
     let arch = Architecture::of(kind);
     let params = models::to_params(&arch, &init::glorot_normal(&arch, &mut stream(0, Purpose::Init)), &Device::Cpu)?;
-    let net = models::build(kind, &params)?;
+    let net = models::build(kind, &params, &Compact::none())?;
     let n = if kind == ModelKind::Lenet300100 { 510 } else { 130 };
     let xs = images(kind, n)?;
     Ok(n as f64 * per_second(batches, || net.forward(&xs).map(drop))?)
 }
 
 /// Calls of `step` per second over `steps` timed calls, after one untimed warm-up call.
-fn per_second(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
+pub(crate) fn per_second(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
     step()?;
     let start = Instant::now();
     for _ in 0..steps {

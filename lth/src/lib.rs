@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod datasets;
 pub mod error;
+pub mod gpu_check;
 pub mod lottery;
 pub mod masks;
 pub mod models;
@@ -60,7 +61,9 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
                 None => return Err(Error::Invalid(format!("--device {cuda}: use cpu, cuda, cuda:N or auto"))),
             };
             Device::new_cuda(ordinal).map_err(|e| {
-                Error::Invalid(format!("--device {cuda}: {e}; build with `--features cuda` (`cargo xtask reproduce --device cuda` does) on a machine with a GPU"))
+                Error::Invalid(format!(
+                    "--device {cuda}: {e}; use a CUDA build of lth (`cargo xtask cuda-build`, which `cargo xtask reproduce --device cuda` runs) on a machine with a GPU"
+                ))
             })
         }
         other => Err(Error::Invalid(format!("--device {other}: use cpu, cuda, cuda:N or auto"))),

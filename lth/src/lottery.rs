@@ -103,16 +103,16 @@ fn train_level(
 ) -> Result<()> {
     // `training::train` zeroes the pruned weights before the first step.
     let params = models::to_params(arch, start, dev)?;
-    let net = models::build(spec.method.model, &params)?;
     let config = TrainConfig {
         iterations: spec.iterations,
         eval_every: spec.eval_every,
         batch_size: spec.method.batch_size,
-        adam: (&spec.method.optimizer).into(),
+        optimizer: (&spec.method.optimizer).into(),
+        sparse_kernels: true,
     };
     let data_order = seeds::stream(trial_seed(spec), Purpose::DataOrder);
     let dropout = spec.method.dropout.map(|p| models::Dropout::new(p, seeds::stream(trial_seed(spec), Purpose::Dropout)));
-    let curve = training::train(net.as_ref(), &params, mask, data, &config, data_order, dropout, observer)?;
+    let curve = training::train(spec.method.model, &params, mask, data, &config, data_order, dropout, observer)?;
     let key = CurveKey {
         experiment: spec.experiment.clone(),
         scale: spec.scale.as_str().into(),
@@ -135,8 +135,5 @@ fn trial_seed(spec: &RunSpec) -> u64 {
 }
 
 fn missing_trunk(trunk: &RunDir, what: &str) -> Error {
-    Error::Invalid(format!(
-        "{}: {what} is missing; the ticket run of this trial must finish first (run the experiment without --only)",
-        trunk.dir.display()
-    ))
+    Error::Invalid(format!("{}: {what} is missing; the ticket run of this trial must finish first (run the experiment without --only)", trunk.dir.display()))
 }

@@ -9,7 +9,6 @@ use lth::results::{compare, figures, plot, store::Store};
 use lth::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
 
-
 #[derive(Parser)]
 #[command(name = "lth", version, about = "The Lottery Ticket Hypothesis (Frankle & Carbin, ICLR 2019), reproduced with candle")]
 struct Cli {
@@ -77,6 +76,15 @@ enum Command {
         /// Multiply the number of timed steps (1: about a minute in all).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
+        /// Also time the same workloads in PyTorch (`python3`, or $LTH_PYTHON, with torch).
+        #[arg(long)]
+        vs_pytorch: bool,
+    },
+    /// Check that a device trains like the CPU (a few steps of LeNet and Conv-2 from the same
+    /// weights) and print its throughput for every network; exits 1 if parity fails.
+    GpuCheck {
+        #[arg(long, default_value = "cuda")]
+        device: String,
     },
     /// Print a Markdown table of what changed between two results tables.
     Compare { old: PathBuf, new: PathBuf },
@@ -164,10 +172,8 @@ fn run(cli: Cli) -> Result<()> {
                     experiments.push(name);
                 }
             }
-            let specs = experiments
-                .iter()
-                .map(|name| ExperimentSpec::load(&output.experiments.join(format!("{name}.toml"))))
-                .collect::<lth::Result<Vec<_>>>()?;
+            let specs =
+                experiments.iter().map(|name| ExperimentSpec::load(&output.experiments.join(format!("{name}.toml")))).collect::<lth::Result<Vec<_>>>()?;
             // Fetch and decode every dataset once, first, so a missing one fails before hours of
             // training.
             let mut raws: Vec<datasets::RawDataset> = Vec::new();
@@ -194,8 +200,17 @@ fn run(cli: Cli) -> Result<()> {
             let figure = figures::find(&figure)?;
             plot::draw_from_csv(figure, &table, &svg, png.as_deref()).with_context(|| format!("drawing {}", svg.display()))?;
         }
+        Command::GpuCheck { device } => {
+            let dev = lth::device(&device)?;
+            if !lth::gpu_check::run(&dev)? {
+                anyhow::bail!("gpu-check: {device} does not train like the CPU (see the parity table)");
+            }
+        }
         Command::Compare { old, new } => print!("{}", compare::compare(&old, &new)?),
-        Command::Bench { scale } => print!("{}", lth::bench::markdown(&lth::bench::run(scale)?)),
+        Command::Bench { scale, vs_pytorch } => {
+            let python = std::env::var("LTH_PYTHON").unwrap_or_else(|_| "python3".into());
+            print!("{}", lth::bench::markdown(&lth::bench::run(scale, vs_pytorch.then_some(python.as_str()))?));
+        }
         Command::Plan { figures: names, job, experiments } => {
             for name in resolve_figures(&names)?.iter().flat_map(|f| f.experiments.iter()) {
                 let spec_path = experiments.join(format!("{name}.toml"));
@@ -276,7 +291,9 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, ra
     let worker = || -> Result<()> {
         loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(&trial) = trials.get(i) else { return Ok(()) };
+            let Some(&trial) = trials.get(i) else {
+                return Ok(());
+            };
             for planned in plan.iter().filter(|r| r.spec.trial == trial) {
                 lth::lottery::run(planned, store, &data, &dev, &progress).with_context(|| format!("run {}", planned.spec.id()))?;
             }

@@ -29,10 +29,7 @@ pub struct Mask {
 impl Mask {
     /// Every prunable weight kept (level 0).
     pub fn dense(arch: &Architecture) -> Self {
-        let layers = arch
-            .prunable()
-            .map(|p| (p.name.clone(), LayerMask { shape: p.shape.clone(), keep: vec![1.0; p.numel()] }))
-            .collect();
+        let layers = arch.prunable().map(|p| (p.name.clone(), LayerMask { shape: p.shape.clone(), keep: vec![1.0; p.numel()] })).collect();
         Mask { layers }
     }
 
@@ -45,9 +42,7 @@ impl Mask {
 
     /// True if every weight kept here is kept in `other` too (masks only shrink).
     pub fn is_subset_of(&self, other: &Mask) -> bool {
-        self.layers.iter().all(|(name, layer)| {
-            other.layers.get(name).is_some_and(|o| layer.keep.iter().zip(&o.keep).all(|(&a, &b)| a <= b))
-        })
+        self.layers.iter().all(|(name, layer)| other.layers.get(name).is_some_and(|o| layer.keep.iter().zip(&o.keep).all(|(&a, &b)| a <= b)))
     }
 
     /// Zeroes pruned parameters in place on their device.
@@ -62,10 +57,7 @@ impl Mask {
 
     /// The mask as f32 tensors on `dev`, shaped like their parameters.
     pub fn to_tensors(&self, dev: &Device) -> Result<MaskTensors> {
-        self.layers
-            .iter()
-            .map(|(name, l)| Ok((name.clone(), Tensor::from_slice(&l.keep, l.shape.as_slice(), dev)?)))
-            .collect()
+        self.layers.iter().map(|(name, l)| Ok((name.clone(), Tensor::from_slice(&l.keep, l.shape.as_slice(), dev)?))).collect()
     }
 
     /// Checks the invariants against an architecture.
@@ -100,8 +92,7 @@ impl Mask {
     }
 
     pub fn load(path: &Path, arch: &Architecture) -> Result<Self> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| Error::CorruptData { path: path.to_owned(), reason: e.to_string() })?;
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| Error::CorruptData { path: path.to_owned(), reason: e.to_string() })?;
         let layers = tensors
             .into_iter()
             .map(|(name, t)| {

@@ -1,19 +1,25 @@
-//! Masked Adam. candle-nn has only AdamW (weight decay 0.01 by default; the paper uses none)
-//! and it would let pruned weights come back through their moments. Here the gradient of a
-//! pruned weight is zeroed before it reaches the moments, so its moments stay exactly 0, and
-//! the weight itself is written as exactly 0 after every step.
+//! Masked optimizers: Adam (the paper's Conv/LeNet runs) and SGD with momentum and weight
+//! decay (VGG-19, ResNet-18). candle-nn has only AdamW (weight decay 0.01 by default; the paper
+//! uses none) and plain SGD, and both would let pruned weights come back through their state.
+//! Here the gradient of a pruned weight is zeroed before it reaches the state, so the state
+//! stays exactly 0, and the weight itself is written as exactly 0 after every step. The update
+//! formulas are PyTorch's (`torch.optim.Adam`, and `torch.optim.SGD` with dampening 0).
 //!
-//! Two implementations of the same update (PyTorch's `torch.optim.Adam` formula):
-//! - `Fused`: one pass per tensor over the parameter, its gradient, mask and moments, in place,
-//!   with no allocation (CPU only; a candle `InplaceOp2`).
+//! Two implementations of each update:
+//! - `Fused`: one pass per tensor over the parameter, its gradient, mask and state, in place,
+//!   with no allocation (CPU; a candle `InplaceOp2`). Large tensors are split across threads.
+//!   (Sparse layers come as compact vectors of their kept weights, `models::linear`, with no
+//!   mask: the same arithmetic on fewer values.)
 //! - `CandleOps`: the same arithmetic as candle tensor ops, for any device (CUDA) and as the
-//!   reference the fused kernel is tested against.
+//!   reference the fused kernels are tested against.
 
 use crate::error::Result;
 use crate::models::Params;
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, Layout, Tensor};
+use rayon::prelude::*;
 use std::cell::RefCell;
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,6 +28,21 @@ pub struct AdamConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+}
+
+/// SGD as PyTorch writes it: `g += weight_decay · w; buf = momentum · buf + g; w -= lr · buf`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
+
+/// The update rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    Adam(AdamConfig),
+    Sgd(SgdConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,66 +57,54 @@ pub struct StepMask<'a> {
     pub tensor: &'a Tensor,
 }
 
-enum Moments {
-    Host { m: Vec<f32>, v: Vec<f32> },
-    Device { m: Tensor, v: Tensor },
+/// Per-parameter state: Adam's two moments, or SGD's momentum buffer (in `first`).
+enum State {
+    Host { first: Vec<f32>, second: Vec<f32> },
+    Device { first: Tensor, second: Tensor },
 }
 
-pub struct MaskedAdam {
-    config: AdamConfig,
+pub struct MaskedOptimizer {
+    rule: Rule,
     implementation: Implementation,
     step: i32,
-    moments: BTreeMap<String, Moments>,
+    state: BTreeMap<String, State>,
 }
 
-impl MaskedAdam {
-    pub fn new(config: AdamConfig, implementation: Implementation) -> Self {
-        MaskedAdam { config, implementation, step: 0, moments: BTreeMap::new() }
+impl MaskedOptimizer {
+    pub fn new(rule: Rule, implementation: Implementation) -> Self {
+        MaskedOptimizer { rule, implementation, step: 0, state: BTreeMap::new() }
     }
 
-    /// The fused kernel where the parameters live on the CPU, candle ops elsewhere.
-    pub fn for_device(config: AdamConfig, dev: &candle_core::Device) -> Self {
+    /// The fused kernels where the parameters live on the CPU, candle ops elsewhere.
+    pub fn for_device(rule: Rule, dev: &candle_core::Device) -> Self {
         let implementation = if dev.is_cpu() { Implementation::Fused } else { Implementation::CandleOps };
-        Self::new(config, implementation)
+        Self::new(rule, implementation)
     }
 
     /// One update of every parameter that has a gradient; `masks` covers the prunable ones.
     pub fn step(&mut self, params: &Params, grads: &GradStore, masks: &BTreeMap<String, StepMask>) -> Result<()> {
         self.step += 1;
-        let c = self.config;
-        let bias1 = 1.0 - c.beta1.powi(self.step);
-        let bias2 = 1.0 - c.beta2.powi(self.step);
-        let hyper = Hyper {
-            step_size: (c.lr / bias1) as f32,
-            beta1: c.beta1 as f32,
-            beta2: c.beta2 as f32,
-            sqrt_bias2: bias2.sqrt() as f32,
-            eps: c.eps as f32,
-        };
+        let kernel = Kernel::new(self.rule, self.step);
         for (name, var) in params {
-            let Some(grad) = grads.get(var.as_tensor()) else { continue };
-            let mask = masks.get(name);
-            let moments = match self.moments.entry(name.clone()) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(match self.implementation {
-                    Implementation::Fused => Moments::Host { m: vec![0.0; var.elem_count()], v: vec![0.0; var.elem_count()] },
-                    Implementation::CandleOps => Moments::Device { m: var.zeros_like()?, v: var.zeros_like()? },
-                }),
+            let Some(grad) = grads.get(var.as_tensor()) else {
+                continue;
             };
-            match moments {
-                Moments::Host { m, v } => {
-                    let kernel = FusedAdam { m: RefCell::new(m), v: RefCell::new(v), mask: mask.map(|k| k.host), hyper };
-                    var.as_tensor().inplace_op2(grad, &kernel)?;
+            let mask = masks.get(name);
+            let state = match self.state.entry(name.clone()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(fresh_state(self.rule, self.implementation, var)?),
+            };
+            match state {
+                State::Host { first, second } => {
+                    let op = FusedUpdate { first: RefCell::new(first), second: RefCell::new(second), mask, kernel };
+                    var.as_tensor().inplace_op2(grad, &op)?;
                 }
-                Moments::Device { m, v } => {
+                State::Device { first, second } => {
                     let grad = match mask {
                         Some(k) => grad.mul(k.tensor)?,
                         None => grad.clone(),
                     };
-                    *m = ((m.clone() * hyper.beta1 as f64)? + (&grad * (1.0 - hyper.beta1 as f64))?)?;
-                    *v = ((v.clone() * hyper.beta2 as f64)? + (grad.sqr()? * (1.0 - hyper.beta2 as f64))?)?;
-                    let denom = ((v.sqrt()? / hyper.sqrt_bias2 as f64)? + hyper.eps as f64)?;
-                    let mut next = (var.as_tensor() - ((&*m / denom)? * hyper.step_size as f64)?)?;
+                    let mut next = kernel.candle_ops(var.as_tensor(), &grad, first, second)?;
                     if let Some(k) = mask {
                         next = next.mul(k.tensor)?;
                     }
@@ -107,58 +116,110 @@ impl MaskedAdam {
     }
 }
 
+/// Zero state for `var`: two moments for Adam, a momentum buffer for SGD.
+fn fresh_state(rule: Rule, implementation: Implementation, var: &candle_core::Var) -> Result<State> {
+    Ok(match implementation {
+        Implementation::Fused => {
+            let second = if matches!(rule, Rule::Adam(_)) { var.elem_count() } else { 0 };
+            State::Host { first: vec![0.0; var.elem_count()], second: vec![0.0; second] }
+        }
+        Implementation::CandleOps => State::Device { first: var.zeros_like()?, second: var.zeros_like()? },
+    })
+}
+
+/// A rule with the scalars of the current step folded in.
 #[derive(Debug, Clone, Copy)]
-struct Hyper {
-    step_size: f32,
-    beta1: f32,
-    beta2: f32,
-    sqrt_bias2: f32,
-    eps: f32,
+enum Kernel {
+    Adam { step_size: f32, beta1: f32, beta2: f32, sqrt_bias2: f32, eps: f32 },
+    Sgd { lr: f32, momentum: f32, weight_decay: f32 },
 }
 
-/// The in-place kernel: `cpu_fwd` takes `&self`, so the moments sit in `RefCell`s.
-struct FusedAdam<'a> {
-    m: RefCell<&'a mut Vec<f32>>,
-    v: RefCell<&'a mut Vec<f32>>,
-    mask: Option<&'a [f32]>,
-    hyper: Hyper,
+impl Kernel {
+    fn new(rule: Rule, step: i32) -> Self {
+        match rule {
+            Rule::Adam(c) => {
+                let (bias1, bias2) = (1.0 - c.beta1.powi(step), 1.0 - c.beta2.powi(step));
+                Kernel::Adam {
+                    step_size: (c.lr / bias1) as f32,
+                    beta1: c.beta1 as f32,
+                    beta2: c.beta2 as f32,
+                    sqrt_bias2: bias2.sqrt() as f32,
+                    eps: c.eps as f32,
+                }
+            }
+            Rule::Sgd(c) => Kernel::Sgd { lr: c.lr as f32, momentum: c.momentum as f32, weight_decay: c.weight_decay as f32 },
+        }
+    }
+
+    /// The same update as candle ops (unmasked; the caller masks `grad` and the result).
+    fn candle_ops(&self, p: &Tensor, grad: &Tensor, first: &mut Tensor, second: &mut Tensor) -> Result<Tensor> {
+        Ok(match *self {
+            Kernel::Adam { step_size, beta1, beta2, sqrt_bias2, eps } => {
+                let (beta1, beta2) = (beta1 as f64, beta2 as f64);
+                *first = ((&*first * beta1)? + (grad * (1.0 - beta1))?)?;
+                *second = ((&*second * beta2)? + (grad.sqr()? * (1.0 - beta2))?)?;
+                let denom = ((second.sqrt()? / sqrt_bias2 as f64)? + eps as f64)?;
+                (p - ((&*first / denom)? * step_size as f64)?)?
+            }
+            Kernel::Sgd { lr, momentum, weight_decay } => {
+                let grad = (grad + (p * weight_decay as f64)?)?;
+                *first = ((&*first * momentum as f64)? + grad)?;
+                (p - (&*first * lr as f64)?)?
+            }
+        })
+    }
 }
 
-impl candle_core::InplaceOp2 for FusedAdam<'_> {
+/// Tensors at least this large are split across threads (when candle may use more than one).
+const PARALLEL_FROM: usize = 1 << 16;
+const CHUNK: usize = 1 << 14;
+
+/// The in-place kernel: `cpu_fwd` takes `&self`, so the state sits in `RefCell`s.
+struct FusedUpdate<'a, 'm> {
+    first: RefCell<&'a mut Vec<f32>>,
+    /// Empty for SGD.
+    second: RefCell<&'a mut Vec<f32>>,
+    mask: Option<&'a StepMask<'m>>,
+    kernel: Kernel,
+}
+
+impl candle_core::InplaceOp2 for FusedUpdate<'_, '_> {
     fn name(&self) -> &'static str {
-        "masked-adam"
+        "masked-update"
     }
 
     fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, grad: &CpuStorage, grad_l: &Layout) -> candle_core::Result<()> {
-        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (dst, grad) else {
-            candle_core::bail!("masked-adam: f32 parameters and gradients only")
-        };
+        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (dst, grad) else { candle_core::bail!("masked-update: f32 parameters and gradients only") };
         let (Some((p0, p1)), Some((g0, g1))) = (dst_l.contiguous_offsets(), grad_l.contiguous_offsets()) else {
-            candle_core::bail!("masked-adam: contiguous tensors only")
+            candle_core::bail!("masked-update: contiguous tensors only")
         };
         let (p, g) = (&mut p[p0..p1], &g[g0..g1]);
-        let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
-        let h = self.hyper;
-        let (one_b1, one_b2) = (1.0 - h.beta1, 1.0 - h.beta2);
-        let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
-            *m = h.beta1 * *m + one_b1 * g;
-            *v = h.beta2 * *v + one_b2 * g * g;
-            *p -= h.step_size * *m / (v.sqrt() / h.sqrt_bias2 + h.eps);
-        };
-        // Zipped iterators (no indexing), so the loops compile without bounds checks.
+        let (mut first, mut second) = (self.first.borrow_mut(), self.second.borrow_mut());
+        let k = self.kernel;
         match self.mask {
-            Some(mask) => {
-                if mask.len() != p.len() {
-                    candle_core::bail!("masked-adam: mask has {} entries for {} weights", mask.len(), p.len())
-                }
-                for ((((p, &g), m), v), &keep) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()).zip(mask) {
-                    update(p, g * keep, m, v);
-                    *p *= keep;
-                }
+            Some(mask) if mask.host.len() != p.len() => {
+                candle_core::bail!("masked-update: mask has {} entries for {} weights", mask.host.len(), p.len())
             }
-            None => {
-                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    update(p, g, m, v);
+            mask => {
+                let mask = mask.map(|m| m.host);
+                if p.len() < PARALLEL_FROM || candle_core::utils::get_num_threads() < 2 {
+                    k.dense(p, g, &mut first, &mut second, mask);
+                } else {
+                    // Chunk lists, so that an absent mask or SGD's empty second moment still
+                    // lines up with the weights.
+                    let n = p.len().div_ceil(CHUNK);
+                    let seconds: Vec<&mut [f32]> =
+                        if second.is_empty() { (0..n).map(|_| <&mut [f32]>::default()).collect() } else { second.chunks_mut(CHUNK).collect() };
+                    let masks: Vec<Option<&[f32]>> = match mask {
+                        Some(m) => m.chunks(CHUNK).map(Some).collect(),
+                        None => vec![None; n],
+                    };
+                    p.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .zip(first.par_chunks_mut(CHUNK))
+                        .zip(seconds.into_par_iter())
+                        .zip(masks.into_par_iter())
+                        .for_each(|((((p, g), m), v), mask)| k.dense(p, g, m, v, mask));
                 }
             }
         }
@@ -166,10 +227,60 @@ impl candle_core::InplaceOp2 for FusedAdam<'_> {
     }
 }
 
-impl From<&crate::spec::OptimizerSpec> for AdamConfig {
+impl Kernel {
+    #[inline(always)]
+    fn adam(&self, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
+        if let Kernel::Adam { step_size, beta1, beta2, sqrt_bias2, eps } = *self {
+            *m = beta1 * *m + (1.0 - beta1) * g;
+            *v = beta2 * *v + (1.0 - beta2) * g * g;
+            *p -= step_size * *m / (v.sqrt() / sqrt_bias2 + eps);
+        }
+    }
+
+    #[inline(always)]
+    fn sgd(&self, p: &mut f32, g: f32, buf: &mut f32) {
+        if let Kernel::Sgd { lr, momentum, weight_decay } = *self {
+            let g = g + weight_decay * *p;
+            *buf = momentum * *buf + g;
+            *p -= lr * *buf;
+        }
+    }
+
+    /// Every weight of a tensor (or a chunk of one); `second` is empty for SGD. Zipped
+    /// iterators (no indexing), so the loops compile without bounds checks.
+    fn dense(&self, p: &mut [f32], g: &[f32], first: &mut [f32], second: &mut [f32], mask: Option<&[f32]>) {
+        match (self, mask) {
+            (Kernel::Adam { .. }, Some(mask)) => {
+                for ((((p, &g), m), v), &keep) in p.iter_mut().zip(g).zip(first).zip(second).zip(mask) {
+                    self.adam(p, g * keep, m, v);
+                    *p *= keep;
+                }
+            }
+            (Kernel::Adam { .. }, None) => {
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(first).zip(second) {
+                    self.adam(p, g, m, v);
+                }
+            }
+            (Kernel::Sgd { .. }, Some(mask)) => {
+                for (((p, &g), buf), &keep) in p.iter_mut().zip(g).zip(first).zip(mask) {
+                    self.sgd(p, g * keep, buf);
+                    *p *= keep;
+                }
+            }
+            (Kernel::Sgd { .. }, None) => {
+                for ((p, &g), buf) in p.iter_mut().zip(g).zip(first) {
+                    self.sgd(p, g, buf);
+                }
+            }
+        }
+    }
+}
+
+impl From<&crate::spec::OptimizerSpec> for Rule {
     fn from(spec: &crate::spec::OptimizerSpec) -> Self {
         match *spec {
-            crate::spec::OptimizerSpec::Adam { lr, beta1, beta2, eps } => AdamConfig { lr, beta1, beta2, eps },
+            crate::spec::OptimizerSpec::Adam { lr, beta1, beta2, eps } => Rule::Adam(AdamConfig { lr, beta1, beta2, eps }),
+            crate::spec::OptimizerSpec::Sgd { lr, momentum, weight_decay } => Rule::Sgd(SgdConfig { lr, momentum, weight_decay }),
         }
     }
 }

@@ -20,8 +20,8 @@ impl Progress {
         let interactive = std::io::stderr().is_terminal();
         let bar = if interactive {
             let bar = ProgressBar::new(total_iterations);
-            let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {percent:>3}% ETA {eta} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style =
+                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {percent:>3}% ETA {eta} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style.progress_chars("=> "));
             bar
         } else {

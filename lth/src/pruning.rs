@@ -87,9 +87,7 @@ mod tests {
     use crate::models::{ParamInfo, Weights};
 
     fn toy() -> (Architecture, Weights) {
-        let arch = Architecture {
-            params: vec![ParamInfo { name: "a.weight".into(), shape: vec![10], prunable: Some(LayerKind::Fc), fan_in: 1, fan_out: 10 }],
-        };
+        let arch = Architecture { params: vec![ParamInfo { name: "a.weight".into(), shape: vec![10], prunable: Some(LayerKind::Fc), fan_in: 1, fan_out: 10 }] };
         let w: Weights = [("a.weight".to_string(), vec![0.5, -3.0, 0.1, 2.0, -0.2, 1.0, 0.0, -4.0, 0.3, 0.9])].into();
         (arch, w)
     }

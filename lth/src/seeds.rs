@@ -46,10 +46,7 @@ impl Purpose {
 /// A stream for `purpose` under `seed`: SHA-256 of both, so streams are independent and stable
 /// across platforms and Rust versions.
 pub fn stream(seed: u64, purpose: Purpose) -> ChaCha8Rng {
-    let digest = Sha256::new()
-        .chain_update(seed.to_le_bytes())
-        .chain_update(purpose.label().as_bytes())
-        .finalize();
+    let digest = Sha256::new().chain_update(seed.to_le_bytes()).chain_update(purpose.label().as_bytes()).finalize();
     let mut key = [0u8; 32];
     key.copy_from_slice(&digest);
     ChaCha8Rng::from_seed(key)

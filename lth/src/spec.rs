@@ -107,6 +107,8 @@ pub struct Normalisation {
 pub enum OptimizerSpec {
     /// Adam (Kingma & Ba) without weight decay.
     Adam { lr: f64, beta1: f64, beta2: f64, eps: f64 },
+    /// SGD with momentum and weight decay, PyTorch's formula (VGG-19, ResNet-18).
+    Sgd { lr: f64, momentum: f64, weight_decay: f64 },
 }
 
 /// Fraction of the still-unpruned weights removed per round, by layer kind.
@@ -268,11 +270,8 @@ impl ExperimentSpec {
             if sizes.iterations == 0 || sizes.eval_every == 0 || sizes.trials == 0 {
                 return Err(format!("{}, eval_every and trials must be at least 1", at("iterations")));
             }
-            let lists = [
-                ("reinit_levels", &sizes.reinit_levels),
-                ("oneshot_levels", &sizes.oneshot_levels),
-                ("random_prune_levels", &sizes.random_prune_levels),
-            ];
+            let lists =
+                [("reinit_levels", &sizes.reinit_levels), ("oneshot_levels", &sizes.oneshot_levels), ("random_prune_levels", &sizes.random_prune_levels)];
             for (field, levels) in lists {
                 if let Some(bad) = levels.iter().find(|&&l| l == 0 || l > sizes.levels) {
                     return Err(format!("{} holds level {bad}; levels must be in 1..={}", at(field), sizes.levels));
@@ -283,9 +282,7 @@ impl ExperimentSpec {
     }
 
     pub fn sizes(&self, scale: Scale) -> Result<&Sizes> {
-        self.scales.get(&scale).ok_or_else(|| {
-            Error::Invalid(format!("experiment `{}` has no `{}` scale", self.name, scale.as_str()))
-        })
+        self.scales.get(&scale).ok_or_else(|| Error::Invalid(format!("experiment `{}` has no `{}` scale", self.name, scale.as_str())))
     }
 
     /// Every run of this experiment at `scale`, tickets first (the controls branch off them).
@@ -344,13 +341,7 @@ impl RunSpec {
             Procedure::Ticket | Procedure::Oneshot => String::new(),
         };
         let data = if self.data.is_real() { "" } else { "-synthetic" };
-        RunId(format!(
-            "{}{data}-{}-{}-t{}{copy}-{hex}",
-            self.experiment,
-            self.scale.as_str(),
-            self.procedure.as_str(),
-            self.trial
-        ))
+        RunId(format!("{}{data}-{}-{}-t{}{copy}-{hex}", self.experiment, self.scale.as_str(), self.procedure.as_str(), self.trial))
     }
 
     /// The ticket run this run branches off (itself for a ticket).

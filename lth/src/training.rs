@@ -6,10 +6,12 @@
 use crate::datasets::batches::Batches;
 use crate::datasets::{Dataset, Split};
 use crate::error::{Error, Result};
-use crate::masks::Mask;
-use crate::models::{Dropout, Network, Params};
-use crate::optim::{AdamConfig, MaskedAdam, StepMask};
-use candle_core::{DType, Tensor};
+use crate::masks::{Mask, MaskTensors};
+use crate::models::linear::Compact;
+use crate::models::{self, Dropout, Network, Params};
+use crate::optim::{MaskedOptimizer, Rule, StepMask};
+use crate::spec::ModelKind;
+use candle_core::{DType, Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,7 +21,10 @@ pub struct TrainConfig {
     pub iterations: usize,
     pub eval_every: usize,
     pub batch_size: usize,
-    pub adam: AdamConfig,
+    pub optimizer: Rule,
+    /// Let sparse layers skip their pruned weights (`models::linear`, `optim`). The results
+    /// are the same within float tolerance; off only to check that.
+    pub sparse_kernels: bool,
 }
 
 /// One evaluation: metrics at `iteration` (train metrics are the running mean over the
@@ -46,9 +51,10 @@ pub trait Observer {
 /// values per input value for a 64-channel layer) stays near 300 MB.
 const EVAL_VALUES: usize = 400_000;
 
-/// Trains `net` (built over `params`) under `mask` and returns its curve.
+/// Trains the `model` network over `params` under `mask` and returns its curve.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
-    net: &dyn Network,
+    model: ModelKind,
     params: &Params,
     mask: &Mask,
     data: &Dataset,
@@ -58,21 +64,12 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<Vec<CurvePoint>> {
     if data.train.len() < config.batch_size {
-        return Err(Error::Invalid(format!(
-            "{} training examples cannot fill a batch of {}",
-            data.train.len(),
-            config.batch_size
-        )));
+        return Err(Error::Invalid(format!("{} training examples cannot fill a batch of {}", data.train.len(), config.batch_size)));
     }
     let dev = data.train.images.device();
-    let mask_tensors = mask.to_tensors(dev)?;
-    mask.apply(params, &mask_tensors)?;
-    let step_masks: BTreeMap<String, StepMask> = mask
-        .layers
-        .iter()
-        .map(|(name, layer)| (name.clone(), StepMask { host: &layer.keep, tensor: &mask_tensors[name] }))
-        .collect();
-    let mut optimizer = MaskedAdam::for_device(config.adam, dev);
+    let masked = MaskedNetwork::new(model, params, mask, dev, config.sparse_kernels)?;
+    let (net, train_params, step_masks) = (masked.net.as_ref(), &masked.params, masked.step_masks());
+    let mut optimizer = MaskedOptimizer::for_device(config.optimizer, dev);
     let mut batches = Batches::new(&data.train, config.batch_size, data_order);
     let mut running = Running::default();
     let mut curve = vec![evaluate_point(net, data, 0, &running)?];
@@ -82,7 +79,7 @@ pub fn train(
         let logits = net.forward_t(&xs, dropout.as_mut())?;
         let loss = candle_nn::loss::cross_entropy(&logits, &ys)?;
         let grads = loss.backward()?;
-        optimizer.step(params, &grads, &step_masks)?;
+        optimizer.step(train_params, &grads, &step_masks)?;
         running.add(loss.to_scalar::<f32>()? as f64, correct(&logits, &ys)?, ys.dims1()?);
         observer.on_step(iteration);
         if iteration % config.eval_every == 0 || iteration == config.iterations {
@@ -92,7 +89,48 @@ pub fn train(
             running = Running::default();
         }
     }
+    masked.write_back(params)?;
     Ok(curve)
+}
+
+/// A network set up to train under a mask: the pruned weights of the dense parameters zeroed,
+/// sparse layers (`models::linear`) as compact parameters, and the masks the optimizer needs
+/// for the rest.
+pub struct MaskedNetwork<'m> {
+    mask: &'m Mask,
+    mask_tensors: MaskTensors,
+    compact: Compact,
+    /// What the optimizer updates: the dense parameters, with sparse layers' weights compact.
+    pub params: Params,
+    pub net: Box<dyn Network>,
+}
+
+impl<'m> MaskedNetwork<'m> {
+    /// `sparse_kernels: false` keeps every layer dense (the reference the sparse kernels are
+    /// checked against).
+    pub fn new(model: ModelKind, dense: &Params, mask: &'m Mask, dev: &Device, sparse_kernels: bool) -> Result<Self> {
+        let mask_tensors = mask.to_tensors(dev)?;
+        mask.apply(dense, &mask_tensors)?;
+        let compact = if sparse_kernels { Compact::choose(mask, dev.is_cpu()) } else { Compact::none() };
+        let params = compact.params(dense)?;
+        let net = models::build(model, &params, &compact)?;
+        Ok(MaskedNetwork { mask, mask_tensors, compact, params, net })
+    }
+
+    /// The masks of the layers that train dense (sparse ones hold only kept weights).
+    pub fn step_masks(&self) -> BTreeMap<String, StepMask<'_>> {
+        self.mask
+            .layers
+            .iter()
+            .filter(|(name, _)| !self.compact.is_sparse(name))
+            .filter_map(|(name, layer)| Some((name.clone(), StepMask { host: &layer.keep, tensor: self.mask_tensors.get(name)? })))
+            .collect()
+    }
+
+    /// Writes the trained weights of sparse layers back into `dense` (the others share storage).
+    pub fn write_back(&self, dense: &Params) -> Result<()> {
+        self.compact.write_back(&self.params, dense)
+    }
 }
 
 #[derive(Default)]
@@ -115,11 +153,8 @@ impl Running {
 fn evaluate_point(net: &dyn Network, data: &Dataset, iteration: usize, running: &Running) -> Result<CurvePoint> {
     let (val_loss, val_acc) = evaluate(net, &data.validation)?;
     let (test_loss, test_acc) = evaluate(net, &data.test)?;
-    let (train_loss, train_acc) = if running.batches == 0 {
-        (f64::NAN, f64::NAN)
-    } else {
-        (running.loss_sum / running.batches as f64, running.correct as f64 / running.seen as f64)
-    };
+    let (train_loss, train_acc) =
+        if running.batches == 0 { (f64::NAN, f64::NAN) } else { (running.loss_sum / running.batches as f64, running.correct as f64 / running.seen as f64) };
     Ok(CurvePoint { iteration, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc })
 }
 

@@ -12,9 +12,10 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn mirror() -> String {
-    std::env::var("LTH_DATA_MIRROR").ok().filter(|m| !m.is_empty()).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets").display().to_string()
-    })
+    std::env::var("LTH_DATA_MIRROR")
+        .ok()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets").display().to_string())
 }
 
 fn lth(args: &[&str], data_dir: &Path) -> Output {
@@ -127,4 +128,18 @@ fn missing_cifar10_fails_before_any_training_and_names_the_way_out() {
     let line = error_line(&out);
     assert!(line.contains("cifar-10-binary.tar.gz") && line.contains("--data synthetic"), "{line}");
     assert!(!dir.join("results").exists(), "training started before the data was there");
+}
+
+#[test]
+fn gpu_check_without_cuda_names_the_cuda_build() {
+    let line = error_line(&lth(&["gpu-check"], &scratch("gpu-check")));
+    assert!(line.contains("--device cuda") && line.contains("cargo xtask cuda-build"), "{line}");
+}
+
+#[test]
+fn bench_vs_pytorch_without_torch_fails_before_timing_anything() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lth")).args(["bench", "--vs-pytorch"]).env("LTH_PYTHON", "/nonexistent/python").output().unwrap();
+    let line = error_line(&out);
+    assert!(line.contains("/nonexistent/python") && line.contains("LTH_PYTHON"), "{line}");
+    assert!(out.stdout.is_empty(), "timed rows before checking for torch");
 }

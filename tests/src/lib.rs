@@ -23,11 +23,7 @@ pub fn mirror() -> String {
         }
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets");
-    assert!(
-        dir.join("mnist").exists(),
-        "the MNIST mirror is missing: expected {} (or set LTH_DATA_MIRROR)",
-        dir.display()
-    );
+    assert!(dir.join("mnist").exists(), "the MNIST mirror is missing: expected {} (or set LTH_DATA_MIRROR)", dir.display());
     dir.canonicalize().expect("canonical mirror path").display().to_string()
 }
 

@@ -98,22 +98,24 @@ fn conv3x3_matches_candles_conv2d_forward_and_backward() {
     let dev = Device::Cpu;
     let mut rng = lth::seeds::stream(5, lth::seeds::Purpose::Init);
     let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0)).collect() };
-    let (n, c, h, w, o) = (3, 5, 7, 6, 4);
-    let xs = Var::from_vec(random(n * c * h * w), (n, c, h, w), &dev).unwrap();
-    let k = Var::from_vec(random(o * c * 9), (o, c, 3, 3), &dev).unwrap();
-    let b = Var::from_vec(random(o), o, &dev).unwrap();
-    let upstream = Tensor::from_vec(random(n * o * h * w), (n, o, h, w), &dev).unwrap();
-    let ours = conv3x3(xs.as_tensor(), k.as_tensor(), b.as_tensor()).unwrap();
-    let reference = xs.conv2d(k.as_tensor(), 1, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, o, 1, 1)).unwrap()).unwrap();
-    let close = |a: &Tensor, b: &Tensor, what: &str| {
-        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-4, "{what}: max difference {diff}");
-    };
-    close(&ours, &reference, "forward");
-    let grads_ours = ours.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
-    let grads_ref = reference.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
-    for (var, name) in [(&xs, "input"), (&k, "kernel"), (&b, "bias")] {
-        close(grads_ours.get(var.as_tensor()).unwrap(), grads_ref.get(var.as_tensor()).unwrap(), name);
+    // 11 images span two of the kernel's groups of 8 (the groups' gradients are summed).
+    for (n, c, h, w, o) in [(3, 5, 7, 6, 4), (11, 3, 5, 4, 6)] {
+        let xs = Var::from_vec(random(n * c * h * w), (n, c, h, w), &dev).unwrap();
+        let k = Var::from_vec(random(o * c * 9), (o, c, 3, 3), &dev).unwrap();
+        let b = Var::from_vec(random(o), o, &dev).unwrap();
+        let upstream = Tensor::from_vec(random(n * o * h * w), (n, o, h, w), &dev).unwrap();
+        let ours = conv3x3(xs.as_tensor(), k.as_tensor(), b.as_tensor()).unwrap();
+        let reference = xs.conv2d(k.as_tensor(), 1, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, o, 1, 1)).unwrap()).unwrap();
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-4, "{what}: max difference {diff}");
+        };
+        close(&ours, &reference, "forward");
+        let grads_ours = ours.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        let grads_ref = reference.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        for (var, name) in [(&xs, "input"), (&k, "kernel"), (&b, "bias")] {
+            close(grads_ours.get(var.as_tensor()).unwrap(), grads_ref.get(var.as_tensor()).unwrap(), name);
+        }
     }
 }
 
@@ -204,7 +206,9 @@ fn conv_kernels_keep_the_pruning_invariants_and_runs_are_deterministic() {
             assert_eq!(layer.remaining(), pruning::survivors_after(p.numel(), rate, level), "{} level {level}", p.name);
             assert!(layer.keep.iter().zip(&trained[&p.name]).all(|(&k, &w)| k == 1.0 || w == 0.0), "{}: a pruned weight moved", p.name);
         }
-        let (start_mask, start) = lth::lottery::level_start(&experiment("conv2").plan(Scale::Smoke, None, DataSource::Synthetic).unwrap()[0].spec, &arch, &a, &a, &theta0, level).unwrap();
+        let (start_mask, start) =
+            lth::lottery::level_start(&experiment("conv2").plan(Scale::Smoke, None, DataSource::Synthetic).unwrap()[0].spec, &arch, &a, &a, &theta0, level)
+                .unwrap();
         assert_eq!(start_mask, mask);
         assert!(start == theta0, "level {level} does not restart from theta0");
         previous = mask;

@@ -213,13 +213,8 @@ fn figures_are_drawn_and_redraw_identically_from_their_tables() {
     let store = Store::new(finished());
     for id in ["fig3", "fig4"] {
         let figure = figures::find(id).unwrap();
-        let provenance = figures::Provenance {
-            command: "test".into(),
-            scale: "smoke".into(),
-            data: DataSource::Real,
-            device: "cpu".into(),
-            git_revision: "test".into(),
-        };
+        let provenance =
+            figures::Provenance { command: "test".into(), scale: "smoke".into(), data: DataSource::Real, device: "cpu".into(), git_revision: "test".into() };
         let out = figures::make(figure, &store, &provenance, &figs).unwrap();
         for path in [&out.csv, &out.svg, &out.png, &out.md] {
             assert!(std::fs::metadata(path).unwrap().len() > 100, "{} is empty", path.display());
@@ -249,4 +244,48 @@ fn figures_are_drawn_and_redraw_identically_from_their_tables() {
     std::fs::write(&shifted, lines.join("\n") + "\n").unwrap();
     let diff = compare::compare(&table, &shifted).unwrap();
     assert!(diff.contains(" 1 changed, 1 outside") && diff.contains("**yes**"), "{diff}");
+}
+
+#[test]
+fn sparse_kernels_train_like_dense_masked_training() {
+    // A ticket at ~5% of weights (one-shot from the trained dense net of the finished run),
+    // trained from theta0 with and without the sparse layers and updates.
+    let arch = Architecture::of(spec().method.model);
+    let ticket = run_dir(finished(), Procedure::Ticket, 0);
+    let theta0 = load_weights(&ticket.init_path(), &arch).unwrap();
+    let trained = load_weights(&ticket.final_path(0), &arch).unwrap();
+    let rates = pruning::rates(&arch, &spec().method.pruning);
+    let mask = pruning::magnitude_oneshot(&trained, &Mask::dense(&arch), &rates, 13);
+    assert!(mask.remaining() < 0.06, "Pm {}", mask.remaining());
+    let train = |sparse_kernels: bool| {
+        let params = lth::models::to_params(&arch, &theta0, &candle_core::Device::Cpu).unwrap();
+        let config =
+            lth::training::TrainConfig { iterations: 40, eval_every: 10, batch_size: 60, optimizer: (&spec().method.optimizer).into(), sparse_kernels };
+        struct Quiet;
+        impl lth::training::Observer for Quiet {}
+        let curve = lth::training::train(spec().method.model, &params, &mask, data(), &config, stream(5, Purpose::DataOrder), None, &mut Quiet).unwrap();
+        (curve, lth::models::weights_of(&params).unwrap())
+    };
+    let (sparse_curve, sparse_weights) = train(true);
+    let (dense_curve, dense_weights) = train(false);
+    for (s, d) in sparse_curve.iter().zip(&dense_curve) {
+        // Float summation order only: losses agree to 1e-4, accuracies to one example in 500.
+        for (a, b) in [(s.train_loss, d.train_loss), (s.val_loss, d.val_loss), (s.test_loss, d.test_loss)] {
+            assert!((a - b).abs() < 1e-4 || (a.is_nan() && b.is_nan()), "iteration {}: loss {a} vs {b}", s.iteration);
+        }
+        for (a, b) in [(s.val_acc, d.val_acc), (s.test_acc, d.test_acc)] {
+            assert!((a - b).abs() <= 0.002 + 1e-12, "iteration {}: accuracy {a} vs {b}", s.iteration);
+        }
+    }
+    for (name, s) in &sparse_weights {
+        let d = &dense_weights[name];
+        let worst = s.iter().zip(d).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{name}: weights differ by {worst}");
+        if let Some(layer) = mask.layers.get(name) {
+            assert!(s.iter().zip(&layer.keep).all(|(&w, &k)| k != 0.0 || w == 0.0), "{name}: a pruned weight is nonzero");
+        }
+    }
+    // The next pruning round picks the same weights.
+    let next = |w| pruning::magnitude_round(w, &mask, &rates);
+    assert_eq!(next(&sparse_weights), next(&dense_weights), "masks differ");
 }

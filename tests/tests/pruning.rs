@@ -5,7 +5,7 @@ use lth::masks::Mask;
 use lth::models::{init, Architecture};
 use lth::pruning;
 use lth::seeds::{stream, Purpose};
-use lth::spec::{ModelKind, PruningSpec, PruningScope};
+use lth::spec::{ModelKind, PruningScope, PruningSpec};
 
 fn lenet() -> (Architecture, Vec<(String, f64)>) {
     let arch = Architecture::of(ModelKind::Lenet300100);
@@ -31,9 +31,7 @@ fn iterative_rounds_keep_the_papers_fractions() {
         mask = next;
     }
     // The paper's Pm grid for LeNet (PAPER.md §2): 51.3% after 3 rounds, 21.1% after 7, 3.6% after 15.
-    let pm = |k: usize| {
-        (0..k).fold(Mask::dense(&arch), |m, _| pruning::magnitude_round(&weights, &m, &rates)).remaining() * 100.0
-    };
+    let pm = |k: usize| (0..k).fold(Mask::dense(&arch), |m, _| pruning::magnitude_round(&weights, &m, &rates)).remaining() * 100.0;
     assert_eq!(format!("{:.1}", pm(3)), "51.3");
     assert_eq!(format!("{:.1}", pm(7)), "21.1");
     assert_eq!(format!("{:.1}", pm(15)), "3.6");

@@ -13,7 +13,12 @@ cargo xtask <command>
         download and verify the datasets (default: both)
   figures [--check]            redraw figures/*.svg|png from figures/*.csv (--check: fail if stale)
   compare OLD.csv NEW.csv      Markdown table of per-cell changes with the trial spread
-  bench                        training and evaluation throughput beside the alternatives (CPU)
+  bench [--vs-pytorch]         training and evaluation throughput beside the alternatives (CPU);
+                               --vs-pytorch also times the same workloads in PyTorch (python3 with torch)
+  cuda-build [--compute-cap N] build the CUDA lth binary, fetching nvcc from PyPI when none is
+                               installed (default N: $CUDA_COMPUTE_CAP or 90, i.e. H100/H200)
+  gpu-check                    CPU-vs-CUDA parity and GPU throughput (on a GPU machine; runs
+                               xtask/gpu-check.sh, which needs no Rust toolchain)
   plan [FIG...] [--scale S] [--trials N] [--device D] [--out DIR]
         one `lth run` command per trial, for Slurm arrays or GNU parallel
 
@@ -26,7 +31,9 @@ pub enum Task {
     Data { datasets: Vec<String>, mirror: Option<String> },
     Figures { check: bool },
     Compare { old: String, new: String },
-    Bench,
+    Bench { vs_pytorch: bool },
+    CudaBuild { compute_cap: String },
+    GpuCheck,
     Plan(Reproduce),
 }
 
@@ -69,13 +76,15 @@ impl Reproduce {
 }
 
 pub fn parse(args: &[String]) -> Result<Task> {
-    let Some((command, rest)) = args.split_first() else { return Ok(Task::Help) };
+    let Some((command, rest)) = args.split_first() else {
+        return Ok(Task::Help);
+    };
     let mut positional = Vec::new();
     let mut options: Vec<(String, Option<String>)> = Vec::new();
     let mut it = rest.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--check" => options.push((arg.clone(), None)),
+            "--check" | "--vs-pytorch" => options.push((arg.clone(), None)),
             "-h" | "--help" => return Ok(Task::Help),
             flag if flag.starts_with("--") => {
                 let value = it.next().with_context(|| format!("{flag} needs a value; see `cargo xtask --help`"))?;
@@ -89,6 +98,8 @@ pub fn parse(args: &[String]) -> Result<Task> {
         "reproduce" | "plan" => &["--scale", "--trials", "--jobs", "--device", "--out", "--mirror", "--figures-dir", "--data"],
         "data" => &["--mirror"],
         "figures" => &["--check"],
+        "bench" => &["--vs-pytorch"],
+        "cuda-build" => &["--compute-cap"],
         _ => &[],
     };
     if let Some((bad, _)) = options.iter().find(|(k, _)| !known.contains(&k.as_str())) {
@@ -117,7 +128,11 @@ pub fn parse(args: &[String]) -> Result<Task> {
             [old, new] => Task::Compare { old: old.clone(), new: new.clone() },
             _ => bail!("usage: cargo xtask compare OLD.csv NEW.csv"),
         },
-        "bench" => Task::Bench,
+        "bench" => Task::Bench { vs_pytorch: options.iter().any(|(k, _)| k == "--vs-pytorch") },
+        "cuda-build" => {
+            Task::CudaBuild { compute_cap: take("--compute-cap").or_else(|| std::env::var("CUDA_COMPUTE_CAP").ok()).unwrap_or_else(|| "90".into()) }
+        }
+        "gpu-check" => Task::GpuCheck,
         "help" => Task::Help,
         other => bail!("unknown command `{other}`; see `cargo xtask --help`"),
     })

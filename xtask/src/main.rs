@@ -2,6 +2,7 @@
 //! pattern): parse flags, build the `lth` binary with the right features, call it, check
 //! outputs. No ML code lives here; the heavy crates compile into `lth` only.
 
+mod cuda;
 mod flags;
 
 use anyhow::{bail, Context, Result};
@@ -32,9 +33,22 @@ fn run() -> Result<()> {
             }
         }
         flags::Task::Figures { check } => figures(&sh, check)?,
-        flags::Task::Bench => {
+        flags::Task::Bench { vs_pytorch } => {
             let lth = build_lth(&sh, false)?;
-            cmd!(sh, "{lth} bench").run()?;
+            let flag = vs_pytorch.then_some("--vs-pytorch");
+            cmd!(sh, "{lth} bench {flag...}").run()?;
+        }
+        flags::Task::CudaBuild { compute_cap } => {
+            let binary = cuda::build(&sh, &project_root(), &compute_cap)?;
+            cuda::pack(&sh, &project_root(), &binary)?;
+        }
+        flags::Task::GpuCheck => {
+            let root = project_root();
+            if !root.join("target/lth-cuda.xz").exists() {
+                let binary = cuda::build(&sh, &root, "90")?;
+                cuda::pack(&sh, &root, &binary)?;
+            }
+            cmd!(sh, "sh xtask/gpu-check.sh").run()?;
         }
         flags::Task::Compare { old, new } => {
             let lth = build_lth(&sh, false)?;
@@ -55,12 +69,13 @@ fn project_root() -> PathBuf {
 }
 
 /// Builds `lth` in release mode (the same profile as `cargo test --release`, so dependencies
-/// compile once) and returns the binary's path.
+/// compile once) and returns the binary's path. The CUDA build has its own target folder.
 fn build_lth(sh: &Shell, cuda: bool) -> Result<PathBuf> {
-    let features: &[&str] = if cuda { &["--features", "cuda"] } else { &[] };
-    cmd!(sh, "cargo build --quiet --release --package lth --bin lth {features...}")
-        .run()
-        .context("building lth (with `--device cuda`, see `cargo xtask cuda-build` in README for machines without a CUDA toolkit)")?;
+    if cuda {
+        let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
+        return cuda::build(sh, &project_root(), &cap);
+    }
+    cmd!(sh, "cargo build --quiet --release --package lth --bin lth").run().context("building lth")?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("target"));
     let target = if target.is_relative() { project_root().join(target) } else { target };
     Ok(target.join("release").join("lth"))
@@ -94,7 +109,9 @@ fn figures(sh: &Shell, check: bool) -> Result<()> {
     let scratch = sh.create_temp_dir()?;
     let mut stale = Vec::new();
     for table in &tables {
-        let Some(id) = table.file_stem().map(|s| s.to_string_lossy().into_owned()) else { continue };
+        let Some(id) = table.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            continue;
+        };
         let svg = dir.join(format!("{id}.svg"));
         if check {
             let fresh = scratch.path().join(format!("{id}.svg"));

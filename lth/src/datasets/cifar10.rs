@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 /// The official location (no second public mirror is known; use LTH_DATA_MIRROR).
 pub const URLS: [&str; 1] = ["https://www.cs.toronto.edu/~kriz"];
 
-pub const ARCHIVE: RemoteFile =
-    RemoteFile { dataset: "cifar10", name: "cifar-10-binary.tar.gz", checksum: Checksum::Md5("c32a1d4ab5d03f1284b67883e8d87530") };
+pub const ARCHIVE: RemoteFile = RemoteFile { dataset: "cifar10", name: "cifar-10-binary.tar.gz", checksum: Checksum::Md5("c32a1d4ab5d03f1284b67883e8d87530") };
 
 /// The folder inside the archive.
 const FOLDER: &str = "cifar-10-batches-bin";

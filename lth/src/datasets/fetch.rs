@@ -42,9 +42,7 @@ impl Source {
     /// The cache from `LTH_DATA_DIR` (else the user's cache folder) and the mirror from
     /// `LTH_DATA_MIRROR`, each overridden by an explicit value (a CLI flag).
     pub fn from_env(cache: Option<PathBuf>, mirror: Option<String>) -> Self {
-        let cache = cache
-            .or_else(|| std::env::var_os("LTH_DATA_DIR").map(PathBuf::from))
-            .unwrap_or_else(default_cache);
+        let cache = cache.or_else(|| std::env::var_os("LTH_DATA_DIR").map(PathBuf::from)).unwrap_or_else(default_cache);
         let mirror = mirror.or_else(|| std::env::var("LTH_DATA_MIRROR").ok()).filter(|m| !m.is_empty());
         Source { mirror, cache }
     }
@@ -182,11 +180,7 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path) -> std::result::Re
         416 if have > 0 => return Ok(()),
         _ => return Err(format!("{url}: HTTP {status}")),
     };
-    let total = response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .map(|n| if resume { n + have } else { n });
+    let total = response.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(|n| if resume { n + have } else { n });
     let mut out = OpenOptions::new().create(true).write(true).truncate(false).open(part).map_err(|e| format!("{}: {e}", part.display()))?;
     if resume {
         out.seek(io::SeekFrom::End(0)).map_err(|e| e.to_string())?;

@@ -74,10 +74,8 @@ pub fn fetch_idx(source: &Source, file: &IdxFile) -> Result<PathBuf> {
     let gz = source.fetch(&file.gz, &URLS)?;
     let mut bytes = Vec::new();
     let mut decoder = GzDecoder::new(fs::File::open(&gz).at(&gz)?);
-    std::io::Read::read_to_end(&mut decoder, &mut bytes).map_err(|e| Error::CorruptData {
-        path: gz.clone(),
-        reason: format!("not a valid gzip file ({e})"),
-    })?;
+    std::io::Read::read_to_end(&mut decoder, &mut bytes)
+        .map_err(|e| Error::CorruptData { path: gz.clone(), reason: format!("not a valid gzip file ({e})") })?;
     fetch::write_atomic(&path, &bytes)?;
     if let Err(e) = fetch::verify(&path, file.checksum) {
         fs::remove_file(&path).at(&path)?;
@@ -97,10 +95,7 @@ fn read_pair(images: &Path, labels: &Path) -> Result<RawImages> {
     let (pixels, n, shape) = read_idx(images, 2051, 3)?;
     let (classes, n_labels, _) = read_idx(labels, 2049, 1)?;
     if n != n_labels {
-        return Err(Error::CorruptData {
-            path: labels.to_owned(),
-            reason: format!("{n_labels} labels for {n} images in {}", images.display()),
-        });
+        return Err(Error::CorruptData { path: labels.to_owned(), reason: format!("{n_labels} labels for {n} images in {}", images.display()) });
     }
     if let Some(bad) = classes.iter().find(|&&c| c > 9) {
         return Err(Error::CorruptData { path: labels.to_owned(), reason: format!("label {bad} outside 0..=9") });

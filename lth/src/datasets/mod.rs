@@ -92,10 +92,7 @@ impl RawDataset {
 /// the validation set. Training indices stay in file order; batching shuffles them.
 pub fn split_indices(n: usize, method: &Method) -> Result<(Vec<usize>, Vec<usize>)> {
     if method.validation_size >= n {
-        return Err(crate::error::Error::Invalid(format!(
-            "validation_size {} leaves no training data out of {n} examples",
-            method.validation_size
-        )));
+        return Err(crate::error::Error::Invalid(format!("validation_size {} leaves no training data out of {n} examples", method.validation_size)));
     }
     let mut perm: Vec<usize> = (0..n).collect();
     perm.shuffle(&mut seeds::stream(method.split_seed, Purpose::Split));
@@ -118,8 +115,5 @@ fn select(raw: &RawImages, idx: &[usize], norm: &Normalisation, dev: &Device) ->
         }
     }
     let labels: Vec<u32> = idx.iter().map(|&i| raw.labels[i] as u32).collect();
-    Ok(Split {
-        images: Tensor::from_vec(pixels, (idx.len(), c, h, w), dev)?,
-        labels: Tensor::from_vec(labels, idx.len(), dev)?,
-    })
+    Ok(Split { images: Tensor::from_vec(pixels, (idx.len(), c, h, w), dev)?, labels: Tensor::from_vec(labels, idx.len(), dev)? })
 }

@@ -7,8 +7,9 @@
 
 use super::dropout::Dropout;
 use super::im2col::conv3x3;
-use super::{linear, Architecture, LayerKind, Network, ParamInfo, Params};
-use crate::error::{Error, Result};
+use super::linear::{Compact, Linear};
+use super::{param, Architecture, LayerKind, Network, ParamInfo, Params};
+use crate::error::Result;
 use crate::spec::ModelKind;
 use candle_core::Tensor;
 
@@ -49,19 +50,17 @@ pub fn architecture(kind: ModelKind) -> Architecture {
 }
 
 pub struct ConvNet {
+    /// (weight, bias) per convolution, sharing storage with the parameter store.
     convs: Vec<(Tensor, Tensor)>,
-    fcs: Vec<(Tensor, Tensor)>,
+    fcs: Vec<Linear>,
 }
 
 impl ConvNet {
-    pub fn new(kind: ModelKind, params: &Params) -> Result<Self> {
-        let get = |name: String| {
-            params.get(&name).map(|v| v.as_tensor().clone()).ok_or_else(|| Error::Invalid(format!("{kind:?} has no parameter `{name}`")))
-        };
-        let layer = |prefix: &str, i: usize| Ok((get(format!("{prefix}{i}.weight"))?, get(format!("{prefix}{i}.bias"))?));
+    pub fn new(kind: ModelKind, params: &Params, compact: &Compact) -> Result<Self> {
+        let conv = |i: usize| Ok((param(params, &format!("conv{i}.weight"))?, param(params, &format!("conv{i}.bias"))?));
         Ok(ConvNet {
-            convs: (1..=widths(kind).len()).map(|i| layer("conv", i)).collect::<Result<_>>()?,
-            fcs: (1..=FC.len()).map(|i| layer("fc", i)).collect::<Result<_>>()?,
+            convs: (1..=widths(kind).len()).map(conv).collect::<Result<_>>()?,
+            fcs: (1..=FC.len()).map(|i| Linear::new(params, &format!("fc{i}"), compact)).collect::<Result<_>>()?,
         })
     }
 }
@@ -78,8 +77,8 @@ impl Network for ConvNet {
             }
         }
         xs = xs.flatten_from(1)?;
-        for (i, (w, b)) in self.fcs.iter().enumerate() {
-            xs = linear(&xs, w, b)?;
+        for (i, layer) in self.fcs.iter().enumerate() {
+            xs = layer.forward(&xs, true)?;
             if i + 1 < self.fcs.len() {
                 xs = xs.relu()?;
                 if let Some(d) = dropout.as_deref_mut() {

@@ -1,139 +1,244 @@
 //! 3x3, stride-1, padding-1 convolution as im2col + matrix product, with a hand-written
-//! backward. candle's own CPU conv2d backward computes the input gradient with
-//! `conv_transpose2d`, a direct loop that dominated a Conv-2 training step. Here the whole
-//! convolution is one custom op, so candle's autograd never sees the large im2col matrix (it
-//! would allocate a zeroed gradient for it and add into it). The backward rebuilds the matrix
-//! and gets both gradients from matrix products: the weight gradient directly, the input
-//! gradient through `col2im` (a scatter-add). Gradients are checked against candle's conv2d in
-//! tests. On other devices (CUDA) candle's conv2d is used as is.
+//! backward, one image at a time. candle's own CPU conv2d backward computes the input gradient
+//! with `conv_transpose2d`, a direct loop that dominated a Conv-2 training step.
+//!
+//! Each image's columns are built as a (c·9, h·w) matrix, in which row (channel, ky, kx) is the
+//! image shifted by (ky − 1, kx − 1): contiguous copies, and a product `W · columns` that comes
+//! out in the (o, h·w) layout of the output, with no transpose. The matrix is 2.4 MB for a
+//! 64-channel 32×32 image, so it stays in cache between being built and being multiplied, where
+//! a whole batch's (141 MB at batch 60) would stream through memory several times per step.
+//! The backward rebuilds it per image: the weight gradient accumulates `grad · columnsᵀ`, the
+//! input gradient is `Wᵀ · grad` scattered back onto the pixels (`col2im`). Products go to the
+//! GEMM that candle itself uses (the `gemm` crate). Gradients are checked against candle's
+//! conv2d in tests. On other devices (CUDA) candle's conv2d is used as is.
 
 use crate::error::Result;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 /// `xs` (n, c, h, w) convolved with `w` (o, c, 3, 3) plus bias `b` (o): (n, o, h, w).
 pub fn conv3x3(xs: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if xs.device().is_cpu() {
+        return Ok(xs.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Conv3x3)?);
+    }
     let o = w.dim(0)?;
-    let ys = if xs.device().is_cpu() { xs.contiguous()?.apply_op2(&w.contiguous()?, Conv3x3)? } else { xs.conv2d(w, 1, 1, 1, 1)? };
-    Ok(ys.broadcast_add(&b.reshape((1, o, 1, 1))?)?)
+    Ok(xs.conv2d(w, 1, 1, 1, 1)?.broadcast_add(&b.reshape((1, o, 1, 1))?)?)
 }
 
-/// The convolution without bias, as one op for autograd.
+/// Images per unit of work: threads take whole groups.
+const GROUP: usize = 8;
+
+/// Whether candle may use more than one thread (`RAYON_NUM_THREADS`).
+fn parallel() -> bool {
+    candle_core::utils::get_num_threads() > 1
+}
+
+/// The convolution with its bias, as one op for autograd (candle's gradient of a broadcast
+/// bias is a strided reduction that cost as much as a convolution's backward).
 struct Conv3x3;
 
-/// The im2col matrix of `xs` as a (n·h·w, c·9) tensor (no autograd).
-fn columns(xs: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = xs.dims4()?;
-    xs.apply_op1_no_bwd(&Im2Col)?.reshape((n * h * w, c * 9))
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
+        _ => candle_core::bail!("conv3x3: contiguous f32 tensors only"),
+    }
 }
 
-impl CustomOp2 for Conv3x3 {
+/// Calls `f` on the values of a contiguous f32 CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => Ok(f(f32_slice(cpu, layout)?)),
+        _ => candle_core::bail!("conv3x3: CPU tensors only"),
+    }
+}
+
+impl CustomOp3 for Conv3x3 {
     fn name(&self) -> &'static str {
         "conv3x3"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xs_l: &Layout, w: &CpuStorage, w_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, xs: &CpuStorage, xs_l: &Layout, w: &CpuStorage, w_l: &Layout, b: &CpuStorage, b_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, wd) = xs_l.shape().dims4()?;
         let o = w_l.shape().dims()[0];
-        let as_tensor = |s: &CpuStorage, l: &Layout| -> candle_core::Result<Tensor> {
-            let (CpuStorage::F32(data), Some((a, b))) = (s, l.contiguous_offsets()) else {
-                candle_core::bail!("conv3x3: contiguous f32 tensors only")
-            };
-            Tensor::from_slice(&data[a..b], l.shape(), &Device::Cpu)
+        let (xs, w, b) = (f32_slice(xs, xs_l)?, f32_slice(w, w_l)?, f32_slice(b, b_l)?);
+        let (hw, k) = (h * wd, c * 9);
+        let mut ys = vec![0f32; n * o * hw];
+        let group = |(images, outs): (&[f32], &mut [f32])| {
+            let mut cols = vec![0f32; k * hw];
+            for (image, out) in images.chunks_exact(c * hw).zip(outs.chunks_exact_mut(o * hw)) {
+                im2col(image, c, h, wd, &mut cols);
+                for (plane, &bias) in out.chunks_exact_mut(hw).zip(b) {
+                    plane.fill(bias);
+                }
+                // out (o, hw) = bias + w (o, k) · cols (k, hw)
+                gemm::product(out, Matrix::rows(w, k), Matrix::rows(&cols, hw), o, hw, k, true);
+            }
         };
-        let cols = columns(&as_tensor(xs, xs_l)?)?;
-        let weights = as_tensor(w, w_l)?.reshape((o, c * 9))?;
-        let ys = cols.matmul(&weights.t()?)?.reshape((n, h * wd, o))?.transpose(1, 2)?.contiguous()?;
-        Ok((CpuStorage::F32(ys.flatten_all()?.to_vec1::<f32>()?), Shape::from((n, o, h, wd))))
+        let (xs_groups, ys_groups) = (xs.par_chunks(GROUP * c * hw), ys.par_chunks_mut(GROUP * o * hw));
+        if parallel() {
+            xs_groups.zip(ys_groups).for_each(group);
+        } else {
+            xs.chunks(GROUP * c * hw).zip(ys.chunks_mut(GROUP * o * hw)).for_each(group);
+        }
+        Ok((CpuStorage::F32(ys), Shape::from((n, o, h, wd))))
     }
 
-    fn bwd(&self, xs: &Tensor, w: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (xs, w) = (xs.detach(), w.detach());
+    fn bwd(&self, xs: &Tensor, w: &Tensor, _b: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, h, wd) = xs.dims4()?;
         let o = w.dim(0)?;
-        // (n, o, h, w) → (n·h·w, o), the layout of the forward product.
-        let grad = grad.reshape((n, o, h * wd))?.transpose(1, 2)?.contiguous()?.reshape((n * h * wd, o))?;
-        let cols = columns(&xs)?;
-        let grad_w = grad.t()?.matmul(&cols)?.reshape((o, c, 3, 3))?;
-        let grad_cols = grad.matmul(&w.reshape((o, c * 9))?)?.reshape((n, h * wd, c * 9))?;
-        let grad_xs = grad_cols.apply_op1_no_bwd(&Col2Im { c, h, w: wd })?;
-        Ok((Some(grad_xs), Some(grad_w)))
-    }
-}
-
-/// (n, c, h, w) → (n, h·w, c·9): row (y, x) holds the 3x3 neighbourhood of every channel,
-/// zero outside the image.
-struct Im2Col;
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col3x3"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = layout.shape().dims4()?;
-        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
-            candle_core::bail!("im2col3x3: contiguous f32 input only")
+        let (hw, k) = (h * wd, c * 9);
+        let grad = grad.contiguous()?;
+        let mut grad_xs = vec![0f32; n * c * hw];
+        // Each group of images sums its own weight and bias gradients, in image order; the
+        // groups' sums are then added in group order, so the result does not depend on the
+        // number of threads.
+        let group = |((images, grads), grad_images): ((&[f32], &[f32]), &mut [f32]), w: &[f32]| {
+            let (mut grad_w, mut grad_b) = (vec![0f32; o * k], vec![0f32; o]);
+            let (mut cols, mut grad_cols) = (vec![0f32; k * hw], vec![0f32; k * hw]);
+            let per_image = images.chunks_exact(c * hw).zip(grads.chunks_exact(o * hw)).zip(grad_images.chunks_exact_mut(c * hw));
+            for (i, ((image, g), grad_image)) in per_image.enumerate() {
+                for (sum, plane) in grad_b.iter_mut().zip(g.chunks_exact(hw)) {
+                    *sum += plane.iter().sum::<f32>();
+                }
+                im2col(image, c, h, wd, &mut cols);
+                // grad_w (o, k) += g (o, hw) · colsᵀ (hw, k)
+                gemm::product(&mut grad_w, Matrix::rows(g, hw), Matrix::cols(&cols, hw), o, k, hw, i > 0);
+                // grad_cols (k, hw) = wᵀ (k, o) · g (o, hw)
+                gemm::product(&mut grad_cols, Matrix::cols(w, k), Matrix::rows(g, hw), k, hw, o, false);
+                col2im(&grad_cols, c, h, wd, grad_image);
+            }
+            (grad_w, grad_b)
         };
-        let xs = &data[start..end];
-        let k = c * 9;
-        let mut cols = vec![0f32; n * h * w * k];
-        for (image, out) in xs.chunks_exact(c * h * w).zip(cols.chunks_exact_mut(h * w * k)) {
-            for_each_tap(c, h, w, |col, pixel| out[col] = image[pixel]);
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = with_f32(xs, |xs| {
+            with_f32(w, |w| {
+                with_f32(&grad, |grad| {
+                    let (xs_g, grad_g, grad_xs_g) = (GROUP * c * hw, GROUP * o * hw, GROUP * c * hw);
+                    if parallel() {
+                        xs.par_chunks(xs_g).zip(grad.par_chunks(grad_g)).zip(grad_xs.par_chunks_mut(grad_xs_g)).map(|g| group(g, w)).collect()
+                    } else {
+                        xs.chunks(xs_g).zip(grad.chunks(grad_g)).zip(grad_xs.chunks_mut(grad_xs_g)).map(|g| group(g, w)).collect()
+                    }
+                })
+            })
+        })???;
+        let (mut grad_w, mut grad_b) = (vec![0f32; o * k], vec![0f32; o]);
+        for (partial_w, partial_b) in &partials {
+            grad_w.iter_mut().zip(partial_w).for_each(|(s, v)| *s += v);
+            grad_b.iter_mut().zip(partial_b).for_each(|(s, v)| *s += v);
         }
-        Ok((CpuStorage::F32(cols), Shape::from((n, h * w, k))))
+        let grad_xs = Tensor::from_vec(grad_xs, (n, c, h, wd), xs.device())?;
+        let grad_w = Tensor::from_vec(grad_w, (o, c, 3, 3), xs.device())?;
+        let grad_b = Tensor::from_vec(grad_b, o, xs.device())?;
+        Ok((Some(grad_xs), Some(grad_w), Some(grad_b)))
     }
 }
 
-/// The adjoint of [`Im2Col`]: (n, h·w, c·9) → (n, c, h, w), summing every neighbourhood entry
-/// back onto the pixel it came from.
-struct Col2Im {
-    c: usize,
-    h: usize,
-    w: usize,
-}
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "col2im3x3"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let Col2Im { c, h, w } = *self;
-        let (n, _, k) = layout.shape().dims3()?;
-        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
-            candle_core::bail!("col2im3x3: contiguous f32 input only")
-        };
-        let cols = &data[start..end];
-        let mut xs = vec![0f32; n * c * h * w];
-        for (out, image) in cols.chunks_exact(h * w * k).zip(xs.chunks_exact_mut(c * h * w)) {
-            for_each_tap(c, h, w, |col, pixel| image[pixel] += out[col]);
+/// The (c·9, h·w) columns of one (c, h, w) image: row (ch, ky, kx) holds the image shifted by
+/// (ky − 1, kx − 1), zero where the window leaves the image.
+fn im2col(image: &[f32], c: usize, h: usize, w: usize, cols: &mut [f32]) {
+    for_each_shift(c, h, w, |row, channel, sy, y, (dst, src, len)| {
+        let out = &mut cols[row * h * w + y * w..row * h * w + (y + 1) * w];
+        match sy {
+            Some(sy) => {
+                let line = &image[channel * h * w + sy * w..channel * h * w + (sy + 1) * w];
+                out.fill(0.0);
+                out[dst..dst + len].copy_from_slice(&line[src..src + len]);
+            }
+            None => out.fill(0.0),
         }
-        Ok((CpuStorage::F32(xs), Shape::from((n, c, h, w))))
-    }
+    });
 }
 
-/// Calls `f(col, pixel)` for every tap of a 3x3, padding-1 window that falls inside one
-/// (c, h, w) image: `col` indexes its (h·w, c·9) im2col matrix, `pixel` the image. Taps in the
-/// padding are skipped (they are 0 in the matrix and receive nothing in the adjoint).
+/// The adjoint of [`im2col`]: adds every column entry back onto the pixel it came from.
+fn col2im(cols: &[f32], c: usize, h: usize, w: usize, image: &mut [f32]) {
+    for_each_shift(c, h, w, |row, channel, sy, y, (dst, src, len)| {
+        if let Some(sy) = sy {
+            let from = &cols[row * h * w + y * w + dst..row * h * w + y * w + dst + len];
+            let line = &mut image[channel * h * w + sy * w + src..channel * h * w + sy * w + src + len];
+            for (p, &v) in line.iter_mut().zip(from) {
+                *p += v;
+            }
+        }
+    });
+}
+
+/// Calls `f(row, channel, source line, output line, (dst, src, len))` for every output line
+/// `y` of every columns row (channel, ky, kx): the line reads source line `y + ky − 1` (None
+/// outside the image), and its columns `dst..dst + len` are the source's `src..src + len`.
 #[inline(always)]
-fn for_each_tap(c: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize)) {
-    let k = c * 9;
-    for y in 0..h {
-        for x in 0..w {
-            for ch in 0..c {
-                for ky in 0..3 {
-                    let sy = y + ky;
-                    if sy < 1 || sy > h {
-                        continue;
-                    }
-                    for kx in 0..3 {
-                        let sx = x + kx;
-                        if sx >= 1 && sx <= w {
-                            f((y * w + x) * k + ch * 9 + ky * 3 + kx, ch * h * w + (sy - 1) * w + sx - 1);
-                        }
-                    }
+fn for_each_shift(c: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize, Option<usize>, usize, (usize, usize, usize))) {
+    for channel in 0..c {
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let row = channel * 9 + ky * 3 + kx;
+                // kx = 0 reads one pixel to the left: output x ← source x − 1.
+                let span = match kx {
+                    0 => (1, 0, w - 1),
+                    1 => (0, 0, w),
+                    _ => (0, 1, w - 1),
+                };
+                for y in 0..h {
+                    let sy = (y + ky).checked_sub(1).filter(|&s| s < h);
+                    f(row, channel, sy, y, span);
                 }
             }
+        }
+    }
+}
+
+/// A row-major matrix, or the transpose of one, as `gemm` strides.
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    /// A row-major matrix with `width` columns.
+    fn rows(data: &'a [f32], width: usize) -> Self {
+        Matrix { data, row_stride: width, col_stride: 1 }
+    }
+
+    /// The transpose of a row-major matrix with `width` columns.
+    fn cols(data: &'a [f32], width: usize) -> Self {
+        Matrix { data, row_stride: 1, col_stride: width }
+    }
+}
+
+mod gemm {
+    use super::Matrix;
+
+    /// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)`, row-major `dst`, on the calling thread
+    /// (the convolution parallelises over images).
+    pub fn product(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize, accumulate: bool) {
+        let extent = |x: Matrix, rows: usize, cols: usize| (rows - 1) * x.row_stride + (cols - 1) * x.col_stride + 1;
+        assert!(dst.len() >= m * n && lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operands too small");
+        // SAFETY: the assertion above keeps every access of the three matrices in bounds, and
+        // `dst` is borrowed mutably, so it aliases neither operand.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                lhs.data.as_ptr(),
+                lhs.col_stride as isize,
+                lhs.row_stride as isize,
+                rhs.data.as_ptr(),
+                rhs.col_stride as isize,
+                rhs.row_stride as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
         }
     }
 }

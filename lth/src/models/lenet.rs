@@ -1,8 +1,9 @@
 //! LeNet-300-100 (PAPER.md Fig 2): 784 → 300 → 100 → 10, fully connected, ReLU.
 //! 266,200 prunable weights; `fc3` is the output layer (pruned at half the fc rate).
 
-use super::{linear, Architecture, Dropout, LayerKind, Network, ParamInfo, Params};
-use crate::error::{Error, Result};
+use super::linear::{Compact, Linear};
+use super::{Architecture, Dropout, LayerKind, Network, ParamInfo, Params};
+use crate::error::Result;
 use candle_core::Tensor;
 
 const SIZES: [usize; 4] = [784, 300, 100, 10];
@@ -21,18 +22,13 @@ pub fn architecture() -> Architecture {
 }
 
 pub struct LeNet {
-    /// (weight, bias) per layer, sharing storage with the parameter store.
-    layers: Vec<(Tensor, Tensor)>,
+    /// Sharing storage with the parameter store.
+    layers: Vec<Linear>,
 }
 
 impl LeNet {
-    pub fn new(params: &Params) -> Result<Self> {
-        let get = |name: String| {
-            params.get(&name).map(|v| v.as_tensor().clone()).ok_or_else(|| Error::Invalid(format!("LeNet has no parameter `{name}`")))
-        };
-        let layers = (1..SIZES.len())
-            .map(|i| Ok((get(format!("fc{i}.weight"))?, get(format!("fc{i}.bias"))?)))
-            .collect::<Result<_>>()?;
+    pub fn new(params: &Params, compact: &Compact) -> Result<Self> {
+        let layers = (1..SIZES.len()).map(|i| Linear::new(params, &format!("fc{i}"), compact)).collect::<Result<_>>()?;
         Ok(LeNet { layers })
     }
 }
@@ -42,8 +38,9 @@ impl Network for LeNet {
     /// `xs`: `(batch, 1, 28, 28)` → logits `(batch, 10)`.
     fn forward_t(&self, xs: &Tensor, _dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let mut xs = xs.flatten_from(1)?;
-        for (i, (w, b)) in self.layers.iter().enumerate() {
-            xs = linear(&xs, w, b)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            // The first layer's input is the data: no gradient needed.
+            xs = layer.forward(&xs, i > 0)?;
             if i + 1 < self.layers.len() {
                 xs = xs.relu()?;
             }

@@ -7,6 +7,7 @@ pub mod dropout;
 pub mod im2col;
 pub mod init;
 pub mod lenet;
+pub mod linear;
 
 pub use dropout::Dropout;
 
@@ -86,10 +87,12 @@ pub trait Network {
 }
 
 /// Builds the network of `kind` over `params` (which it shares, so optimizer updates show).
-pub fn build(kind: ModelKind, params: &Params) -> Result<Box<dyn Network>> {
+/// The layers `compact` names train sparse, over their compact weights in `params`
+/// (`linear`); pass `Compact::none()` for dense parameters.
+pub fn build(kind: ModelKind, params: &Params, compact: &linear::Compact) -> Result<Box<dyn Network>> {
     match kind {
-        ModelKind::Lenet300100 => Ok(Box::new(lenet::LeNet::new(params)?)),
-        ModelKind::Conv2 | ModelKind::Conv4 | ModelKind::Conv6 => Ok(Box::new(conv::ConvNet::new(kind, params)?)),
+        ModelKind::Lenet300100 => Ok(Box::new(lenet::LeNet::new(params, compact)?)),
+        ModelKind::Conv2 | ModelKind::Conv4 | ModelKind::Conv6 => Ok(Box::new(conv::ConvNet::new(kind, params, compact)?)),
     }
 }
 
@@ -113,7 +116,7 @@ fn missing(name: &str) -> crate::error::Error {
     crate::error::Error::Invalid(format!("no values for parameter `{name}`"))
 }
 
-/// `xs @ w.t() + b` for `xs` of shape `(batch, in)`, `w` of `(out, in)`, `b` of `(out)`.
-pub(crate) fn linear(xs: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(xs.matmul(&w.t()?)?.broadcast_add(b)?)
+/// The parameter `name` of the store, shared (not copied).
+pub(crate) fn param(params: &Params, name: &str) -> Result<Tensor> {
+    params.get(name).map(|v| v.as_tensor().clone()).ok_or_else(|| crate::error::Error::Invalid(format!("no parameter `{name}`")))
 }

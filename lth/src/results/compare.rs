@@ -26,9 +26,13 @@ pub fn compare(old: &Path, new: &Path) -> Result<String> {
     out.push_str(&format!("|{}---|---|---|---|---|---|\n", "---|".repeat(old_keys.len())));
     let (mut compared, mut changed, mut flagged) = (0, 0, 0);
     for (key, new_metrics) in &new_table {
-        let Some(old_metrics) = old_table.get(key) else { continue };
+        let Some(old_metrics) = old_table.get(key) else {
+            continue;
+        };
         for (metric, &(n_mean, n_min, n_max)) in new_metrics {
-            let Some(&(o_mean, o_min, o_max)) = old_metrics.get(metric) else { continue };
+            let Some(&(o_mean, o_min, o_max)) = old_metrics.get(metric) else {
+                continue;
+            };
             compared += 1;
             let delta = n_mean - o_mean;
             if delta.abs() <= 1e-12 * o_mean.abs().max(1.0) {

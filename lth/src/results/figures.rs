@@ -92,12 +92,7 @@ pub struct Outputs {
 
 impl Outputs {
     pub fn new(dir: &Path, id: &str) -> Self {
-        Outputs {
-            csv: dir.join(format!("{id}.csv")),
-            svg: dir.join(format!("{id}.svg")),
-            png: dir.join(format!("{id}.png")),
-            md: dir.join(format!("{id}.md")),
-        }
+        Outputs { csv: dir.join(format!("{id}.csv")), svg: dir.join(format!("{id}.svg")), png: dir.join(format!("{id}.png")), md: dir.join(format!("{id}.md")) }
     }
 }
 
@@ -234,7 +229,11 @@ pub fn git_revision() -> String {
             let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
             let code = ["--", "lth", "xtask", "experiments", "Cargo.toml", "Cargo.lock"];
             let dirty = git(&[&["status", "--porcelain", "--untracked-files=no"][..], &code[..]].concat()).is_some_and(|o| !o.stdout.is_empty());
-            if dirty { format!("{rev}+dirty") } else { rev }
+            if dirty {
+                format!("{rev}+dirty")
+            } else {
+                rev
+            }
         }
         None => "unknown".into(),
     }

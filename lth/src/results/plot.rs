@@ -7,8 +7,8 @@ use super::figures::{Figure, Kind};
 use super::record::read_csv;
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
-use plotters::prelude::*;
 use plotters::element::DashedPathElement;
+use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
 use std::path::Path;
@@ -21,14 +21,8 @@ const ONESHOT: RGBColor = RGBColor(44, 160, 44);
 /// Pm (%) values labelled on the log axes of Figure 4.
 const PM_TICKS: [f64; 13] = [100.0, 70.0, 50.0, 30.0, 20.0, 10.0, 7.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.2];
 /// Colours of the curves of one procedure at several sparsities.
-const LEVEL_COLOURS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
+const LEVEL_COLOURS: [RGBColor; 6] =
+    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
 
 /// A row of the Figure 3 table.
 #[derive(Debug, Clone, Deserialize)]
@@ -143,9 +137,7 @@ pub fn fig3<DB: DrawingBackend>(rows: &[Fig3Row], root: &DrawingArea<DB, Shift>)
     let ticket_panel = |pms: &[&str]| -> Vec<Curve> {
         pms.iter()
             .enumerate()
-            .filter_map(|(i, pm)| {
-                curve(rows, "ticket", pm).map(|points| Curve { label: format!("{pm}"), colour: LEVEL_COLOURS[i % 6], dashed: false, points })
-            })
+            .filter_map(|(i, pm)| curve(rows, "ticket", pm).map(|points| Curve { label: pm.to_string(), colour: LEVEL_COLOURS[i % 6], dashed: false, points }))
             .collect()
     };
     let mut comparison = Vec::new();
@@ -224,7 +216,12 @@ struct Points {
 type Metric = (&'static str, &'static str, fn(&SparsityRow) -> (f64, f64, f64), f64);
 
 const METRICS: [Metric; 3] = [
-    ("Early-stop iteration", "Iteration of min. validation loss", |r| (r.early_stop_iteration_mean, r.early_stop_iteration_min, r.early_stop_iteration_max), 1.0),
+    (
+        "Early-stop iteration",
+        "Iteration of min. validation loss",
+        |r| (r.early_stop_iteration_mean, r.early_stop_iteration_min, r.early_stop_iteration_max),
+        1.0,
+    ),
     ("Test accuracy at early stop", "Test accuracy (%)", |r| (r.early_stop_test_acc_mean, r.early_stop_test_acc_min, r.early_stop_test_acc_max), 100.0),
     ("Test accuracy at the last iteration", "Test accuracy (%)", |r| (r.final_test_acc_mean, r.final_test_acc_min, r.final_test_acc_max), 100.0),
 ];
@@ -320,7 +317,13 @@ fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
         .x_labels(0)
         .x_desc("Percent of weights remaining")
         .y_desc(y_desc)
-        .y_label_formatter(&|v| if hi > 100.0 { format!("{v:.0}") } else { format!("{v:.1}") })
+        .y_label_formatter(&|v| {
+            if hi > 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            }
+        })
         .label_style((FONT, 13))
         .draw()
         .map_err(draw_error)?;
@@ -345,13 +348,6 @@ fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
         let bars = s.points.iter().map(|p| PathElement::new(vec![(x(p.0), p.2), (x(p.0), p.3)], colour.stroke_width(1)));
         chart.draw_series(bars).map_err(draw_error)?;
     }
-    chart
-        .configure_series_labels()
-        .position(legend)
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)?;
+    chart.configure_series_labels().position(legend).label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(draw_error)?;
     Ok(())
 }

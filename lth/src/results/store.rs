@@ -103,11 +103,8 @@ pub fn save_tensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(
 }
 
 pub fn save_weights(weights: &Weights, arch: &Architecture, path: &Path) -> Result<()> {
-    let tensors = arch
-        .params
-        .iter()
-        .map(|p| Ok((p.name.clone(), Tensor::from_slice(&weights[&p.name], p.shape.as_slice(), &Device::Cpu)?)))
-        .collect::<Result<_>>()?;
+    let tensors =
+        arch.params.iter().map(|p| Ok((p.name.clone(), Tensor::from_slice(&weights[&p.name], p.shape.as_slice(), &Device::Cpu)?))).collect::<Result<_>>()?;
     save_tensors(&tensors, path)
 }
 

@@ -38,10 +38,7 @@ pub fn load_records(store: &Store, experiment: &str, scale: &str, data: DataSour
 
 /// The error for a figure with nothing to draw.
 pub fn nothing_finished(store: &Store, experiment: &str, scale: &str) -> Error {
-    Error::Invalid(format!(
-        "{}: no finished `{experiment}` runs at scale `{scale}`; run `cargo xtask reproduce` first",
-        store.runs_dir().display()
-    ))
+    Error::Invalid(format!("{}: no finished `{experiment}` runs at scale `{scale}`; run `cargo xtask reproduce` first", store.runs_dir().display()))
 }
 
 /// The long frame of curve records.
@@ -70,18 +67,13 @@ pub fn curves_frame(rows: &[CurveRecord]) -> Result<DataFrame> {
 
 /// Mean, min and max of `name` over trials, as `<name>_mean`, `<name>_min`, `<name>_max`.
 fn spread(name: &str) -> [Expr; 3] {
-    [
-        col(name).mean().alias(format!("{name}_mean")),
-        col(name).min().alias(format!("{name}_min")),
-        col(name).max().alias(format!("{name}_max")),
-    ]
+    [col(name).mean().alias(format!("{name}_mean")), col(name).min().alias(format!("{name}_min")), col(name).max().alias(format!("{name}_max"))]
 }
 
 /// The number of curves behind each aggregated row.
 fn n_curves() -> Expr {
     len().cast(DataType::UInt64).alias("n")
 }
-
 
 fn ascending(columns: &[&str]) -> (Vec<PlSmallStr>, SortMultipleOptions) {
     (columns.iter().map(|c| PlSmallStr::from(*c)).collect(), SortMultipleOptions::default().with_maintain_order(true))
@@ -92,21 +84,14 @@ pub fn fig3(curves: &DataFrame) -> Result<DataFrame> {
     let mut aggs = vec![col("remaining").mean().alias("remaining"), n_curves()];
     aggs.extend(spread("test_acc"));
     let (by, order) = ascending(&["procedure", "level", "iteration"]);
-    let out = curves
-        .clone()
-        .lazy()
-        .group_by([col("procedure"), col("level"), col("iteration")])
-        .agg(aggs)
-        .sort(by, order)
-        .collect()?;
+    let out = curves.clone().lazy().group_by([col("procedure"), col("level"), col("iteration")]).agg(aggs).sort(by, order).collect()?;
     Ok(out)
 }
 
 /// Per curve: the early-stop iteration and the test accuracy there and at the end.
 pub fn early_stop(curves: &DataFrame) -> Result<DataFrame> {
-    let at_min_val_loss = |name: &str, alias: &str| {
-        col(name).sort_by([col("val_loss")], SortMultipleOptions::default().with_maintain_order(true)).first().alias(alias)
-    };
+    let at_min_val_loss =
+        |name: &str, alias: &str| col(name).sort_by([col("val_loss")], SortMultipleOptions::default().with_maintain_order(true)).first().alias(alias);
     let keys: Vec<Expr> = CURVE_KEYS.iter().map(|k| col(*k)).collect();
     let (by, order) = ascending(&["iteration"]);
     let out = curves

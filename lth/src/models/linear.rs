@@ -1,0 +1,439 @@
+//! Fully connected layers, `xs Wᵀ + b`, with a backward written for lottery tickets.
+//!
+//! Two things candle's own matmul backward cannot know:
+//! - **No input gradient for the first layer.** candle computes both gradients of every
+//!   product; a network's first layer multiplies the data, whose gradient nobody reads, and for
+//!   LeNet that product is a third of the layer's work.
+//! - **Pruned weights.** Below [`SPARSE_BELOW`] of its weights kept, a layer trains its kept
+//!   weights only, as a compact vector in the order of a [`Pattern`] (compressed rows): the
+//!   forward product, the input gradient and the weight gradient all run over the kept weights,
+//!   and no dense weight gradient is ever formed. [`Compact`] moves weights between the dense
+//!   parameter store and the compact vectors. Pruned weights are exactly 0, so this equals dense
+//!   masked training up to float summation order (tests compare the two).
+//!
+//! Both are CPU custom ops; on other devices (CUDA) every layer is candle's dense matmul.
+
+use super::{param, Params};
+use crate::error::{Error, Result};
+use crate::masks::{LayerMask, Mask};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, Var};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Layers keeping fewer than this fraction of their weights train sparse. Measured with
+/// `cargo xtask bench` (README, Speed).
+pub const SPARSE_BELOW: f64 = 0.35;
+
+/// How one fully connected layer multiplies.
+#[derive(Clone)]
+pub enum Product {
+    Dense,
+    /// The layer's weight parameter is the compact vector of its kept weights.
+    Sparse(Arc<Pattern>),
+}
+
+/// The kept weights of an (out, in) matrix. Entry `k` of the compact vector (row-major order)
+/// is weight (o, `row_cols[k]`) for `row_starts[o] <= k < row_starts[o + 1]`. The same entries
+/// by column: input `i` feeds rows `col_rows[c]`, whose compact entries are `col_entries[c]`,
+/// for `col_starts[i] <= c < col_starts[i + 1]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pattern {
+    pub rows: usize,
+    pub cols: usize,
+    row_starts: Vec<usize>,
+    row_cols: Vec<u32>,
+    col_starts: Vec<usize>,
+    col_rows: Vec<u32>,
+    col_entries: Vec<u32>,
+}
+
+impl Pattern {
+    pub fn of(mask: &LayerMask) -> Self {
+        let cols = mask.shape.get(1).copied().unwrap_or(1).max(1);
+        let rows = mask.keep.len() / cols;
+        let (mut row_starts, mut row_cols) = (vec![0], Vec::new());
+        for row in mask.keep.chunks_exact(cols) {
+            row_cols.extend(row.iter().enumerate().filter(|(_, &k)| k != 0.0).map(|(c, _)| c as u32));
+            row_starts.push(row_cols.len());
+        }
+        // Counting sort of the entries by column, rows ascending within each column.
+        let mut col_starts = vec![0usize; cols + 1];
+        for &c in &row_cols {
+            col_starts[c as usize + 1] += 1;
+        }
+        for i in 0..cols {
+            col_starts[i + 1] += col_starts[i];
+        }
+        let mut next = col_starts.clone();
+        let (mut col_rows, mut col_entries) = (vec![0u32; row_cols.len()], vec![0u32; row_cols.len()]);
+        for o in 0..rows {
+            for k in row_starts[o]..row_starts[o + 1] {
+                let slot = &mut next[row_cols[k] as usize];
+                col_rows[*slot] = o as u32;
+                col_entries[*slot] = k as u32;
+                *slot += 1;
+            }
+        }
+        Pattern { rows, cols, row_starts, row_cols, col_starts, col_rows, col_entries }
+    }
+
+    /// The number of kept weights.
+    pub fn len(&self) -> usize {
+        self.row_cols.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.row_cols.is_empty()
+    }
+
+    /// The index of every compact entry in the dense (out, in) matrix.
+    fn dense_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.rows).flat_map(move |o| self.row_cols[self.row_starts[o]..self.row_starts[o + 1]].iter().map(move |&c| o * self.cols + c as usize))
+    }
+}
+
+/// The layers of a network that train sparse, with their compact parameters (CPU only).
+pub struct Compact {
+    patterns: BTreeMap<String, Arc<Pattern>>,
+}
+
+impl Compact {
+    /// Picks the fully connected weights (rank 2) of `mask` that keep fewer than
+    /// [`SPARSE_BELOW`] of their weights; none off the CPU.
+    pub fn choose(mask: &Mask, cpu: bool) -> Self {
+        let patterns = mask
+            .layers
+            .iter()
+            .filter(|(_, l)| cpu && l.shape.len() == 2 && (l.remaining() as f64) < SPARSE_BELOW * l.keep.len() as f64)
+            .map(|(name, l)| (name.clone(), Arc::new(Pattern::of(l))))
+            .collect();
+        Compact { patterns }
+    }
+
+    /// No sparse layers.
+    pub fn none() -> Self {
+        Compact { patterns: BTreeMap::new() }
+    }
+
+    pub fn is_sparse(&self, weight: &str) -> bool {
+        self.patterns.contains_key(weight)
+    }
+
+    /// Training parameters: `dense`'s, with each sparse weight replaced by a fresh variable
+    /// holding its kept values.
+    pub fn params(&self, dense: &Params) -> Result<Params> {
+        let mut params = dense.clone();
+        for (name, pattern) in &self.patterns {
+            let values = dense_values(dense, name)?;
+            let kept: Vec<f32> = pattern.dense_indices().map(|i| values[i]).collect();
+            params.insert(name.clone(), Var::from_vec(kept, pattern.len(), &candle_core::Device::Cpu)?);
+        }
+        Ok(params)
+    }
+
+    /// Writes the compact weights of `compact` back into `dense` (pruned weights as 0).
+    pub fn write_back(&self, compact: &Params, dense: &Params) -> Result<()> {
+        for (name, pattern) in &self.patterns {
+            let kept = compact.get(name).ok_or_else(|| Error::Invalid(format!("no compact parameter `{name}`")))?.to_vec1::<f32>()?;
+            let var = dense.get(name).ok_or_else(|| Error::Invalid(format!("no parameter `{name}`")))?;
+            let mut values = vec![0f32; var.elem_count()];
+            for (i, v) in pattern.dense_indices().zip(kept) {
+                values[i] = v;
+            }
+            var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
+        }
+        Ok(())
+    }
+
+    fn product(&self, weight: &str) -> Product {
+        self.patterns.get(weight).map_or(Product::Dense, |p| Product::Sparse(p.clone()))
+    }
+}
+
+fn dense_values(params: &Params, name: &str) -> Result<Vec<f32>> {
+    Ok(params.get(name).ok_or_else(|| Error::Invalid(format!("no parameter `{name}`")))?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// A fully connected layer over the parameters `{name}.weight` (out, in), or its compact kept
+/// values when the layer trains sparse, and `{name}.bias` (out) of the store.
+pub struct Linear {
+    w: Tensor,
+    b: Tensor,
+    product: Product,
+}
+
+impl Linear {
+    pub fn new(params: &Params, name: &str, compact: &Compact) -> Result<Self> {
+        let weight = format!("{name}.weight");
+        Ok(Linear { w: param(params, &weight)?, b: param(params, &format!("{name}.bias"))?, product: compact.product(&weight) })
+    }
+
+    /// `xs` (batch, in) → (batch, out); `input_grad: false` for a network's first layer.
+    pub fn forward(&self, xs: &Tensor, input_grad: bool) -> Result<Tensor> {
+        linear(xs, &self.w, &self.b, &self.product, input_grad)
+    }
+}
+
+/// `xs (batch, in) · wᵀ (in, out) + b`. `input_grad: false` when `xs` needs no gradient
+/// (the data); the product is `product`'s on the CPU and candle's matmul elsewhere.
+pub fn linear(xs: &Tensor, w: &Tensor, b: &Tensor, product: &Product, input_grad: bool) -> Result<Tensor> {
+    let ys = if !xs.device().is_cpu() {
+        xs.matmul(&w.t()?)?
+    } else {
+        let (xs, w) = (xs.contiguous()?, w.contiguous()?);
+        match product {
+            Product::Dense if input_grad => xs.matmul(&w.t()?)?,
+            // candle's matmul forward (a tuned GEMM) on detached inputs; the op only attaches
+            // the backward, copying the (batch, out) result.
+            Product::Dense => {
+                let ys = xs.detach().matmul(&w.detach().t()?)?;
+                xs.apply_op3(&w, &ys, DenseBackward { input_grad })?
+            }
+            Product::Sparse(pattern) => xs.apply_op2(&w, SparseProduct { pattern: pattern.clone(), input_grad, xs_t: Mutex::default() })?,
+        }
+    };
+    Ok(ys.broadcast_add(b)?)
+}
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
+        _ => candle_core::bail!("{op}: contiguous f32 tensors only"),
+    }
+}
+
+/// Autograd for a product computed outside: `(xs, w, ys) → ys`, with xs and w's gradients.
+struct DenseBackward {
+    input_grad: bool,
+}
+
+impl CustomOp3 for DenseBackward {
+    fn name(&self) -> &'static str {
+        "linear-dense"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, ys: &CpuStorage, ys_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok((CpuStorage::F32(f32_slice(ys, ys_l, "linear-dense")?.to_vec()), ys_l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        w: &Tensor,
+        _ys: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad_w = grad.t()?.matmul(&xs.detach())?;
+        let grad_xs = if self.input_grad { Some(grad.matmul(&w.detach())?) } else { None };
+        Ok((grad_xs, Some(grad_w), None))
+    }
+}
+
+/// The sparse kernels work on feature-major copies of the activations, `(features, width)`,
+/// with the batch padded with zeros to a multiple of `BLOCK`, so that each block of the batch
+/// accumulates in registers across a whole row or column of kept weights. Padding with zeros
+/// leaves every sum unchanged.
+const BLOCK: usize = 32;
+const _: () = assert!(BLOCK == 32, "kernels::dot sums exactly 32 lanes");
+
+/// `xs wᵀ` over the kept weights: `xs` (batch, in), `w` compact → (batch, out).
+struct SparseProduct {
+    pattern: Arc<Pattern>,
+    input_grad: bool,
+    /// The forward pass's feature-major copy of `xs`, kept for the backward pass.
+    xs_t: Mutex<Vec<f32>>,
+}
+
+impl CustomOp2 for SparseProduct {
+    fn name(&self) -> &'static str {
+        "linear-sparse"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xs_l: &Layout, w: &CpuStorage, w_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (batch, inputs) = xs_l.shape().dims2()?;
+        let p = &*self.pattern;
+        if inputs != p.cols || w_l.shape().elem_count() != p.len() {
+            candle_core::bail!("linear-sparse: pattern {}x{} with {} kept, input width {inputs}, weight {:?}", p.rows, p.cols, p.len(), w_l.shape())
+        }
+        let (xs, w) = (f32_slice(xs, xs_l, self.name())?, f32_slice(w, w_l, self.name())?);
+        let width = batch.next_multiple_of(BLOCK);
+        let xs_t = to_feature_major(xs, batch, inputs, width);
+        let mut ys_t = vec![0f32; p.rows * width];
+        kernels::rows_product(p, w, &xs_t, width, &mut ys_t);
+        let ys = to_batch_major(&ys_t, batch, p.rows, width);
+        if let Ok(mut saved) = self.xs_t.lock() {
+            *saved = xs_t;
+        }
+        Ok((CpuStorage::F32(ys), Shape::from((batch, p.rows))))
+    }
+
+    fn bwd(&self, xs: &Tensor, w: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let p = &*self.pattern;
+        let (batch, _) = xs.dims2()?;
+        let width = batch.next_multiple_of(BLOCK);
+        let grad = grad.contiguous()?;
+        let grad_t = with_f32(&grad, |g| to_feature_major(g, batch, p.rows, width))?;
+        let mut xs_t = self.xs_t.lock().map(|mut saved| std::mem::take(&mut *saved)).unwrap_or_default();
+        if xs_t.len() != p.cols * width {
+            xs_t = with_f32(&xs.contiguous()?, |x| to_feature_major(x, batch, p.cols, width))?;
+        }
+        let mut grad_w = vec![0f32; p.len()];
+        kernels::kept_dots(p, &grad_t, &xs_t, width, &mut grad_w);
+        let grad_w = Tensor::from_vec(grad_w, p.len(), xs.device())?;
+        let grad_xs = if self.input_grad {
+            let mut grad_xs_t = vec![0f32; p.cols * width];
+            with_f32(&w.contiguous()?, |w| kernels::cols_product(p, w, &grad_t, width, &mut grad_xs_t))?;
+            Some(Tensor::from_vec(to_batch_major(&grad_xs_t, batch, p.cols, width), (batch, p.cols), xs.device())?)
+        } else {
+            None
+        };
+        Ok((grad_xs, Some(grad_w)))
+    }
+}
+
+/// Calls `f` on the values of a contiguous f32 CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => Ok(f(f32_slice(cpu, layout, "linear-sparse")?)),
+        _ => candle_core::bail!("linear-sparse: CPU tensors only"),
+    }
+}
+
+/// A row-major (batch, features) matrix as (features, width), zero-padded past `batch`.
+fn to_feature_major(m: &[f32], batch: usize, features: usize, width: usize) -> Vec<f32> {
+    let mut t = vec![0f32; features * width];
+    kernels::transpose(m, batch, features, features, &mut t, width);
+    t
+}
+
+/// The inverse of [`to_feature_major`]: (features, width) → (batch, features).
+fn to_batch_major(t: &[f32], batch: usize, features: usize, width: usize) -> Vec<f32> {
+    let mut m = vec![0f32; batch * features];
+    kernels::transpose(t, features, batch, width, &mut m, features);
+    m
+}
+
+/// The loops, each compiled twice: as is, and for AVX2, chosen at run time where the CPU has
+/// it (the default x86-64 target stops at SSE2; candle's GEMM dispatches the same way). It is
+/// the same code either way, without FMA, so results do not depend on the CPU.
+mod kernels {
+    use super::{Pattern, BLOCK};
+
+    macro_rules! dispatched {
+        ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+            $(#[$doc])*
+            pub fn $name($($arg: $ty),*) {
+                #[inline(always)]
+                fn kernel($($arg: $ty),*) $body
+                #[cfg(target_arch = "x86_64")]
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    kernel($($arg),*)
+                }
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: only reached on CPUs that have AVX2.
+                    return unsafe { avx2($($arg),*) };
+                }
+                kernel($($arg),*)
+            }
+        };
+    }
+
+    dispatched! {
+        /// Row `o` of `out` = Σ over the kept (o, i): `w[k] · xs_t` row `i` (the forward product).
+        fn rows_product(p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
+            for (o, out) in out.chunks_exact_mut(width).enumerate() {
+                let entries = p.row_starts[o]..p.row_starts[o + 1];
+                let terms = p.row_cols[entries.clone()].iter().zip(&w[entries]).map(|(&i, &wv)| (wv, i as usize));
+                accumulate(out, xs_t, width, terms);
+            }
+        }
+    }
+
+    dispatched! {
+        /// Row `i` of `out` = Σ over the kept (o, i): `w[k] · grad_t` row `o` (the input gradient).
+        fn cols_product(p: &Pattern, w: &[f32], grad_t: &[f32], width: usize, out: &mut [f32]) {
+            for (i, out) in out.chunks_exact_mut(width).enumerate() {
+                let entries = p.col_starts[i]..p.col_starts[i + 1];
+                let terms = p.col_rows[entries.clone()].iter().zip(&p.col_entries[entries]).map(|(&o, &k)| (w[k as usize], o as usize));
+                accumulate(out, grad_t, width, terms);
+            }
+        }
+    }
+
+    dispatched! {
+        /// Entry k = (o, i) of `out` = grad_t row `o` · xs_t row `i` (the weight gradient).
+        fn kept_dots(p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
+            for o in 0..p.rows {
+                let g = &grad_t[o * width..(o + 1) * width];
+                let entries = p.row_starts[o]..p.row_starts[o + 1];
+                for (out, &i) in out[entries.clone()].iter_mut().zip(&p.row_cols[entries]) {
+                    let i = i as usize;
+                    *out = dot(g, &xs_t[i * width..(i + 1) * width]);
+                }
+            }
+        }
+    }
+
+    dispatched! {
+        /// `out[c · out_stride + r] = m[r · stride + c]` for `r < rows`, `c < cols`, eight rows
+        /// at a time so that writes go out in runs.
+        fn transpose(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32], out_stride: usize) {
+            let mut r = 0;
+            while r + 8 <= rows {
+                for c in 0..cols {
+                    let dst = &mut out[c * out_stride + r..c * out_stride + r + 8];
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = m[(r + j) * stride + c];
+                    }
+                }
+                r += 8;
+            }
+            for r in r..rows {
+                for c in 0..cols {
+                    out[c * out_stride + r] = m[r * stride + c];
+                }
+            }
+        }
+    }
+
+    /// `out = Σ weight · rows[row]` over `terms`, one `BLOCK` of the batch at a time (the
+    /// block's sums stay in registers).
+    #[inline(always)]
+    fn accumulate(out: &mut [f32], rows: &[f32], width: usize, terms: impl Iterator<Item = (f32, usize)> + Clone) {
+        let blocks = rows.as_chunks::<BLOCK>().0;
+        let per_row = width / BLOCK;
+        for (b, out) in out.as_chunks_mut::<BLOCK>().0.iter_mut().enumerate() {
+            let mut acc = [0f32; BLOCK];
+            for (weight, row) in terms.clone() {
+                let xs = &blocks[row * per_row + b];
+                for j in 0..BLOCK {
+                    acc[j] += weight * xs[j];
+                }
+            }
+            *out = acc;
+        }
+    }
+
+    /// A dot product of two padded rows with `BLOCK` partial sums (so it vectorises), summed
+    /// in a fixed order.
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0f32; BLOCK];
+        for (a, b) in a.as_chunks::<BLOCK>().0.iter().zip(b.as_chunks::<BLOCK>().0) {
+            for j in 0..BLOCK {
+                acc[j] += a[j] * b[j];
+            }
+        }
+        // A fixed tree: vector adds down to eight lanes, then pairs (a running sum would be a
+        // chain of 32 dependent additions).
+        let mut lanes = [0f32; 8];
+        for j in 0..8 {
+            lanes[j] = (acc[j] + acc[j + 8]) + (acc[j + 16] + acc[j + 24]);
+        }
+        ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+    }
+}
