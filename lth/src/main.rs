@@ -60,6 +60,9 @@ enum Command {
         /// Draw the runs made on `real` or `synthetic` CIFAR-10 images.
         #[arg(long, value_enum, default_value = "real")]
         data: DataSource,
+        /// The device the runs trained on, for the provenance record.
+        #[arg(long, default_value = "not recorded")]
+        device: String,
         #[command(flatten)]
         output: FigureArgs,
     },
@@ -191,10 +194,10 @@ fn run(cli: Cli) -> Result<()> {
                 draw(figure, &job.out, job.scale, data.data, &output.figures_dir, &command, &job.device, &revision)?;
             }
         }
-        Command::Figure { figure, scale, out, data, output } => {
+        Command::Figure { figure, scale, out, data, device, output } => {
             let figure = figures::find(&figure)?;
             let command = output.command.unwrap_or_else(|| format!("lth figure {} --scale {}", figure.id, scale.as_str()));
-            draw(figure, &out, scale, data, &output.figures_dir, &command, "not recorded", &figures::git_revision())?;
+            draw(figure, &out, scale, data, &output.figures_dir, &command, &device, &figures::git_revision())?;
         }
         Command::Plot { figure, table, svg, png } => {
             let figure = figures::find(&figure)?;
