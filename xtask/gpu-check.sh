@@ -11,6 +11,10 @@ if [ ! -f "$packed" ]; then
     echo "gpu-check: $packed is missing; run \`cargo xtask cuda-build\` on a machine with Rust and copy it here" >&2
     exit 2
 fi
+if ! nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null; then
+    echo "gpu-check: no NVIDIA GPU or driver here (nvidia-smi failed); run this on a GPU machine" >&2
+    exit 2
+fi
 python=${LTH_PYTHON:-python3}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -24,5 +28,4 @@ cuda_libs=$("$python" -c 'import os, site; print(os.path.join(site.getsitepackag
 if [ -n "$cuda_libs" ] && [ -d "$cuda_libs" ]; then
     export LD_LIBRARY_PATH="$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "gpu-check: nvidia-smi not found"
 timeout 300 "$work/lth" gpu-check --device "${LTH_DEVICE:-cuda}"
