@@ -170,8 +170,9 @@ impl Kernel {
     }
 }
 
-/// Tensors at least this large are split across threads (when candle may use more than one).
-const PARALLEL_FROM: usize = 1 << 16;
+/// Tensors at least this large are split across threads (when candle may use more than one);
+/// below it, waking a thread costs more than it saves (LeNet's 235K-weight layer ran slower).
+const PARALLEL_FROM: usize = 1 << 20;
 const CHUNK: usize = 1 << 14;
 
 /// The in-place kernel: `cpu_fwd` takes `&self`, so the state sits in `RefCell`s.

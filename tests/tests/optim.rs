@@ -78,10 +78,10 @@ fn fused_sgd_matches_candle_ops() {
 
 #[test]
 fn threaded_update_of_a_large_tensor_matches_candle_ops() {
-    // 300 × 300 weights are split across threads (the test harness gives candle 2 threads on
+    // 1100 × 1000 weights are split across threads (the test harness gives candle 2 threads on
     // a 2-core machine; on 1 core this checks the serial path again).
-    check_fused_against_candle_ops(Rule::Adam(CONFIG), (300, 300), 1e-6);
-    check_fused_against_candle_ops(Rule::Sgd(SGD), (300, 300), 1e-5);
+    check_fused_against_candle_ops(Rule::Adam(CONFIG), (1100, 1000), 1e-6);
+    check_fused_against_candle_ops(Rule::Sgd(SGD), (1100, 1000), 1e-5);
 }
 
 #[test]

@@ -9,9 +9,10 @@
 //! a whole batch's (141 MB at batch 60) would stream through memory several times per step.
 //! The backward rebuilds it per image: the weight gradient accumulates `grad · columnsᵀ`, the
 //! input gradient is `Wᵀ · grad` scattered back onto the pixels (`col2im`). Products go to the
-//! GEMM that candle itself uses (the `gemm` crate). Gradients are checked against candle's
+//! GEMM that candle itself uses (`host::product`). Gradients are checked against candle's
 //! conv2d in tests. On other devices (CUDA) candle's conv2d is used as is.
 
+use super::host::{f32_slice, product, with_f32, Matrix};
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -37,22 +38,6 @@ fn parallel() -> bool {
 /// bias is a strided reduction that cost as much as a convolution's backward).
 struct Conv3x3;
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("conv3x3: contiguous f32 tensors only"),
-    }
-}
-
-/// Calls `f` on the values of a contiguous f32 CPU tensor.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(cpu) => Ok(f(f32_slice(cpu, layout)?)),
-        _ => candle_core::bail!("conv3x3: CPU tensors only"),
-    }
-}
-
 impl CustomOp3 for Conv3x3 {
     fn name(&self) -> &'static str {
         "conv3x3"
@@ -61,7 +46,7 @@ impl CustomOp3 for Conv3x3 {
     fn cpu_fwd(&self, xs: &CpuStorage, xs_l: &Layout, w: &CpuStorage, w_l: &Layout, b: &CpuStorage, b_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, wd) = xs_l.shape().dims4()?;
         let o = w_l.shape().dims()[0];
-        let (xs, w, b) = (f32_slice(xs, xs_l)?, f32_slice(w, w_l)?, f32_slice(b, b_l)?);
+        let (xs, w, b) = (f32_slice(xs, xs_l, "conv3x3")?, f32_slice(w, w_l, "conv3x3")?, f32_slice(b, b_l, "conv3x3")?);
         let (hw, k) = (h * wd, c * 9);
         let mut ys = vec![0f32; n * o * hw];
         let group = |(images, outs): (&[f32], &mut [f32])| {
@@ -72,7 +57,7 @@ impl CustomOp3 for Conv3x3 {
                     plane.fill(bias);
                 }
                 // out (o, hw) = bias + w (o, k) · cols (k, hw)
-                gemm::product(out, Matrix::rows(w, k), Matrix::rows(&cols, hw), o, hw, k, true);
+                product(out, Matrix::rows(w, k), Matrix::rows(&cols, hw), o, hw, k, true);
             }
         };
         let (xs_groups, ys_groups) = (xs.par_chunks(GROUP * c * hw), ys.par_chunks_mut(GROUP * o * hw));
@@ -103,16 +88,16 @@ impl CustomOp3 for Conv3x3 {
                 }
                 im2col(image, c, h, wd, &mut cols);
                 // grad_w (o, k) += g (o, hw) · colsᵀ (hw, k)
-                gemm::product(&mut grad_w, Matrix::rows(g, hw), Matrix::cols(&cols, hw), o, k, hw, i > 0);
+                product(&mut grad_w, Matrix::rows(g, hw), Matrix::cols(&cols, hw), o, k, hw, i > 0);
                 // grad_cols (k, hw) = wᵀ (k, o) · g (o, hw)
-                gemm::product(&mut grad_cols, Matrix::cols(w, k), Matrix::rows(g, hw), k, hw, o, false);
+                product(&mut grad_cols, Matrix::cols(w, k), Matrix::rows(g, hw), k, hw, o, false);
                 col2im(&grad_cols, c, h, wd, grad_image);
             }
             (grad_w, grad_b)
         };
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = with_f32(xs, |xs| {
-            with_f32(w, |w| {
-                with_f32(&grad, |grad| {
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = with_f32(xs, "conv3x3", |xs| {
+            with_f32(w, "conv3x3", |w| {
+                with_f32(&grad, "conv3x3", |grad| {
                     let (xs_g, grad_g, grad_xs_g) = (GROUP * c * hw, GROUP * o * hw, GROUP * c * hw);
                     if parallel() {
                         xs.par_chunks(xs_g).zip(grad.par_chunks(grad_g)).zip(grad_xs.par_chunks_mut(grad_xs_g)).map(|g| group(g, w)).collect()
@@ -183,62 +168,6 @@ fn for_each_shift(c: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize, 
                     f(row, channel, sy, y, span);
                 }
             }
-        }
-    }
-}
-
-/// A row-major matrix, or the transpose of one, as `gemm` strides.
-#[derive(Clone, Copy)]
-struct Matrix<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Matrix<'a> {
-    /// A row-major matrix with `width` columns.
-    fn rows(data: &'a [f32], width: usize) -> Self {
-        Matrix { data, row_stride: width, col_stride: 1 }
-    }
-
-    /// The transpose of a row-major matrix with `width` columns.
-    fn cols(data: &'a [f32], width: usize) -> Self {
-        Matrix { data, row_stride: 1, col_stride: width }
-    }
-}
-
-mod gemm {
-    use super::Matrix;
-
-    /// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)`, row-major `dst`, on the calling thread
-    /// (the convolution parallelises over images).
-    pub fn product(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize, accumulate: bool) {
-        let extent = |x: Matrix, rows: usize, cols: usize| (rows - 1) * x.row_stride + (cols - 1) * x.col_stride + 1;
-        assert!(dst.len() >= m * n && lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operands too small");
-        // SAFETY: the assertion above keeps every access of the three matrices in bounds, and
-        // `dst` is borrowed mutably, so it aliases neither operand.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                accumulate,
-                lhs.data.as_ptr(),
-                lhs.col_stride as isize,
-                lhs.row_stride as isize,
-                rhs.data.as_ptr(),
-                rhs.col_stride as isize,
-                rhs.row_stride as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            )
         }
     }
 }

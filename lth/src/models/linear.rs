@@ -13,10 +13,11 @@
 //!
 //! Both are CPU custom ops; on other devices (CUDA) every layer is candle's dense matmul.
 
+use super::host::{f32_slice, product_threaded, with_f32, Matrix};
 use super::{param, Params};
 use crate::error::{Error, Result};
 use crate::masks::{LayerMask, Mask};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, Var};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -182,51 +183,60 @@ pub fn linear(xs: &Tensor, w: &Tensor, b: &Tensor, product: &Product, input_grad
     } else {
         let (xs, w) = (xs.contiguous()?, w.contiguous()?);
         match product {
-            Product::Dense if input_grad => xs.matmul(&w.t()?)?,
-            // candle's matmul forward (a tuned GEMM) on detached inputs; the op only attaches
-            // the backward, copying the (batch, out) result.
-            Product::Dense => {
-                let ys = xs.detach().matmul(&w.detach().t()?)?;
-                xs.apply_op3(&w, &ys, DenseBackward { input_grad })?
-            }
+            Product::Dense => xs.apply_op2(&w, DenseProduct { input_grad })?,
             Product::Sparse(pattern) => xs.apply_op2(&w, SparseProduct { pattern: pattern.clone(), input_grad, xs_t: Mutex::default() })?,
         }
     };
     Ok(ys.broadcast_add(b)?)
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("{op}: contiguous f32 tensors only"),
-    }
-}
-
-/// Autograd for a product computed outside: `(xs, w, ys) → ys`, with xs and w's gradients.
-struct DenseBackward {
+/// `xs wᵀ` for a dense `w` (out, in), with candle's GEMM called directly: one split by output
+/// columns across threads for large products, and none for small ones (candle's own threaded
+/// GEMM made LeNet's products slower on two threads than on one).
+struct DenseProduct {
     input_grad: bool,
 }
 
-impl CustomOp3 for DenseBackward {
+impl CustomOp2 for DenseProduct {
     fn name(&self) -> &'static str {
         "linear-dense"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, ys: &CpuStorage, ys_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        Ok((CpuStorage::F32(f32_slice(ys, ys_l, "linear-dense")?.to_vec()), ys_l.shape().clone()))
+    fn cpu_fwd(&self, xs: &CpuStorage, xs_l: &Layout, w: &CpuStorage, w_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (batch, inputs) = xs_l.shape().dims2()?;
+        let (outputs, w_inputs) = w_l.shape().dims2()?;
+        if w_inputs != inputs {
+            candle_core::bail!("linear-dense: input width {inputs}, weight {:?}", w_l.shape())
+        }
+        let (xs, w) = (f32_slice(xs, xs_l, self.name())?, f32_slice(w, w_l, self.name())?);
+        let mut ys = vec![0f32; batch * outputs];
+        // ys (batch, out) = xs (batch, in) · wᵀ (in, out)
+        product_threaded(&mut ys, Matrix::rows(xs, inputs), Matrix::cols(w, inputs), batch, outputs, inputs, false);
+        Ok((CpuStorage::F32(ys), Shape::from((batch, outputs))))
     }
 
-    fn bwd(
-        &self,
-        xs: &Tensor,
-        w: &Tensor,
-        _ys: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad_w = grad.t()?.matmul(&xs.detach())?;
-        let grad_xs = if self.input_grad { Some(grad.matmul(&w.detach())?) } else { None };
-        Ok((grad_xs, Some(grad_w), None))
+    fn bwd(&self, xs: &Tensor, w: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (batch, inputs) = xs.dims2()?;
+        let outputs = w.dim(0)?;
+        let grad = grad.contiguous()?;
+        let mut grad_w = vec![0f32; outputs * inputs];
+        let mut grad_xs = vec![0f32; if self.input_grad { batch * inputs } else { 0 }];
+        with_f32(&grad, self.name(), |g| {
+            with_f32(xs, "linear-dense", |x| {
+                // grad_w (out, in) = gᵀ (out, batch) · xs (batch, in)
+                product_threaded(&mut grad_w, Matrix::cols(g, outputs), Matrix::rows(x, inputs), outputs, inputs, batch, false)
+            })?;
+            if self.input_grad {
+                with_f32(w, "linear-dense", |w| {
+                    // grad_xs (batch, in) = g (batch, out) · w (out, in)
+                    product_threaded(&mut grad_xs, Matrix::rows(g, outputs), Matrix::rows(w, inputs), batch, inputs, outputs, false)
+                })?;
+            }
+            Ok::<_, candle_core::Error>(())
+        })??;
+        let grad_w = Tensor::from_vec(grad_w, (outputs, inputs), xs.device())?;
+        let grad_xs = if self.input_grad { Some(Tensor::from_vec(grad_xs, (batch, inputs), xs.device())?) } else { None };
+        Ok((grad_xs, Some(grad_w)))
     }
 }
 
@@ -273,31 +283,22 @@ impl CustomOp2 for SparseProduct {
         let (batch, _) = xs.dims2()?;
         let width = batch.next_multiple_of(BLOCK);
         let grad = grad.contiguous()?;
-        let grad_t = with_f32(&grad, |g| to_feature_major(g, batch, p.rows, width))?;
+        let grad_t = with_f32(&grad, "linear-sparse", |g| to_feature_major(g, batch, p.rows, width))?;
         let mut xs_t = self.xs_t.lock().map(|mut saved| std::mem::take(&mut *saved)).unwrap_or_default();
         if xs_t.len() != p.cols * width {
-            xs_t = with_f32(&xs.contiguous()?, |x| to_feature_major(x, batch, p.cols, width))?;
+            xs_t = with_f32(&xs.contiguous()?, "linear-sparse", |x| to_feature_major(x, batch, p.cols, width))?;
         }
         let mut grad_w = vec![0f32; p.len()];
         kernels::kept_dots(p, &grad_t, &xs_t, width, &mut grad_w);
         let grad_w = Tensor::from_vec(grad_w, p.len(), xs.device())?;
         let grad_xs = if self.input_grad {
             let mut grad_xs_t = vec![0f32; p.cols * width];
-            with_f32(&w.contiguous()?, |w| kernels::cols_product(p, w, &grad_t, width, &mut grad_xs_t))?;
+            with_f32(&w.contiguous()?, "linear-sparse", |w| kernels::cols_product(p, w, &grad_t, width, &mut grad_xs_t))?;
             Some(Tensor::from_vec(to_batch_major(&grad_xs_t, batch, p.cols, width), (batch, p.cols), xs.device())?)
         } else {
             None
         };
         Ok((grad_xs, Some(grad_w)))
-    }
-}
-
-/// Calls `f` on the values of a contiguous f32 CPU tensor.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(cpu) => Ok(f(f32_slice(cpu, layout, "linear-sparse")?)),
-        _ => candle_core::bail!("linear-sparse: CPU tensors only"),
     }
 }
 

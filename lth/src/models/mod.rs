@@ -4,6 +4,7 @@
 
 pub mod conv;
 pub mod dropout;
+mod host;
 pub mod im2col;
 pub mod init;
 pub mod lenet;

@@ -1,0 +1,117 @@
+//! Host-side helpers for the CPU custom ops: the values of a CPU tensor as a slice, and
+//! matrix products on slices with the GEMM candle itself uses (the `gemm` crate, called
+//! directly so that an op writes straight into its output and chooses its own threading).
+
+use candle_core::{CpuStorage, Layout, Tensor};
+
+/// The values of a contiguous f32 CPU storage.
+pub fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
+        _ => candle_core::bail!("{op}: contiguous f32 tensors only"),
+    }
+}
+
+/// Calls `f` on the values of a contiguous f32 CPU tensor.
+pub fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => Ok(f(f32_slice(cpu, layout, op)?)),
+        _ => candle_core::bail!("{op}: CPU tensors only"),
+    }
+}
+
+/// A row-major matrix, or the transpose of one, as `gemm` strides.
+#[derive(Clone, Copy)]
+pub struct Matrix<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    /// A row-major matrix with `width` columns.
+    pub fn rows(data: &'a [f32], width: usize) -> Self {
+        Matrix { data, row_stride: width, col_stride: 1 }
+    }
+
+    /// The transpose of a row-major matrix with `width` columns.
+    pub fn cols(data: &'a [f32], width: usize) -> Self {
+        Matrix { data, row_stride: 1, col_stride: width }
+    }
+}
+
+/// Products of at least this many multiply-adds are split across threads by
+/// [`product_threaded`]; smaller ones lose more to waking threads than they gain.
+const PARALLEL_FROM: usize = 32 << 20;
+
+/// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)`, row-major `dst`, on the calling thread
+/// (for callers that parallelise over independent work themselves).
+pub fn product(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize, accumulate: bool) {
+    check(dst, lhs, rhs, m, n, k);
+    // SAFETY: `check` keeps every access in bounds; `dst` is borrowed mutably, so it aliases
+    // neither operand.
+    unsafe { gemm_into(dst.as_mut_ptr(), n, lhs, rhs, m, n, k, accumulate) }
+}
+
+/// [`product`] split by columns of `dst` over candle's thread count (`RAYON_NUM_THREADS`) when
+/// it is large enough. Every entry is still one dot product of length `k` computed by one call,
+/// so the split does not change the arithmetic.
+pub fn product_threaded(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize, accumulate: bool) {
+    check(dst, lhs, rhs, m, n, k);
+    let threads = candle_core::utils::get_num_threads();
+    if threads < 2 || m * n * k < PARALLEL_FROM || n < 32 {
+        return product(dst, lhs, rhs, m, n, k, accumulate);
+    }
+    let per_block = n.div_ceil(threads).next_multiple_of(16);
+    // The address travels as an integer: the blocks write disjoint columns of `dst`.
+    let dst_addr = dst.as_mut_ptr() as usize;
+    rayon::scope(|scope| {
+        for first in (0..n).step_by(per_block) {
+            let width = per_block.min(n - first);
+            let rhs_block = Matrix { data: &rhs.data[first * rhs.col_stride..], ..rhs };
+            scope.spawn(move |_| {
+                // SAFETY: `check` bounds the whole product; this block is columns
+                // first..first + width of it, and no other block writes them.
+                unsafe { gemm_into((dst_addr as *mut f32).add(first), n, lhs, rhs_block, m, width, k, accumulate) }
+            });
+        }
+    });
+}
+
+fn check(dst: &[f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize) {
+    let extent = |x: Matrix, rows: usize, cols: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * x.row_stride + (cols - 1) * x.col_stride + 1 };
+    assert!(dst.len() >= m * n && lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operands too small");
+}
+
+/// `m × n` entries of a row-major destination with row stride `dst_stride`.
+///
+/// # Safety
+/// `dst` must be valid for writes of that block, and not alias the operands.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(dst: *mut f32, dst_stride: usize, lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize, accumulate: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_stride as isize,
+        accumulate,
+        lhs.data.as_ptr(),
+        lhs.col_stride as isize,
+        lhs.row_stride as isize,
+        rhs.data.as_ptr(),
+        rhs.col_stride as isize,
+        rhs.row_stride as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
