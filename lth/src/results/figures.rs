@@ -30,13 +30,20 @@ pub enum Kind {
     Sparsity(&'static [&'static str]),
 }
 
+/// Said wherever Conv-6 is drawn (a macro, so `concat!` can join it to other notes).
+macro_rules! conv6_note {
+    () => {
+        "Conv-6 is built as PAPER.md's table describes it: 2,261,184 prunable weights, 49% of them fully connected. Fig 2 of the paper says 1.7M, and the architecture does not give that (PAPER.md §2), so Conv-6's Pm grid differs slightly from the paper's: 26.6/15.3% where the paper quotes 26.4/15.1%."
+    };
+}
+
 pub const FIGURES: [Figure; 5] = [
     Figure {
         id: "fig1",
         experiments: &["lenet", "conv2", "conv4", "conv6"],
         title: "Winning tickets vs. randomly sampled sparse networks (PAPER.md Fig 1)",
         kind: Kind::Sparsity(&["ticket", "random_prune"]),
-        notes: "Random sparse networks keep the ticket's per-layer weight counts at random positions and start from theta0. Conv-6 is built as PAPER.md's table describes it: 2,261,184 prunable weights, 49% of them fully connected. Fig 2 of the paper says 1.7M, and the architecture does not give that (PAPER.md §2), so Conv-6's Pm grid differs slightly from the paper's: 26.6/15.3% where the paper quotes 26.4/15.1%.",
+        notes: concat!("Random sparse networks keep the ticket's per-layer weight counts at random positions and start from theta0. ", conv6_note!()),
     },
     Figure {
         id: "fig3",
@@ -57,14 +64,14 @@ pub const FIGURES: [Figure; 5] = [
         experiments: &["conv2", "conv4", "conv6"],
         title: "Conv-2/4/6 on CIFAR-10: early stopping and accuracy vs. weights remaining (PAPER.md Fig 5)",
         kind: Kind::Sparsity(&["ticket", "reinit"]),
-        notes: "Conv-6 is built as PAPER.md's table describes it: 2,261,184 prunable weights, 49% of them fully connected. Fig 2 of the paper says 1.7M, and the architecture does not give that (PAPER.md §2), so Conv-6's Pm grid differs slightly from the paper's: 26.6/15.3% where the paper quotes 26.4/15.1%.",
+        notes: conv6_note!(),
     },
     Figure {
         id: "fig6",
         experiments: &["conv2_dropout", "conv4_dropout", "conv6_dropout"],
         title: "Conv-2/4/6 with dropout on CIFAR-10 (PAPER.md Fig 6)",
         kind: Kind::Sparsity(&["ticket", "reinit"]),
-        notes: "Dropout p = 0.5 follows each hidden fully connected layer; the paper does not say which layers. Conv-6 is built as PAPER.md's table describes it: 2,261,184 prunable weights, 49% of them fully connected. Fig 2 of the paper says 1.7M, and the architecture does not give that (PAPER.md §2), so Conv-6's Pm grid differs slightly from the paper's: 26.6/15.3% where the paper quotes 26.4/15.1%.",
+        notes: concat!("Dropout p = 0.5 follows each hidden fully connected layer; the paper does not say which layers. ", conv6_note!()),
     },
 ];
 
