@@ -82,6 +82,14 @@ pub fn run(scale: f64, pytorch: Option<&str>) -> Result<Vec<Row>> {
             let ours = median3(|| train_steps(ModelKind::Conv2, density, OURS, steps(4.0)))?;
             rows.push(row(format!("Conv-2 train step, {label}"), "it/s", ours, None, Some(format!("conv2_train_{label}"))));
         }
+        if threads == 1 {
+            for (label, shape) in PRODUCTS {
+                let ours = median3(|| product(shape, false, steps(40.0)))?;
+                let theirs = median3(|| product(shape, true, steps(40.0)))?;
+                let workload = format!("matrix product {label}, fixed order ({})", crate::models::gemm::Path::chosen().name());
+                rows.push(row(workload, "GFLOP/s", ours, Some(("gemm crate, candle's".into(), theirs)), None));
+            }
+        }
         let im2col = median3(|| conv_layer(false, steps(4.0)))?;
         let candle = median3(|| conv_layer(true, steps(4.0)))?;
         rows.push(row("3x3 conv 64→64 on 60×32×32, forward + backward".into(), "it/s", im2col, Some(("candle conv2d".into(), candle)), None));
@@ -204,12 +212,65 @@ fn train_steps(kind: ModelKind, density: f64, variant: Variant, steps: usize) ->
     let xs = images(kind, BATCH)?;
     let ys = Tensor::from_vec((0..BATCH as u32).map(|i| i % 10).collect::<Vec<_>>(), BATCH, &Device::Cpu)?;
     per_second(steps, || {
-        let loss = candle_nn::loss::cross_entropy(&net.forward(&xs)?, &ys)?;
+        let loss = crate::models::loss::cross_entropy(&net.forward(&xs)?, &ys)?;
         optimizer.step(params, &loss.backward()?, &step_masks)?;
         // Read the loss, as training does (and so nothing is left pending).
         loss.to_scalar::<f32>()?;
         Ok(())
     })
+}
+
+/// Products the networks run: (label, (m, n, k, lhs transposed, rhs transposed)).
+const PRODUCTS: [(&str, (usize, usize, usize, bool, bool)); 3] = [
+    ("60×784 · 784×300 (LeNet fc1)", (60, 300, 784, false, true)),
+    ("64×576 · 576×1024 (conv 64→64 forward)", (64, 1024, 576, false, false)),
+    ("64×1024 · 1024×576 (its weight gradient)", (64, 576, 1024, false, true)),
+];
+
+/// GFLOP/s of one single-threaded product: ours (`models::gemm`) or the `gemm` crate's.
+fn product((m, n, k, lhs_t, rhs_t): (usize, usize, usize, bool, bool), gemm_crate: bool, steps: usize) -> Result<f64> {
+    use crate::models::gemm::{multiply, Path, Strided};
+    let lhs: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect();
+    let rhs: Vec<f32> = (0..k * n).map(|i| ((i * 104_729) % 251) as f32 / 251.0 - 0.5).collect();
+    let mut dst = vec![0f32; m * n];
+    // (row stride, column stride) of a rows × cols matrix stored row-major, or transposed.
+    let strides = |rows: usize, cols: usize, transposed: bool| if transposed { (1, rows) } else { (cols, 1) };
+    let ((l_rs, l_cs), (r_rs, r_cs)) = (strides(m, k, lhs_t), strides(k, n, rhs_t));
+    let per_second = per_second(steps, || {
+        // SAFETY: `dst` holds m × n values and each operand every entry its strides address.
+        unsafe {
+            if gemm_crate {
+                let (d, l, r) = (dst.as_mut_ptr(), lhs.as_ptr(), rhs.as_ptr());
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    d,
+                    1,
+                    n as isize,
+                    false,
+                    l,
+                    l_cs as isize,
+                    l_rs as isize,
+                    r,
+                    r_cs as isize,
+                    r_rs as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            } else {
+                let lhs = Strided { data: &lhs, row_stride: l_rs, col_stride: l_cs };
+                let rhs = Strided { data: &rhs, row_stride: r_rs, col_stride: r_cs };
+                multiply(Path::chosen(), dst.as_mut_ptr(), n, lhs, rhs, m, n, k, false);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(per_second * 2.0 * (m * n * k) as f64 / 1e9)
 }
 
 /// Forward + backward of one 64→64 convolution per second.

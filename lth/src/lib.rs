@@ -20,6 +20,7 @@ pub mod error;
 pub mod gpu_check;
 pub mod lottery;
 pub mod masks;
+pub mod math;
 pub mod models;
 pub mod optim;
 pub mod progress;

@@ -91,6 +91,28 @@ enum Command {
     },
     /// Print a Markdown table of what changed between two results tables.
     Compare { old: PathBuf, new: PathBuf },
+    /// Train the golden smoke runs (LeNet on MNIST, Conv-2 on the synthetic set) and check their
+    /// files' digests against a goldens file (or write it); exits 1 naming each difference.
+    Goldens {
+        /// The goldens file.
+        #[arg(long, default_value = "tests/goldens.txt")]
+        file: PathBuf,
+        /// Write the file from this machine's runs instead of checking it.
+        #[arg(long)]
+        write: bool,
+        /// Results folder for the runs (default: a new temporary folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Folder of experiment specs.
+        #[arg(long, default_value = "experiments")]
+        experiments: PathBuf,
+        /// Mirror of the dataset files [env: LTH_DATA_MIRROR].
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Dataset cache folder [env: LTH_DATA_DIR].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Print one `lth run` command per trial of the experiments behind some figures.
     Plan {
         figures: Vec<String>,
@@ -218,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Compare { old, new } => print!("{}", compare::compare(&old, &new)?),
+        Command::Goldens { file, write, out, experiments, mirror, data_dir } => goldens(&file, write, out, &experiments, mirror, data_dir)?,
         Command::Bench { scale, vs_pytorch } => {
             let python = std::env::var("LTH_PYTHON").unwrap_or_else(|_| "python3".into());
             print!("{}", lth::bench::markdown(&lth::bench::run(scale, vs_pytorch.then_some(python.as_str()))?));
@@ -315,6 +338,46 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, ra
         workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a training thread panicked"))))
     })?;
     progress.finish();
+    Ok(())
+}
+
+/// `lth goldens`: the golden smoke runs, then their digests written or checked.
+fn goldens(file: &Path, write: bool, out: Option<PathBuf>, experiments: &Path, mirror: Option<String>, data_dir: Option<PathBuf>) -> Result<()> {
+    use lth::results::goldens;
+    let out = match out {
+        Some(out) => out,
+        None => {
+            let dir = std::env::temp_dir().join(format!("lth-goldens-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            dir
+        }
+    };
+    let job = JobArgs { scale: goldens::SCALE, trials: None, device: "cpu".into(), jobs: None, out: out.clone() };
+    for (name, data) in goldens::EXPERIMENTS {
+        let spec = ExperimentSpec::load(&experiments.join(format!("{name}.toml")))?;
+        let data_args = DataArgs { mirror: mirror.clone(), data_dir: data_dir.clone(), data };
+        let raw = load_data(spec.method.dataset, &data_args)?;
+        run_experiment(&spec, &job, None, &raw, data)?;
+    }
+    let actual = goldens::digests(&Store::new(&out))?;
+    if write {
+        lth::datasets::fetch::write_atomic(file, goldens::render(&actual).as_bytes())?;
+        eprintln!("wrote {} digests to {} (kernels: {})", actual.len(), file.display(), lth::models::gemm::Path::chosen().name());
+        return Ok(());
+    }
+    let differences = goldens::differences(&goldens::parse(file)?, &actual);
+    for line in &differences {
+        eprintln!("{line}");
+    }
+    if !differences.is_empty() {
+        anyhow::bail!(
+            "{} of {} golden digests differ ({}); if the arithmetic changed on purpose, regenerate them with `cargo xtask goldens` and say so in the commit",
+            differences.len(),
+            actual.len(),
+            file.display()
+        );
+    }
+    eprintln!("goldens: all {} digests match {} (kernels: {})", actual.len(), file.display(), lth::models::gemm::Path::chosen().name());
     Ok(())
 }
 

@@ -77,7 +77,7 @@ pub fn train(
     for iteration in 1..=config.iterations {
         let (xs, ys) = batches.next_batch()?;
         let logits = net.forward_t(&xs, dropout.as_mut())?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &ys)?;
+        let loss = models::loss::cross_entropy(&logits, &ys)?;
         let grads = loss.backward()?;
         optimizer.step(train_params, &grads, &step_masks)?;
         running.add(loss.to_scalar::<f32>()? as f64, correct(&logits, &ys)?, ys.dims1()?);
@@ -169,7 +169,7 @@ pub fn evaluate(net: &dyn Network, split: &Split) -> Result<(f64, f64)> {
         let xs = split.images.narrow(0, start, len)?;
         let ys = split.labels.narrow(0, start, len)?;
         let logits = net.forward(&xs)?;
-        loss_sum += candle_nn::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()? as f64 * len as f64;
+        loss_sum += models::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()? as f64 * len as f64;
         n_correct += correct(&logits, &ys)?;
     }
     Ok((loss_sum / n as f64, n_correct as f64 / n as f64))

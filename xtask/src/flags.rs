@@ -12,7 +12,10 @@ cargo xtask <command>
   data [mnist|cifar10] [--mirror URL|DIR]
         download and verify the datasets (default: both)
   figures [--check]            redraw figures/*.svg|png from figures/*.csv (--check: fail if stale)
-  compare OLD.csv NEW.csv      Markdown table of per-cell changes with the trial spread
+  compare OLD.csv NEW.csv      Markdown summary and per-cell changes, judged against both tables' trial spread
+  goldens [--check] [--mirror URL|DIR]
+                               rerun the golden smoke runs and rewrite tests/goldens.txt (--check: compare
+                               instead); only after an intended change to the arithmetic
   bench [--vs-pytorch]         training and evaluation throughput beside the alternatives (CPU);
                                --vs-pytorch also times the same workloads in PyTorch (python3 with torch)
   cuda-build [--compute-cap N] build the CUDA lth binary, fetching nvcc from PyPI when none is
@@ -31,6 +34,7 @@ pub enum Task {
     Data { datasets: Vec<String>, mirror: Option<String> },
     Figures { check: bool },
     Compare { old: String, new: String },
+    Goldens { check: bool, mirror: Option<String> },
     Bench { vs_pytorch: bool },
     CudaBuild { compute_cap: String },
     GpuCheck,
@@ -98,6 +102,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
         "reproduce" | "plan" => &["--scale", "--trials", "--jobs", "--device", "--out", "--mirror", "--figures-dir", "--data"],
         "data" => &["--mirror"],
         "figures" => &["--check"],
+        "goldens" => &["--check", "--mirror"],
         "bench" => &["--vs-pytorch"],
         "cuda-build" => &["--compute-cap"],
         _ => &[],
@@ -128,6 +133,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
             [old, new] => Task::Compare { old: old.clone(), new: new.clone() },
             _ => bail!("usage: cargo xtask compare OLD.csv NEW.csv"),
         },
+        "goldens" => Task::Goldens { check: options.iter().any(|(k, _)| k == "--check"), mirror: take("--mirror") },
         "bench" => Task::Bench { vs_pytorch: options.iter().any(|(k, _)| k == "--vs-pytorch") },
         "cuda-build" => {
             Task::CudaBuild { compute_cap: take("--compute-cap").or_else(|| std::env::var("CUDA_COMPUTE_CAP").ok()).unwrap_or_else(|| "90".into()) }

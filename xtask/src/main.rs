@@ -54,6 +54,12 @@ fn run() -> Result<()> {
             let lth = build_lth(&sh, false)?;
             cmd!(sh, "{lth} compare {old} {new}").run()?;
         }
+        flags::Task::Goldens { check, mirror } => {
+            let lth = build_lth(&sh, false)?;
+            let mode = (!check).then_some("--write");
+            let mirror = mirror.map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
+            cmd!(sh, "{lth} goldens {mode...} {mirror...}").run()?;
+        }
         flags::Task::Plan(r) => {
             let lth = build_lth(&sh, false)?;
             let job = r.job_args();

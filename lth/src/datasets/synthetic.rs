@@ -8,6 +8,7 @@
 use super::cifar10::{self, RECORD, TEST_FILE, TRAIN_FILES};
 use super::fetch::{Checksum, RemoteFile, Source};
 use crate::error::{IoContext, Result};
+use crate::math;
 use crate::seeds::{self, Purpose};
 use flate2::{write::GzEncoder, Compression};
 use md5::Digest;
@@ -28,15 +29,18 @@ fn record(label: u8, rng: &mut impl Rng) -> Vec<u8> {
     let angle = c * PI / 10.0;
     let frequency = 2.0 + (label % 5) as f32;
     let phase = rng.random_range(0.0..2.0 * PI);
-    let colour = [(c * 0.37).sin(), (c * 0.71 + 1.0).sin(), (c * 1.13 + 2.0).sin()];
+    // The project's own sin/cos (`crate::math`): libm's may differ in the last bit between
+    // machines, and so would the images.
+    let (sin, cos) = (|x: f32| math::sin(x as f64) as f32, |x: f32| math::cos(x as f64) as f32);
+    let colour = [sin(c * 0.37), sin(c * 0.71 + 1.0), sin(c * 1.13 + 2.0)];
     let shown = if rng.random_bool(0.1) { rng.random_range(0..10u8) } else { label };
     let mut out = Vec::with_capacity(RECORD);
     out.push(shown);
     for channel in colour {
         for y in 0..32 {
             for x in 0..32 {
-                let t = (x as f32 * angle.cos() + y as f32 * angle.sin()) * frequency * 2.0 * PI / 32.0 + phase;
-                let value = 128.0 + 25.0 * channel + 35.0 * t.sin() + rng.random_range(-80.0..80.0);
+                let t = (x as f32 * cos(angle) + y as f32 * sin(angle)) * frequency * 2.0 * PI / 32.0 + phase;
+                let value = 128.0 + 25.0 * channel + 35.0 * sin(t) + rng.random_range(-80.0..80.0);
                 out.push(value.clamp(0.0, 255.0) as u8);
             }
         }

@@ -1,7 +1,8 @@
 //! Host-side helpers for the CPU custom ops: the values of a CPU tensor as a slice, and
-//! matrix products on slices with the GEMM candle itself uses (the `gemm` crate, called
-//! directly so that an op writes straight into its output and chooses its own threading).
+//! matrix products on slices (`gemm`: the same bits on every machine), so that an op writes
+//! straight into its output and chooses its own threading.
 
+use super::gemm::{multiply, Path, Strided};
 use candle_core::{CpuStorage, Layout, Tensor};
 
 /// The values of a contiguous f32 CPU storage.
@@ -21,15 +22,10 @@ pub fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> candle_
     }
 }
 
-/// A row-major matrix, or the transpose of one, as `gemm` strides.
-#[derive(Clone, Copy)]
-pub struct Matrix<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
-}
+/// A row-major matrix, or the transpose of one.
+pub type Matrix<'a> = Strided<'a>;
 
-impl<'a> Matrix<'a> {
+impl<'a> Strided<'a> {
     /// A row-major matrix with `width` columns.
     pub fn rows(data: &'a [f32], width: usize) -> Self {
         Matrix { data, row_stride: width, col_stride: 1 }
@@ -55,8 +51,8 @@ pub fn product(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k:
 }
 
 /// [`product`] split by columns of `dst` over candle's thread count (`RAYON_NUM_THREADS`) when
-/// it is large enough. Every entry is still one dot product of length `k` computed by one call,
-/// so the split does not change the arithmetic.
+/// it is large enough. Every entry is still one chain of multiply-adds over `k` (`gemm`), so the
+/// split does not change the arithmetic.
 pub fn product_threaded(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize, accumulate: bool) {
     check(dst, lhs, rhs, m, n, k);
     let threads = candle_core::utils::get_num_threads();
@@ -69,7 +65,7 @@ pub fn product_threaded(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: 
     rayon::scope(|scope| {
         for first in (0..n).step_by(per_block) {
             let width = per_block.min(n - first);
-            let rhs_block = Matrix { data: &rhs.data[first * rhs.col_stride..], ..rhs };
+            let rhs_block = Strided { data: &rhs.data[first * rhs.col_stride..], ..rhs };
             scope.spawn(move |_| {
                 // SAFETY: `check` bounds the whole product; this block is columns
                 // first..first + width of it, and no other block writes them.
@@ -90,28 +86,5 @@ fn check(dst: &[f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize) {
 /// `dst` must be valid for writes of that block, and not alias the operands.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_into(dst: *mut f32, dst_stride: usize, lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize, accumulate: bool) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_stride as isize,
-        accumulate,
-        lhs.data.as_ptr(),
-        lhs.col_stride as isize,
-        lhs.row_stride as isize,
-        rhs.data.as_ptr(),
-        rhs.col_stride as isize,
-        rhs.row_stride as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
+    multiply(Path::chosen(), dst, dst_stride, lhs, rhs, m, n, k, accumulate)
 }

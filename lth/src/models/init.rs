@@ -3,8 +3,9 @@
 //! candle-nn's own initialisers are not used: candle's CPU RNG cannot be seeded.
 
 use super::{Architecture, Weights};
+use crate::math;
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
 
 /// Draws theta ~ N(0, 2 / (fan_in + fan_out)) per weight tensor, in parameter-name order.
 pub fn glorot_normal(arch: &Architecture, rng: &mut ChaCha8Rng) -> Weights {
@@ -13,14 +14,31 @@ pub fn glorot_normal(arch: &Architecture, rng: &mut ChaCha8Rng) -> Weights {
         .map(|p| {
             let values = if p.prunable.is_some() {
                 let std = (2.0 / (p.fan_in + p.fan_out) as f64).sqrt();
-                let normal = Normal::new(0.0, std).expect("std is finite and positive");
-                (0..p.numel()).map(|_| normal.sample(rng) as f32).collect()
+                standard_normal(rng, p.numel()).into_iter().map(|z| (z * std) as f32).collect()
             } else {
                 vec![0.0; p.numel()]
             };
             (p.name.clone(), values)
         })
         .collect()
+}
+
+/// `count` draws from N(0, 1) by Marsaglia's polar method, two per accepted pair. It needs only
+/// `ln` and `sqrt`, and `ln` is the project's own (`crate::math`): rand_distr's sampler calls
+/// the platform's `exp`/`ln`, which may differ in the last bit between machines.
+pub fn standard_normal(rng: &mut ChaCha8Rng, count: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(count + 1);
+    while out.len() < count {
+        let (u, v) = (rng.random::<f64>() * 2.0 - 1.0, rng.random::<f64>() * 2.0 - 1.0);
+        let s = u * u + v * v;
+        if s >= 1.0 || s == 0.0 {
+            continue;
+        }
+        let factor = (-2.0 * math::ln(s) / s).sqrt();
+        out.extend([u * factor, v * factor]);
+    }
+    out.truncate(count);
+    out
 }
 
 #[cfg(test)]

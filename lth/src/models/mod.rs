@@ -4,11 +4,13 @@
 
 pub mod conv;
 pub mod dropout;
+pub mod gemm;
 mod host;
 pub mod im2col;
 pub mod init;
 pub mod lenet;
 pub mod linear;
+pub mod loss;
 
 pub use dropout::Dropout;
 

@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod figures;
+pub mod goldens;
 pub mod plot;
 pub mod record;
 pub mod store;

@@ -1,0 +1,375 @@
+//! Single-precision matrix products whose every output is the same bits on every machine.
+//!
+//! Entry (i, j) of `lhs · rhs` is one chain of fused multiply-adds in the order k = 0, 1, …:
+//! `acc = fma(lhs[i][k], rhs[k][j], acc)`, starting from 0 (or from the destination's value
+//! when accumulating). The blocking below (panels of `KC` values of k, tiles of `MR × NR`
+//! outputs) only decides which outputs are computed together and when: an output's chain is
+//! carried across k-blocks through the destination, so it is unbroken whatever the block sizes,
+//! the vector width or the thread that computes it. An FMA rounds once, identically in every
+//! implementation (IEEE 754), so the AVX-512, AVX2 and portable kernels give the same bits;
+//! only their speed differs. The `gemm` crate, which candle uses, picks its k-blocking from the
+//! cache sizes it detects, so its sums (and a training run's results) changed from one CPU
+//! model to another.
+//!
+//! `LTH_KERNELS=portable|avx2|avx512` forces a path (tests and benchmarks use it to show that
+//! the paths agree); by default the widest one the CPU has is used.
+
+use std::sync::OnceLock;
+
+/// A matrix as strides over a slice: entry (r, c) is `data[r · row_stride + c · col_stride]`.
+#[derive(Clone, Copy)]
+pub struct Strided<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+#[cfg(test)]
+impl Strided<'_> {
+    fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[r * self.row_stride + c * self.col_stride]
+    }
+}
+
+/// Values of k per packed panel. Any value gives the same bits (see the module comment).
+const KC: usize = 256;
+/// Rows of `lhs` packed at a time.
+const MC: usize = 96;
+/// Columns of `rhs` packed at a time.
+const NC: usize = 1024;
+
+/// The kernels a CPU can run, narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Path {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Path {
+    /// Every path this CPU can run.
+    pub fn available() -> Vec<Path> {
+        let mut paths = vec![Path::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                paths.push(Path::Avx2);
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                paths.push(Path::Avx512);
+            }
+        }
+        paths
+    }
+
+    /// The widest available path, or the one `LTH_KERNELS` names if the CPU has it.
+    pub fn chosen() -> Path {
+        static CHOSEN: OnceLock<Path> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let available = Path::available();
+            let forced = std::env::var("LTH_KERNELS").ok().and_then(|name| match name.as_str() {
+                "portable" => Some(Path::Portable),
+                "avx2" => Some(Path::Avx2),
+                "avx512" => Some(Path::Avx512),
+                _ => None,
+            });
+            match forced {
+                Some(path) if available.contains(&path) => path,
+                _ => *available.last().unwrap_or(&Path::Portable),
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Portable => "portable",
+            Path::Avx2 => "avx2",
+            Path::Avx512 => "avx512",
+        }
+    }
+
+    /// Rows and columns of one tile.
+    fn tile(self) -> (usize, usize) {
+        match self {
+            Path::Portable => (4, 8),
+            Path::Avx2 => (6, 16),
+            Path::Avx512 => (8, 32),
+        }
+    }
+}
+
+/// `dst (m × n, row stride dst_stride) = [dst +] lhs (m × k) · rhs (k × n)` on `path`.
+///
+/// # Safety
+/// `path` must be one of [`Path::available`]; `dst` must be valid for reads and writes of the
+/// `m × n` block and alias neither operand.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn multiply(path: Path, dst: *mut f32, dst_stride: usize, lhs: Strided, rhs: Strided, m: usize, n: usize, k: usize, accumulate: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                std::slice::from_raw_parts_mut(dst.add(i * dst_stride), n).fill(0.0);
+            }
+        }
+        return;
+    }
+    let (mr, nr) = path.tile();
+    let mut packed_b = vec![0f32; KC * NC.next_multiple_of(nr)];
+    let mut packed_a = vec![0f32; MC.next_multiple_of(mr) * KC];
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            // After the first k-block the destination holds each chain so far.
+            let load = accumulate || pc > 0;
+            let b_block = Block { data: rhs.data, start: pc * rhs.row_stride + jc * rhs.col_stride, k_stride: rhs.row_stride, line_stride: rhs.col_stride };
+            pack(&mut packed_b, nr, kc, nc, b_block);
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                let a_block = Block { data: lhs.data, start: ic * lhs.row_stride + pc * lhs.col_stride, k_stride: lhs.col_stride, line_stride: lhs.row_stride };
+                pack(&mut packed_a, mr, kc, mc, a_block);
+                for (jr, b_panel) in (0..nc).step_by(nr).zip(packed_b.chunks_exact(kc * nr)) {
+                    for (ir, a_panel) in (0..mc).step_by(mr).zip(packed_a.chunks_exact(kc * mr)) {
+                        let tile =
+                            Tile { c: dst.add((ic + ir) * dst_stride + jc + jr), stride: dst_stride, rows: mr.min(mc - ir), cols: nr.min(nc - jr), load };
+                        match path {
+                            #[cfg(target_arch = "x86_64")]
+                            Path::Avx512 => avx512::kernel(kc, a_panel, b_panel, tile),
+                            #[cfg(target_arch = "x86_64")]
+                            Path::Avx2 => avx2::kernel(kc, a_panel, b_panel, tile),
+                            _ => portable::kernel(kc, a_panel, b_panel, tile),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A block of an operand to pack: value (kk, line) is `data[start + kk · k_stride + line · line_stride]`.
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    data: &'a [f32],
+    start: usize,
+    k_stride: usize,
+    line_stride: usize,
+}
+
+/// Packs `extent` lines of `kc` values of `block` into panels of `width` lines, interleaved by
+/// k: panel p holds value (kk, p · width + l) at `p · kc · width + kk · width + l`, zero past
+/// `extent` (those lines only produce outputs that are never stored). Copies run along
+/// whichever direction is contiguous in memory.
+fn pack(buffer: &mut [f32], width: usize, kc: usize, extent: usize, block: Block) {
+    let Block { data, start, k_stride, line_stride } = block;
+    for (p, panel) in buffer.chunks_exact_mut(kc * width).take(extent.div_ceil(width)).enumerate() {
+        let lines = width.min(extent - p * width);
+        let first = start + p * width * line_stride;
+        if line_stride == 1 {
+            for (kk, row) in panel.chunks_exact_mut(width).enumerate() {
+                let from = first + kk * k_stride;
+                row[..lines].copy_from_slice(&data[from..from + lines]);
+                row[lines..].fill(0.0);
+            }
+        } else {
+            for l in 0..width {
+                if l >= lines {
+                    panel.iter_mut().skip(l).step_by(width).for_each(|v| *v = 0.0);
+                    continue;
+                }
+                let from = first + l * line_stride;
+                if k_stride == 1 {
+                    for (v, &x) in panel.iter_mut().skip(l).step_by(width).zip(&data[from..from + kc]) {
+                        *v = x;
+                    }
+                } else {
+                    for (kk, v) in panel.iter_mut().skip(l).step_by(width).enumerate() {
+                        *v = data[from + kk * k_stride];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where one tile of outputs goes: `rows × cols` entries from `c` with row stride `stride`;
+/// `load`: continue the chains held there instead of starting from 0.
+struct Tile {
+    c: *mut f32,
+    stride: usize,
+    rows: usize,
+    cols: usize,
+    load: bool,
+}
+
+impl Tile {
+    /// Calls `f` with a full `MR × NR` row-major buffer of the tile's starting values, then
+    /// stores what `f` left in it. Full tiles use the destination in place when possible.
+    #[inline(always)]
+    unsafe fn with_buffer<const MR: usize, const NR: usize>(&self, f: impl FnOnce(*mut f32, usize)) {
+        if self.rows == MR && self.cols == NR {
+            return f(self.c, self.stride);
+        }
+        let mut buffer = [[0f32; NR]; MR];
+        if self.load {
+            for (i, row) in buffer.iter_mut().enumerate().take(self.rows) {
+                row[..self.cols].copy_from_slice(std::slice::from_raw_parts(self.c.add(i * self.stride), self.cols));
+            }
+        }
+        f(buffer.as_mut_ptr().cast(), NR);
+        for (i, row) in buffer.iter().enumerate().take(self.rows) {
+            std::slice::from_raw_parts_mut(self.c.add(i * self.stride), self.cols).copy_from_slice(&row[..self.cols]);
+        }
+    }
+}
+
+/// Plain Rust: `f32::mul_add` is an exactly rounded FMA on every platform.
+mod portable {
+    use super::Tile;
+    const MR: usize = 4;
+    const NR: usize = 8;
+
+    pub unsafe fn kernel(kc: usize, a: &[f32], b: &[f32], tile: Tile) {
+        tile.with_buffer::<MR, NR>(|c, stride| {
+            let mut acc = [[0f32; NR]; MR];
+            if tile.load || tile.rows < MR || tile.cols < NR {
+                for (i, row) in acc.iter_mut().enumerate() {
+                    row.copy_from_slice(std::slice::from_raw_parts(c.add(i * stride), NR));
+                }
+            }
+            for (a, b) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
+                for i in 0..MR {
+                    for j in 0..NR {
+                        acc[i][j] = a[i].mul_add(b[j], acc[i][j]);
+                    }
+                }
+            }
+            for (i, row) in acc.iter().enumerate() {
+                std::slice::from_raw_parts_mut(c.add(i * stride), NR).copy_from_slice(row);
+            }
+        })
+    }
+}
+
+/// Macro-free x86 kernels: a tile of `MR` rows × `NR / LANES` vectors of accumulators, one
+/// broadcast of `a` and one FMA per vector and k.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::Tile;
+    use std::arch::x86_64::*;
+    const MR: usize = 6;
+    const NR: usize = 16;
+
+    pub unsafe fn kernel(kc: usize, a: &[f32], b: &[f32], tile: Tile) {
+        tile.with_buffer::<MR, NR>(|c, stride| inner(kc, a.as_ptr(), b.as_ptr(), c, stride, tile.load || tile.rows < MR || tile.cols < NR))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn inner(kc: usize, a: *const f32, b: *const f32, c: *mut f32, stride: usize, load: bool) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        if load {
+            for (i, row) in acc.iter_mut().enumerate() {
+                row[0] = _mm256_loadu_ps(c.add(i * stride));
+                row[1] = _mm256_loadu_ps(c.add(i * stride + 8));
+            }
+        }
+        for kk in 0..kc {
+            let (b0, b1) = (_mm256_loadu_ps(b.add(kk * NR)), _mm256_loadu_ps(b.add(kk * NR + 8)));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let x = _mm256_broadcast_ss(&*a.add(kk * MR + i));
+                row[0] = _mm256_fmadd_ps(x, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(x, b1, row[1]);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            _mm256_storeu_ps(c.add(i * stride), row[0]);
+            _mm256_storeu_ps(c.add(i * stride + 8), row[1]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::Tile;
+    use std::arch::x86_64::*;
+    const MR: usize = 8;
+    const NR: usize = 32;
+
+    pub unsafe fn kernel(kc: usize, a: &[f32], b: &[f32], tile: Tile) {
+        tile.with_buffer::<MR, NR>(|c, stride| inner(kc, a.as_ptr(), b.as_ptr(), c, stride, tile.load || tile.rows < MR || tile.cols < NR))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn inner(kc: usize, a: *const f32, b: *const f32, c: *mut f32, stride: usize, load: bool) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        if load {
+            for (i, row) in acc.iter_mut().enumerate() {
+                row[0] = _mm512_loadu_ps(c.add(i * stride));
+                row[1] = _mm512_loadu_ps(c.add(i * stride + 16));
+            }
+        }
+        for kk in 0..kc {
+            let (b0, b1) = (_mm512_loadu_ps(b.add(kk * NR)), _mm512_loadu_ps(b.add(kk * NR + 16)));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*a.add(kk * MR + i));
+                row[0] = _mm512_fmadd_ps(x, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(x, b1, row[1]);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(i * stride), row[0]);
+            _mm512_storeu_ps(c.add(i * stride + 16), row[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chain of FMAs by hand, in f32.
+    fn reference(lhs: Strided, rhs: Strided, m: usize, n: usize, k: usize, start: &[f32]) -> Vec<f32> {
+        let mut out = start.to_vec();
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = out[i * n + j];
+                for kk in 0..k {
+                    acc = lhs.at(i, kk).mul_add(rhs.at(kk, j), acc);
+                }
+                out[i * n + j] = acc;
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5).collect()
+    }
+
+    #[test]
+    fn every_path_gives_the_bits_of_one_fma_chain_per_output() {
+        // Sizes that leave partial tiles and several k-blocks, operands plain and transposed.
+        for &(m, n, k) in &[(1, 1, 1), (7, 19, 3), (61, 300, 784), (13, 45, 600), (100, 33, 257)] {
+            let (a, b) = (values(m * k, 1), values(k * n, 2));
+            let start = values(m * n, 3);
+            for (lhs, rhs) in [
+                (Strided { data: &a, row_stride: k, col_stride: 1 }, Strided { data: &b, row_stride: n, col_stride: 1 }),
+                (Strided { data: &a, row_stride: 1, col_stride: m }, Strided { data: &b, row_stride: 1, col_stride: k }),
+            ] {
+                for accumulate in [false, true] {
+                    let zeros = vec![0f32; m * n];
+                    let expected = reference(lhs, rhs, m, n, k, if accumulate { &start } else { &zeros });
+                    for path in Path::available() {
+                        let mut out = start.clone();
+                        // SAFETY: `out` holds m × n values; the operands hold every entry.
+                        unsafe { multiply(path, out.as_mut_ptr(), n, lhs, rhs, m, n, k, accumulate) };
+                        let same = out.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{path:?} {m}x{n}x{k} accumulate={accumulate}");
+                    }
+                }
+            }
+        }
+    }
+}
