@@ -153,7 +153,7 @@ fn trial_seed(spec: &RunSpec) -> u64 {
 fn missing_trunk(spec: &RunSpec, trunk: &RunDir, what: &str) -> Error {
     let data = if spec.data.is_real() { "" } else { " --data synthetic" };
     Error::Invalid(format!(
-        "{}: {what} is missing; the ticket run of trial {trial} must finish first: run `lth run experiments/{experiment}.toml --scale {scale} --trial {trial}{data}`, which trains the ticket before its controls",
+        "{}: {what} is missing or unfinished; the ticket run of trial {trial} must finish first: run `lth run experiments/{experiment}.toml --scale {scale} --trial {trial}{data}`, which trains the ticket before its controls",
         trunk.dir.display(),
         trial = spec.trial,
         experiment = spec.experiment,

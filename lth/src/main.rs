@@ -215,14 +215,25 @@ fn at_least_one(value: &str) -> std::result::Result<usize, String> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fetch { dataset, data } => {
+            source(&data).check()?;
             let kind = if dataset == "mnist" { DatasetKind::Mnist } else { DatasetKind::Cifar10 };
             let raw = load_data(kind, &data)?;
             println!("{dataset}: {} training and {} test images verified", raw.train.n, raw.test.n);
         }
         Command::Run { experiment, trial, job, data } => {
             let spec = ExperimentSpec::load(&experiment)?;
+            let trials = job.trials.unwrap_or(spec.sizes(job.scale)?.trials);
+            if let Some(t) = trial.filter(|&t| t >= trials) {
+                anyhow::bail!(
+                    "--trial {t}: {} has trials 0..{trials} at scale {}; pass --trials {} to run more",
+                    experiment.display(),
+                    job.scale.as_str(),
+                    t + 1
+                );
+            }
             check_writable("--out", &job.out)?;
             source(&data).check()?;
+            lth::device(&job.device)?;
             let raw = load_data(spec.method.dataset, &data)?;
             run_experiment(&spec, &job, trial, &raw, data.data)?;
         }

@@ -230,9 +230,9 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path) -> std::result::Re
     let total = response.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(|n| if resume { n + have } else { n });
     let mut out = OpenOptions::new().create(true).write(true).truncate(false).open(part).map_err(|e| format!("{}: {e}", part.display()))?;
     if resume {
-        out.seek(io::SeekFrom::End(0)).map_err(|e| e.to_string())?;
+        out.seek(io::SeekFrom::End(0)).map_err(|e| format!("{}: {e}", part.display()))?;
     } else {
-        out.set_len(0).map_err(|e| e.to_string())?;
+        out.set_len(0).map_err(|e| format!("{}: {e}", part.display()))?;
     }
     let bar = crate::progress::bytes_bar(total, if resume { have } else { 0 }, url);
     let mut reader = response.into_body().into_reader();
@@ -246,6 +246,6 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path) -> std::result::Re
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
-    out.sync_all().map_err(|e| e.to_string())?;
+    out.sync_all().map_err(|e| format!("{}: {e}", part.display()))?;
     Ok(())
 }

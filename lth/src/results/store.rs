@@ -114,9 +114,10 @@ impl RunDir {
     pub fn is_done(&self, level: usize) -> bool {
         self.done_path(level).exists()
     }
-    /// theta0 was written and recorded (a killed run may leave the file without its marker).
+    /// theta0 was written and recorded (a killed run may leave the file without its marker;
+    /// `lth redo` or a user may remove the file and leave the marker).
     pub fn has_init(&self) -> bool {
-        self.init_marker().exists()
+        self.init_marker().exists() && self.init_path().exists()
     }
 
     /// The run's spec as stored in its folder.
