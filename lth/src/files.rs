@@ -14,8 +14,12 @@ use std::path::{Path, PathBuf};
 pub fn unique_temp(path: &Path) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!("{name}.{}-{n}.tmp", std::process::id()))
+    path.with_file_name(format!("{}.{}-{n}.tmp", file_name(path), std::process::id()))
+}
+
+/// The last component of `path` as text ("" for none).
+pub fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Writes `bytes` to `path` atomically (temp file + rename), so an interruption never leaves

@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod figures;
 pub mod inventory;
+pub mod marker;
 pub mod plot;
 pub mod record;
 pub mod store;

@@ -16,6 +16,7 @@
 //! Every read of a finished file checks it against its marker, so a damaged file is named and
 //! refused, never trained from or drawn.
 
+use super::marker;
 use crate::error::{Error, IoContext, Result};
 use crate::files::{self, write_atomic};
 use crate::masks::Mask;
@@ -23,7 +24,6 @@ use crate::models::{Architecture, Weights};
 use crate::results::record::{parse_csv, CurveRecord};
 use crate::spec::{RunId, RunSpec};
 use candle_core::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -80,7 +80,7 @@ impl Store {
         for entry in entries {
             let path = entry.at(&runs)?.path();
             if path.is_dir() {
-                let id = RunId(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                let id = RunId(files::file_name(&path));
                 dirs.push(RunDir { id, dir: path });
             }
         }
@@ -140,17 +140,17 @@ impl RunDir {
 
     /// Marks `level` finished: its marker records what its files hold.
     pub fn mark_done(&self, level: usize) -> Result<()> {
-        write_marker(&self.done_path(level), &[self.mask_path(level), self.final_path(level), self.curve_path(level)])
+        marker::write(&self.done_path(level), &[self.mask_path(level), self.final_path(level), self.curve_path(level)])
     }
 
     /// Records theta0 as written.
     pub fn mark_init(&self) -> Result<()> {
-        write_marker(&self.init_marker(), &[self.init_path()])
+        marker::write(&self.init_marker(), &[self.init_path()])
     }
 
     pub fn load_init(&self, arch: &Architecture) -> Result<Weights> {
         let path = self.init_path();
-        weights_from(&read_verified(&self.init_marker(), &path)?, &path, arch)
+        weights_from(&verified(&self.init_marker(), &path)?, &path, arch)
     }
 
     pub fn load_mask(&self, level: usize, arch: &Architecture) -> Result<Mask> {
@@ -179,74 +179,20 @@ impl RunDir {
             eprintln!("warning: {} predates recorded digests; recording the files as they are now", done.display());
             self.mark_done(level)?;
         }
-        read_verified(&done, path)
+        verified(&done, path)
     }
 }
 
-/// What a marker records of one file: enough to tell any change to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRecord {
-    pub bytes: u64,
-    pub sha256: String,
-    /// Tensor names and shapes of a safetensors file.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub tensors: BTreeMap<String, Vec<usize>>,
-}
-
-/// A marker's content: the files it vouches for, by name within its folder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Marker {
-    pub files: BTreeMap<String, FileRecord>,
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-/// Writes `marker` (atomically, after the files) recording each of `files`.
-fn write_marker(marker: &Path, paths: &[PathBuf]) -> Result<()> {
-    let mut files = BTreeMap::new();
-    for path in paths {
-        let bytes = fs::read(path).at(path)?;
-        let tensors = if path.extension().is_some_and(|e| e == "safetensors") { tensor_shapes(&bytes, path)? } else { BTreeMap::new() };
-        files.insert(file_name(path), FileRecord { bytes: bytes.len() as u64, sha256: files::sha256(&bytes), tensors });
-    }
-    let json = serde_json::to_string_pretty(&Marker { files }).map_err(|e| Error::Invalid(format!("{}: {e}", marker.display())))?;
-    write_atomic(marker, json.as_bytes())
-}
-
-/// The bytes of `path` if they are exactly what `marker` recorded.
-fn read_verified(marker: &Path, path: &Path) -> Result<Vec<u8>> {
-    let damaged = |reason: String| Error::RunFile { path: path.to_owned(), reason, redo: redo_target(path) };
-    let text = fs::read_to_string(marker).map_err(|e| damaged(format!("its marker {} cannot be read ({e})", marker.display())))?;
-    let recorded: Marker = serde_json::from_str(&text).map_err(|e| damaged(format!("its marker {} is damaged ({e})", marker.display())))?;
-    let name = file_name(path);
-    let Some(record) = recorded.files.get(&name) else {
-        return Err(damaged(format!("its marker {} does not record `{name}`", marker.display())));
-    };
-    let bytes = fs::read(path).map_err(|e| damaged(format!("cannot be read ({e})")))?;
-    let sha256 = files::sha256(&bytes);
-    if bytes.len() as u64 != record.bytes || sha256 != record.sha256 {
-        return Err(damaged(format!(
-            "{} bytes with SHA-256 {sha256}, but {} recorded {} bytes with SHA-256 {} when it was written",
-            bytes.len(),
-            marker.display(),
-            record.bytes,
-            record.sha256
-        )));
-    }
-    if !record.tensors.is_empty() && tensor_shapes(&bytes, path)? != record.tensors {
-        return Err(damaged(format!("its tensors differ from those {} recorded", marker.display())));
-    }
-    Ok(bytes)
+/// The bytes of `path` if its marker vouches for them; otherwise the error that names it and
+/// the part of the run to redo.
+fn verified(marker: &Path, path: &Path) -> Result<Vec<u8>> {
+    marker::read_verified(marker, path).map_err(|reason| Error::RunFile { path: path.to_owned(), reason, redo: redo_target(path) })
 }
 
 /// What to remove so that a rerun writes `path` again: its level folder, or theta0 itself.
 fn redo_target(path: &Path) -> PathBuf {
     match path.parent() {
-        Some(level) if file_name(level).starts_with("level-") => level.to_owned(),
+        Some(level) if files::file_name(level).starts_with("level-") => level.to_owned(),
         _ => path.to_owned(),
     }
 }
@@ -255,8 +201,8 @@ fn redo_target(path: &Path) -> PathBuf {
 /// folder (`<out>/runs/<run-id>/level-NN`) or theta0 (`<out>/runs/<run-id>/init.safetensors`).
 /// Levels are deterministic, so a redone level is bit-identical to the one it replaces.
 pub fn redo(path: &Path) -> Result<()> {
-    let name = file_name(path);
-    let in_run = |dir: Option<&Path>| dir.and_then(Path::parent).is_some_and(|runs| file_name(runs) == "runs");
+    let name = files::file_name(path);
+    let in_run = |dir: Option<&Path>| dir.and_then(Path::parent).is_some_and(|runs| files::file_name(runs) == "runs");
     let wrong = || Error::Invalid(format!("{}: not a level folder (`<out>/runs/<run-id>/level-NN`) or `<out>/runs/<run-id>/init.safetensors`", path.display()));
     if !in_run(path.parent()) {
         return Err(wrong());
@@ -321,27 +267,6 @@ fn weights_from(bytes: &[u8], path: &Path, arch: &Architecture) -> Result<Weight
 /// The error for a run's tensor file that does not hold what the run needs.
 pub fn damaged_tensors(path: &Path, reason: String) -> Error {
     Error::RunFile { path: path.to_owned(), reason, redo: redo_target(path) }
-}
-
-/// The tensor names and shapes in a safetensors header (8 bytes of length, then JSON).
-fn tensor_shapes(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, Vec<usize>>> {
-    #[derive(Deserialize)]
-    struct Entry {
-        shape: Vec<usize>,
-    }
-    let header = bytes.get(..8).and_then(|n| {
-        let len = u64::from_le_bytes(n.try_into().ok()?) as usize;
-        bytes.get(8..8usize.checked_add(len)?)
-    });
-    let parsed = header.and_then(|h| serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(h).ok());
-    let Some(entries) = parsed else {
-        return Err(damaged_tensors(path, "not a safetensors file".into()));
-    };
-    Ok(entries
-        .into_iter()
-        .filter(|(name, _)| name != "__metadata__")
-        .filter_map(|(name, value)| Some((name, serde_json::from_value::<Entry>(value).ok()?.shape)))
-        .collect())
 }
 
 /// The first field whose value differs between two specs' JSON, for the error message.
