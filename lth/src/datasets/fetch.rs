@@ -2,7 +2,7 @@
 //! (a base URL or a local folder laid out as `<dataset>/<file>`), resumable downloads into
 //! `<file>.part`, SHA-256 verification, and atomic renames. A verified file is never fetched
 //! again; a corrupt one is reported, removed and fetched again, never used. One process at a
-//! time fetches a given file (a lock file beside it); the others wait and then find it there.
+//! time fetches a given file (a lock file in `<cache>/.locks`); the others wait, then find it there.
 
 use crate::error::{Error, IoContext, Result};
 use sha2::Sha256;
@@ -86,7 +86,7 @@ impl Source {
             return Ok(path);
         }
         // Another process may be fetching the same file: wait for it, then look again.
-        let _lock = lock(&path)?;
+        let _lock = lock(&self.cache.join(".locks").join(format!("{}.{}.lock", file.dataset, file.name)))?;
         if path.exists() {
             match verify(&path, file.checksum) {
                 Ok(()) => return Ok(path),
@@ -142,12 +142,15 @@ fn extension(path: &Path) -> String {
     path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// Holds `<path>.lock` exclusively until dropped. The OS releases it when the process dies, so
-/// a killed fetch never blocks the next one.
+/// Holds the lock file `path` exclusively until dropped. The OS releases it when the process
+/// dies, so a killed fetch never blocks the next one. Lock files stay (removing one while
+/// another process waits on it would let a third take a second lock), out of the data folders.
 fn lock(path: &Path) -> Result<File> {
-    let lock_path = path.with_extension(format!("{}.lock", extension(path)));
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).at(&lock_path)?;
-    file.lock().at(&lock_path)?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).at(dir)?;
+    }
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).at(path)?;
+    file.lock().at(path)?;
     Ok(file)
 }
 
