@@ -368,7 +368,8 @@ fn damaged_run_files_are_named_and_never_drawn_or_trained_from() {
 
     // Weights a later level trains from, one byte changed: named, nothing trained.
     flip_byte(&ticket.final_path(1), 5000);
-    lth::results::store::redo(&ticket.level_dir(2)).unwrap();
+    lth::results::store::redo(&ticket.curve_path(2)).unwrap();
+    assert!(!ticket.level_dir(2).exists(), "redo of a level's file removes its level");
     let message = try_run(&out, &spec()).unwrap_err().to_string();
     assert!(message.contains(&ticket.final_path(1).display().to_string()) && message.contains("SHA-256"), "{message}");
     assert!(!ticket.is_done(2), "trained from a damaged file");

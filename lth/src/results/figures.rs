@@ -159,18 +159,12 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
     // table beside the old drawings, never a new table beside drawings of the old one.
     let csv = files::unique_temp(&out.csv);
     table::write_csv(&frame, &csv)?;
-    let drawn = plot::draw_from_csv(figure, &csv, &out.svg, Some(&out.png));
-    let summary = match figure.kind {
-        Kind::Curves => read_csv(&csv).map(|rows| fig3_summary(&rows)),
-        Kind::Sparsity(procedures) => read_csv(&csv).map(|rows| sparsity_summary(&rows, procedures)),
-    };
-    let (summary, ()) = match (summary, drawn) {
-        (Ok(summary), Ok(())) => (summary, files::rename(&csv, &out.csv)?),
-        (Err(e), _) | (_, Err(e)) => {
+    let summary = plot::draw_from_csv(figure, &csv, &out.svg, Some(&out.png))
+        .and_then(|()| summarise(figure, &csv))
+        .and_then(|summary| files::rename(&csv, &out.csv).map(|()| summary))
+        .inspect_err(|_| {
             let _ = std::fs::remove_file(&csv);
-            return Err(e);
-        }
-    };
+        })?;
     let runs = run_ids.iter().map(|id| format!("- `{id}`\n")).collect::<String>();
     let warning = if synthetic {
         "**Synthetic data.** The CIFAR-10 runs behind this figure trained on a generated set in the CIFAR-10 file format \
@@ -189,7 +183,6 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
         id = figure.id,
         title = figure.title,
         command = provenance.command,
-        scale = scale,
         data = sources.join("; "),
         rev = provenance.git_revision,
         device = provenance.device,
@@ -198,6 +191,14 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
     );
     files::write_atomic(&out.md, text.as_bytes())?;
     Ok(out)
+}
+
+/// The headline numbers of a figure's table, for its provenance file.
+fn summarise(figure: &Figure, table: &Path) -> Result<String> {
+    Ok(match figure.kind {
+        Kind::Curves => fig3_summary(&read_csv(table)?),
+        Kind::Sparsity(procedures) => sparsity_summary(&read_csv(table)?, procedures),
+    })
 }
 
 fn pct(v: f64) -> String {

@@ -198,9 +198,14 @@ fn redo_target(path: &Path) -> PathBuf {
 }
 
 /// Removes a damaged part of a run so that the next run of its command redoes it: a level
-/// folder (`<out>/runs/<run-id>/level-NN`) or theta0 (`<out>/runs/<run-id>/init.safetensors`).
+/// folder (`<out>/runs/<run-id>/level-NN`, or a file in it) or theta0
+/// (`<out>/runs/<run-id>/init.safetensors`).
 /// Levels are deterministic, so a redone level is bit-identical to the one it replaces.
 pub fn redo(path: &Path) -> Result<()> {
+    // A file of a level (the one an error named) stands for its level.
+    if let Some(level) = path.parent().filter(|p| files::file_name(p).starts_with("level-")) {
+        return redo(level);
+    }
     let name = files::file_name(path);
     let in_run = |dir: Option<&Path>| dir.and_then(Path::parent).is_some_and(|runs| files::file_name(runs) == "runs");
     let wrong = || Error::Invalid(format!("{}: not a level folder (`<out>/runs/<run-id>/level-NN`) or `<out>/runs/<run-id>/init.safetensors`", path.display()));
