@@ -241,7 +241,7 @@ impl ExperimentSpec {
                 reason: format!("malformed experiment spec at {}{}", at.unwrap_or_default(), e.message().trim_end().replace('\n', "; ")),
             }
         })?;
-        spec.validate().and_then(|()| spec.check_values()).map_err(|reason| Error::Spec { path: path.to_owned(), reason })?;
+        spec.check_values().and_then(|()| spec.validate()).map_err(|reason| Error::Spec { path: path.to_owned(), reason })?;
         Ok(spec)
     }
 
@@ -254,6 +254,7 @@ impl ExperimentSpec {
         }
         let m = &self.method;
         at_least_one("method.validation_size", m.validation_size)?;
+        at_least_one("method.batch_size", m.batch_size)?;
         let channels = match m.dataset {
             DatasetKind::Mnist => 1,
             DatasetKind::Cifar10 => 3,
@@ -482,7 +483,10 @@ mod tests {
             ("mean = [0.1307]", "mean = [0.1, 0.2]", &["method.normalisation", "2 mean", "1 of each"]),
             ("train_subset = 3000", "train_subset = 0", &["scales.smoke.train_subset", "= 0", "at least method.batch_size"]),
             ("eval_subset = 1000", "eval_subset = 0", &["scales.smoke.eval_subset", "= 0", "at least 1"]),
-            ("trials = 1", "trials = 0", &["scales.smoke", "trials", "at least 1"]),
+            ("trials = 1", "trials = 0", &["scales.smoke.trials", "= 0", "at least 1"]),
+            ("iterations = 60", "iterations = 0", &["scales.smoke.iterations", "= 0", "at least 1"]),
+            ("batch_size = 60", "batch_size = 0", &["method.batch_size", "= 0", "at least 1"]),
+            ("fc = 0.2", "fc = 1.0", &["method.pruning.fc", "= 1", "[0, 1)"]),
         ];
         for (from, to, words) in cases {
             let message = refused(from, to);
