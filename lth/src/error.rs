@@ -20,8 +20,12 @@ pub enum Error {
     #[error("{path}: {reason}; regenerate it (`cargo xtask reproduce`; for a run's curve, delete that run's level folder)")]
     Table { path: PathBuf, reason: String },
 
-    #[error("{dir}: holds a run whose spec differs from the requested one ({reason}); delete that folder or pass another --out")]
+    #[error("{}: holds a run whose spec differs from the requested one ({reason}); delete that folder or pass another --out", .dir.join("spec.json").display())]
     SpecMismatch { dir: PathBuf, reason: String },
+
+    /// A file of a run folder that does not match what was recorded when it was written.
+    #[error("{path}: {reason}; the run file is damaged: run `lth redo {redo}` (or delete it) and the same command again to retrain just that part")]
+    RunFile { path: PathBuf, reason: String, redo: PathBuf },
 
     #[error("unknown figure `{name}`; valid figures: {valid}")]
     UnknownFigure { name: String, valid: String },

@@ -11,12 +11,14 @@
 //! optim     masked Adam (fused CPU kernel; candle ops elsewhere)
 //! training  the one loop; evaluation every N iterations; observers
 //! lottery   ticket runs and their branches (one-shot, reinit, random pruning), resumable
+//! files     atomic writes, temporary names and digests, below everything that writes files
 //! results   record rows → store (run folders) → table (polars) → plot (plotters) → figures
 //! ```
 
 pub mod bench;
 pub mod datasets;
 pub mod error;
+pub mod files;
 pub mod gpu_check;
 pub mod lottery;
 pub mod masks;

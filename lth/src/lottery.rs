@@ -11,7 +11,7 @@ use crate::models::{self, init, Architecture, Weights};
 use crate::progress::Progress;
 use crate::pruning;
 use crate::results::record::{write_csv, CurveKey, CurveRecord};
-use crate::results::store::{load_weights, save_weights, RunDir, Store};
+use crate::results::store::{damaged_tensors, save_weights, RunDir, Store};
 use crate::seeds::{self, Purpose};
 use crate::spec::{PlannedRun, Procedure, RunSpec};
 use crate::training::{self, TrainConfig};
@@ -43,16 +43,16 @@ pub fn run(planned: &PlannedRun, store: &Store, data: &Dataset, dev: &Device, pr
 
 /// theta0 of the trial: drawn and saved by the ticket run, read by its branches.
 fn initial_weights(spec: &RunSpec, arch: &Architecture, trunk: &RunDir) -> Result<Weights> {
-    let path = trunk.init_path();
-    if path.exists() {
-        return load_weights(&path, arch);
+    if trunk.has_init() {
+        return trunk.load_init(arch);
     }
     if spec.procedure != Procedure::Ticket {
-        return Err(missing_trunk(trunk, "init.safetensors"));
+        return Err(missing_trunk(spec, trunk, "init.safetensors"));
     }
     let mut rng = seeds::stream(trial_seed(spec), Purpose::Init);
     let theta0 = init::glorot_normal(arch, &mut rng);
-    save_weights(&theta0, arch, &path)?;
+    save_weights(&theta0, arch, &trunk.init_path())?;
+    trunk.mark_init()?;
     Ok(theta0)
 }
 
@@ -62,14 +62,14 @@ pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &Ru
     let rates = pruning::rates(arch, &spec.method.pruning);
     let trunk_level = |l: usize| -> Result<(Mask, Weights)> {
         if !trunk.is_done(l) {
-            return Err(missing_trunk(trunk, &format!("level-{l:02}")));
+            return Err(missing_trunk(spec, trunk, &format!("level-{l:02}")));
         }
-        Ok((Mask::load(&trunk.mask_path(l), arch)?, load_weights(&trunk.final_path(l), arch)?))
+        finished_level(trunk, l, arch, &rates)
     };
     Ok(match spec.procedure {
         Procedure::Ticket if level == 0 => (Mask::dense(arch), theta0.clone()),
         Procedure::Ticket => {
-            let (previous, trained) = (Mask::load(&run.mask_path(level - 1), arch)?, load_weights(&run.final_path(level - 1), arch)?);
+            let (previous, trained) = finished_level(run, level - 1, arch, &rates)?;
             (pruning::magnitude_round(&trained, &previous, &rates), theta0.clone())
         }
         Procedure::Oneshot => {
@@ -87,6 +87,21 @@ pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &Ru
             (pruning::random_like(&mask, &mut rng), theta0.clone())
         }
     })
+}
+
+/// The mask and trained weights of a finished ticket level, checked against its marker and
+/// against the per-layer counts `level` rounds of pruning leave (a planted mask is refused).
+fn finished_level(ticket: &RunDir, level: usize, arch: &Architecture, rates: &[(String, f64)]) -> Result<(Mask, Weights)> {
+    let mask = ticket.load_mask(level, arch)?;
+    for (name, rate) in rates {
+        let layer = &mask.layers[name];
+        let expected = pruning::survivors_after(layer.keep.len(), *rate, level);
+        if layer.remaining() != expected {
+            let reason = format!("`{name}` keeps {} weights, but level {level} of a ticket keeps {expected}", layer.remaining());
+            return Err(damaged_tensors(&ticket.mask_path(level), reason));
+        }
+    }
+    Ok((mask, ticket.load_final(level, arch)?))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -134,6 +149,14 @@ fn trial_seed(spec: &RunSpec) -> u64 {
     seeds::trial_seed(spec.seed, spec.trial)
 }
 
-fn missing_trunk(trunk: &RunDir, what: &str) -> Error {
-    Error::Invalid(format!("{}: {what} is missing; the ticket run of this trial must finish first (run the experiment without --only)", trunk.dir.display()))
+/// The error for a branch started before its ticket run: it names the command to run first.
+fn missing_trunk(spec: &RunSpec, trunk: &RunDir, what: &str) -> Error {
+    let data = if spec.data.is_real() { "" } else { " --data synthetic" };
+    Error::Invalid(format!(
+        "{}: {what} is missing or unfinished; the ticket run of trial {trial} must finish first: run `lth run experiments/{experiment}.toml --scale {scale} --trial {trial}{data}`, which trains the ticket before its controls",
+        trunk.dir.display(),
+        trial = spec.trial,
+        experiment = spec.experiment,
+        scale = spec.scale.as_str(),
+    ))
 }

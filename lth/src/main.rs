@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use lth::datasets::{self, fetch::Source};
 use lth::progress::Progress;
-use lth::results::{compare, figures, plot, store::Store};
+use lth::results::{compare, figures, inventory, plot, store::Store};
 use lth::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
 
@@ -60,6 +60,9 @@ enum Command {
         /// Draw the runs made on `real` or `synthetic` CIFAR-10 images.
         #[arg(long, value_enum, default_value = "real")]
         data: DataSource,
+        /// The trials the runs were made with (`--trials` of `run` or `reproduce`).
+        #[arg(long, value_parser = at_least_one)]
+        trials: Option<usize>,
         /// The device the runs trained on, for the provenance record.
         #[arg(long, default_value = "not recorded")]
         device: String,
@@ -113,14 +116,37 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Print one `lth run` command per trial of the experiments behind some figures.
+    /// Print one `lth run` command per (experiment, trial) behind some figures, each experiment
+    /// once, with every option that changes what runs.
     Plan {
         figures: Vec<String>,
         #[command(flatten)]
         job: JobArgs,
+        #[command(flatten)]
+        data: DataArgs,
         #[arg(long, default_value = "experiments")]
         experiments: PathBuf,
     },
+    /// List the run folders of a results folder: finished levels, and whether the experiment
+    /// specs still expand to them (stale runs are never read by figures).
+    Runs {
+        /// Results folder.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Folder of experiment specs.
+        #[arg(long, default_value = "experiments")]
+        experiments: PathBuf,
+        /// List only the stale runs.
+        #[arg(long)]
+        stale: bool,
+        /// Delete the stale runs.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Remove a damaged level folder (`<out>/runs/<run-id>/level-NN`) or theta0
+    /// (`<out>/runs/<run-id>/init.safetensors`), so that the next run of the same command
+    /// retrains just that part.
+    Redo { path: PathBuf },
 }
 
 #[derive(Args, Clone)]
@@ -129,13 +155,13 @@ struct JobArgs {
     #[arg(long, value_enum, default_value = "quick")]
     scale: Scale,
     /// Override the scale's number of trials.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     trials: Option<usize>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Trials trained in parallel (default: one per CPU core, at most the number of trials).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     jobs: Option<usize>,
     /// Results folder (run folders are content-addressed and reused).
     #[arg(long, default_value = "results")]
@@ -179,34 +205,69 @@ fn main() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, each cause once: a library error that already
+/// quotes its cause (an I/O error after the path it failed on) is not followed by it again.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+fn at_least_one(value: &str) -> std::result::Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fetch { dataset, data } => {
+            source(&data).check()?;
             let kind = if dataset == "mnist" { DatasetKind::Mnist } else { DatasetKind::Cifar10 };
             let raw = load_data(kind, &data)?;
             println!("{dataset}: {} training and {} test images verified", raw.train.n, raw.test.n);
         }
         Command::Run { experiment, trial, job, data } => {
             let spec = ExperimentSpec::load(&experiment)?;
+            let trials = job.trials.unwrap_or(spec.sizes(job.scale)?.trials);
+            if let Some(t) = trial.filter(|&t| t >= trials) {
+                anyhow::bail!(
+                    "--trial {t}: {} has trials 0..{trials} at scale {}; pass --trials {} to run more",
+                    experiment.display(),
+                    job.scale.as_str(),
+                    t + 1
+                );
+            }
+            check_writable("--out", &job.out)?;
+            source(&data).check()?;
+            lth::device(&job.device)?;
             let raw = load_data(spec.method.dataset, &data)?;
             run_experiment(&spec, &job, trial, &raw, data.data)?;
         }
         Command::Reproduce { figures: names, job, data, output } => {
             let wanted = resolve_figures(&names)?;
             let revision = figures::git_revision();
-            let mut experiments: Vec<&str> = Vec::new();
-            for name in wanted.iter().flat_map(|f| f.experiments.iter()) {
-                if !experiments.contains(name) {
-                    experiments.push(name);
-                }
-            }
-            let specs =
-                experiments.iter().map(|name| ExperimentSpec::load(&output.experiments.join(format!("{name}.toml")))).collect::<lth::Result<Vec<_>>>()?;
+            let specs = load_specs(&output.experiments, &experiments_of(&wanted))?;
+            // Every path and value is checked before hours of training, not after.
+            check_writable("--out", &job.out)?;
+            check_writable("--figures-dir", &output.figures_dir)?;
+            source(&data).check()?;
+            lth::device(&job.device)?;
             // Fetch and decode every dataset once, first, so a missing one fails before hours of
             // training.
             let mut raws: Vec<datasets::RawDataset> = Vec::new();
@@ -221,13 +282,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             let command = output.command.clone().unwrap_or_else(|| format!("lth reproduce {}", names.join(" ")));
             for figure in wanted {
-                draw(figure, &job.out, job.scale, data.data, &output.figures_dir, &command, &job.device, &revision)?;
+                let provenance = provenance(&command, job.scale, job.trials, data.data, &job.device, &revision);
+                draw(figure, &job.out, &specs, &provenance, &output.figures_dir)?;
             }
         }
-        Command::Figure { figure, scale, out, data, device, output } => {
+        Command::Figure { figure, scale, out, data, trials, device, output } => {
             let figure = figures::find(&figure)?;
+            let specs = load_specs(&output.experiments, figure.experiments)?;
+            check_writable("--figures-dir", &output.figures_dir)?;
             let command = output.command.unwrap_or_else(|| format!("lth figure {} --scale {}", figure.id, scale.as_str()));
-            draw(figure, &out, scale, data, &output.figures_dir, &command, &device, &figures::git_revision())?;
+            let provenance = provenance(&command, scale, trials, data, &device, &figures::git_revision());
+            draw(figure, &out, &specs, &provenance, &output.figures_dir)?;
         }
         Command::Plot { figure, table, svg, png } => {
             let figure = figures::find(&figure)?;
@@ -245,23 +310,102 @@ fn run(cli: Cli) -> Result<()> {
             let python = std::env::var("LTH_PYTHON").unwrap_or_else(|_| "python3".into());
             print!("{}", lth::bench::markdown(&lth::bench::run(scale, vs_pytorch.then_some(python.as_str()))?));
         }
-        Command::Plan { figures: names, job, experiments } => {
-            for name in resolve_figures(&names)?.iter().flat_map(|f| f.experiments.iter()) {
+        Command::Plan { figures: names, job, data, experiments } => {
+            for name in experiments_of(&resolve_figures(&names)?) {
                 let spec_path = experiments.join(format!("{name}.toml"));
                 let spec = ExperimentSpec::load(&spec_path)?;
-                let trials = job.trials.unwrap_or(spec.sizes(job.scale)?.trials);
-                for trial in 0..trials {
-                    println!(
-                        "lth run {} --scale {} --trial {trial} --device {} --out {}",
-                        spec_path.display(),
-                        job.scale.as_str(),
-                        job.device,
-                        job.out.display()
-                    );
+                for line in plan_lines(&spec, &spec_path, &job, &data)? {
+                    println!("{line}");
                 }
             }
         }
+        Command::Runs { out, experiments, stale, prune } => {
+            let store = Store::new(&out);
+            let runs = inventory::runs(&store, &inventory::load_all(&experiments)?)?;
+            if runs.is_empty() {
+                eprintln!("{}: no run folders", store.runs_dir().display());
+            }
+            for run in runs.iter().filter(|r| !(stale || prune) || r.stale.is_some()) {
+                let levels = run.levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
+                let status = run.stale.as_deref().map_or("current".to_string(), |why| format!("stale: {why}"));
+                println!("{}\tlevels [{levels}]\t{status}", run.dir.id);
+                if prune && run.stale.is_some() {
+                    std::fs::remove_dir_all(&run.dir.dir).with_context(|| format!("removing {}", run.dir.dir.display()))?;
+                    println!("removed {}", run.dir.dir.display());
+                }
+            }
+        }
+        Command::Redo { path } => {
+            lth::results::store::redo(&path)?;
+            eprintln!("removed {}; run the same command again to retrain it", path.display());
+        }
     }
+    Ok(())
+}
+
+/// The `lth run` lines of one experiment: one per trial, carrying every option that changes
+/// what runs (scale, trials, data) and where (device, results folder, mirror).
+fn plan_lines(spec: &ExperimentSpec, spec_path: &Path, job: &JobArgs, data: &DataArgs) -> Result<Vec<String>> {
+    let trials = job.trials.unwrap_or(spec.sizes(job.scale)?.trials);
+    let mut options = format!("--scale {}", job.scale.as_str());
+    if let Some(n) = job.trials {
+        options += &format!(" --trials {n}");
+    }
+    if data.data == DataSource::Synthetic && spec.method.dataset == DatasetKind::Cifar10 {
+        options += " --data synthetic";
+    }
+    options += &format!(" --device {} --out {}", quoted(&job.device), quoted(&job.out.display().to_string()));
+    if let Some(mirror) = &data.mirror {
+        options += &format!(" --mirror {}", quoted(mirror));
+    }
+    Ok((0..trials).map(|trial| format!("lth run {} {options} --trial {trial}", quoted(&spec_path.display().to_string()))).collect())
+}
+
+/// A word as a POSIX shell reads it back.
+fn quoted(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=+,".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The experiments behind some figures, each once, in order.
+fn experiments_of(figures: &[&figures::Figure]) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for &name in figures.iter().flat_map(|f| f.experiments.iter()) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The specs of `names` from the experiments folder.
+fn load_specs(dir: &Path, names: &[&str]) -> Result<Vec<ExperimentSpec>> {
+    Ok(names.iter().map(|name| ExperimentSpec::load(&dir.join(format!("{name}.toml")))).collect::<lth::Result<_>>()?)
+}
+
+/// Fails unless `path` is a folder this process can write into, or can be created as one;
+/// nothing is created.
+fn check_writable(flag: &str, path: &Path) -> Result<()> {
+    let mut existing = path;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        anyhow::bail!("{flag} {}: {} is a file, not a folder; pass a folder", path.display(), existing.display());
+    }
+    let probe = lth::files::unique_temp(&existing.join(".lth-write-check"));
+    std::fs::write(&probe, b"")
+        .map_err(|e| anyhow::anyhow!("{flag} {}: cannot write into {} ({e}); pass a writable folder", path.display(), existing.display()))?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 
@@ -381,16 +525,12 @@ fn goldens(file: &Path, write: bool, out: Option<PathBuf>, experiments: &Path, m
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn draw(figure: &figures::Figure, out: &Path, scale: Scale, data: DataSource, dir: &Path, command: &str, device: &str, git_revision: &str) -> Result<()> {
-    let provenance = figures::Provenance {
-        command: command.to_string(),
-        scale: scale.as_str().to_string(),
-        data,
-        device: device.to_string(),
-        git_revision: git_revision.to_string(),
-    };
-    let outputs = figures::make(figure, &Store::new(out), &provenance, dir)?;
+fn provenance(command: &str, scale: Scale, trials: Option<usize>, data: DataSource, device: &str, git_revision: &str) -> figures::Provenance {
+    figures::Provenance { command: command.to_string(), scale, trials, data, device: device.to_string(), git_revision: git_revision.to_string() }
+}
+
+fn draw(figure: &figures::Figure, out: &Path, specs: &[ExperimentSpec], provenance: &figures::Provenance, dir: &Path) -> Result<()> {
+    let outputs = figures::make(figure, &Store::new(out), specs, provenance, dir)?;
     eprintln!("wrote {}, {}, {} and {}", outputs.svg.display(), outputs.png.display(), outputs.csv.display(), outputs.md.display());
     Ok(())
 }

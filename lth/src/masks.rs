@@ -2,7 +2,7 @@
 //! invariants (keys are exactly the prunable parameters, shapes match, values are 0 or 1),
 //! reports the fraction of weights remaining, and persists as safetensors (u8).
 
-use crate::error::{Error, Result};
+use crate::error::{IoContext, Result};
 use crate::models::{Architecture, Params};
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
@@ -91,8 +91,16 @@ impl Mask {
         crate::results::store::save_tensors(&tensors, path)
     }
 
+    /// Reads a mask file, checking its invariants against `arch`. Run folders read through
+    /// `RunDir::load_mask`, which checks the file against its level's marker first.
     pub fn load(path: &Path, arch: &Architecture) -> Result<Self> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| Error::CorruptData { path: path.to_owned(), reason: e.to_string() })?;
+        Self::from_safetensors(&std::fs::read(path).at(path)?, path, arch)
+    }
+
+    /// Parses the bytes of a mask file (`path` names it in errors).
+    pub fn from_safetensors(bytes: &[u8], path: &Path, arch: &Architecture) -> Result<Self> {
+        let damaged = |reason: String| crate::results::store::damaged_tensors(path, reason);
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| damaged(e.to_string()))?;
         let layers = tensors
             .into_iter()
             .map(|(name, t)| {
@@ -102,7 +110,7 @@ impl Mask {
             })
             .collect::<Result<_>>()?;
         let mask = Mask { layers };
-        mask.validate(arch).map_err(|reason| Error::CorruptData { path: path.to_owned(), reason })?;
+        mask.validate(arch).map_err(damaged)?;
         Ok(mask)
     }
 }

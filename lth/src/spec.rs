@@ -241,8 +241,80 @@ impl ExperimentSpec {
                 reason: format!("malformed experiment spec at {}{}", at.unwrap_or_default(), e.message().trim_end().replace('\n', "; ")),
             }
         })?;
-        spec.validate().map_err(|reason| Error::Spec { path: path.to_owned(), reason })?;
+        spec.check_values().and_then(|()| spec.validate()).map_err(|reason| Error::Spec { path: path.to_owned(), reason })?;
         Ok(spec)
+    }
+
+    /// Every value in its range, before anything runs: one line naming the field, the value and
+    /// what is allowed. The name becomes a folder name, so it may not leave the results folder.
+    pub fn check_values(&self) -> std::result::Result<(), String> {
+        let name_ok = !self.name.is_empty() && self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            return Err(format!("name = {:?} must be non-empty and use only letters, digits, `_` and `-` (it names run folders)", self.name));
+        }
+        let m = &self.method;
+        at_least_one("method.validation_size", m.validation_size)?;
+        at_least_one("method.batch_size", m.batch_size)?;
+        let channels = match m.dataset {
+            DatasetKind::Mnist => 1,
+            DatasetKind::Cifar10 => 3,
+        };
+        let n = &m.normalisation;
+        if n.mean.len() != channels || n.std.len() != channels {
+            return Err(format!(
+                "method.normalisation has {} mean and {} std values; {:?} images have {channels} channel(s), so give {channels} of each",
+                n.mean.len(),
+                n.std.len(),
+                m.dataset
+            ));
+        }
+        for (i, (&mean, &std)) in n.mean.iter().zip(&n.std).enumerate() {
+            if !mean.is_finite() {
+                return Err(format!("method.normalisation.mean[{i}] = {mean} must be a finite number"));
+            }
+            if !std.is_finite() || std <= 0.0 {
+                return Err(format!("method.normalisation.std[{i}] = {std} must be a finite number > 0"));
+            }
+        }
+        match m.optimizer {
+            OptimizerSpec::Adam { lr, beta1, beta2, eps } => {
+                positive("method.optimizer.lr", lr)?;
+                in_unit("method.optimizer.beta1", beta1)?;
+                in_unit("method.optimizer.beta2", beta2)?;
+                positive("method.optimizer.eps", eps)?;
+            }
+            OptimizerSpec::Sgd { lr, momentum, weight_decay } => {
+                positive("method.optimizer.lr", lr)?;
+                in_unit("method.optimizer.momentum", momentum)?;
+                if !weight_decay.is_finite() || weight_decay < 0.0 {
+                    return Err(format!("method.optimizer.weight_decay = {weight_decay} must be a finite number >= 0"));
+                }
+            }
+        }
+        let p = &m.pruning;
+        for (field, rate) in [("fc", Some(p.fc)), ("output", Some(p.output)), ("conv", p.conv)] {
+            if let Some(rate) = rate {
+                in_unit(&format!("method.pruning.{field}"), rate)?;
+            }
+        }
+        if let Some(d) = m.dropout {
+            in_unit("method.dropout", d)?;
+        }
+        for (scale, sizes) in &self.scales {
+            let at = |field: &str| format!("scales.{}.{field}", scale.as_str());
+            at_least_one(&at("iterations"), sizes.iterations)?;
+            at_least_one(&at("eval_every"), sizes.eval_every)?;
+            at_least_one(&at("trials"), sizes.trials)?;
+            if let Some(n) = sizes.train_subset {
+                if n < m.batch_size {
+                    return Err(format!("{} = {n} must be at least method.batch_size ({})", at("train_subset"), m.batch_size));
+                }
+            }
+            if let Some(n) = sizes.eval_subset {
+                at_least_one(&at("eval_subset"), n)?;
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
@@ -327,6 +399,28 @@ impl ExperimentSpec {
     }
 }
 
+fn at_least_one(field: &str, value: usize) -> std::result::Result<(), String> {
+    if value == 0 {
+        return Err(format!("{field} = 0 must be at least 1"));
+    }
+    Ok(())
+}
+
+fn positive(field: &str, value: f64) -> std::result::Result<(), String> {
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("{field} = {value} must be a finite number > 0"));
+    }
+    Ok(())
+}
+
+/// A rate or an Adam beta: in [0, 1).
+fn in_unit(field: &str, value: f64) -> std::result::Result<(), String> {
+    if !(0.0..1.0).contains(&value) {
+        return Err(format!("{field} = {value} must be in [0, 1)"));
+    }
+    Ok(())
+}
+
 impl RunSpec {
     /// Canonical JSON: serde writes struct fields in declaration order and maps sorted.
     pub fn canonical_json(&self) -> String {
@@ -347,5 +441,82 @@ impl RunSpec {
     /// The ticket run this run branches off (itself for a ticket).
     pub fn trunk(&self) -> RunSpec {
         RunSpec { procedure: Procedure::Ticket, copy: 0, ..self.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads `experiments/lenet.toml` with `from` replaced by `to`; the error line if refused.
+    fn refused(from: &str, to: &str) -> String {
+        let text = include_str!("../../experiments/lenet.toml");
+        assert!(text.contains(from), "`{from}` is not in lenet.toml");
+        let dir = std::env::temp_dir().join(format!("lth-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let path = dir.join(format!("edited-{}.toml", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        let message = match ExperimentSpec::load(&path) {
+            Ok(_) => panic!("`{to}` was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(message.contains(&path.display().to_string()) && !message.contains('\n'), "{message}");
+        message
+    }
+
+    #[test]
+    fn every_numeric_field_is_checked_before_anything_runs() {
+        let lr = "lr = 1.2e-3";
+        // (replace, by, words the one-line error must hold: the field, the value, the range)
+        let cases = [
+            (lr, "lr = nan", &["method.optimizer.lr", "NaN", "> 0"][..]),
+            (lr, "lr = -0.1", &["method.optimizer.lr", "-0.1", "> 0"]),
+            (lr, "lr = inf", &["method.optimizer.lr", "inf", "finite"]),
+            ("beta1 = 0.9", "beta1 = 1.0", &["method.optimizer.beta1", "= 1", "[0, 1)"]),
+            ("beta2 = 0.999", "beta2 = -0.5", &["method.optimizer.beta2", "-0.5", "[0, 1)"]),
+            ("eps = 1e-8", "eps = 0.0", &["method.optimizer.eps", "= 0", "> 0"]),
+            ("fc = 0.2", "fc = nan", &["pruning.fc", "NaN", "[0, 1)"]),
+            ("validation_size = 5000", "validation_size = 0", &["method.validation_size", "= 0", "at least 1"]),
+            ("mean = [0.1307], std = [0.3081]", "mean = [], std = []", &["method.normalisation", "0 mean", "1 of each"]),
+            ("std = [0.3081]", "std = [0.0]", &["method.normalisation.std[0]", "= 0", "> 0"]),
+            ("mean = [0.1307]", "mean = [0.1, 0.2]", &["method.normalisation", "2 mean", "1 of each"]),
+            ("train_subset = 3000", "train_subset = 0", &["scales.smoke.train_subset", "= 0", "at least method.batch_size"]),
+            ("eval_subset = 1000", "eval_subset = 0", &["scales.smoke.eval_subset", "= 0", "at least 1"]),
+            ("trials = 1", "trials = 0", &["scales.smoke.trials", "= 0", "at least 1"]),
+            ("iterations = 60", "iterations = 0", &["scales.smoke.iterations", "= 0", "at least 1"]),
+            ("batch_size = 60", "batch_size = 0", &["method.batch_size", "= 0", "at least 1"]),
+            ("fc = 0.2", "fc = 1.0", &["method.pruning.fc", "= 1", "[0, 1)"]),
+        ];
+        for (from, to, words) in cases {
+            let message = refused(from, to);
+            for word in words {
+                assert!(message.contains(word), "`{to}`: `{word}` missing from: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_name_that_could_leave_the_results_folder_is_refused() {
+        for name in ["../escape", "/tmp/abs", "a/b", "", ".."] {
+            let message = refused("name = \"lenet\"", &format!("name = {name:?}"));
+            assert!(message.contains("name =") && message.contains("letters, digits"), "{message}");
+        }
+        let message = refused("seed = 0", "seed = 0\nlearning_rate = 1");
+        assert!(message.contains("learning_rate"), "unknown keys are named: {message}");
+    }
+
+    #[test]
+    fn the_committed_experiments_pass_the_checks() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                ExperimentSpec::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 7, "{n} experiments");
     }
 }

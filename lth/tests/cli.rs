@@ -143,3 +143,149 @@ fn bench_vs_pytorch_without_torch_fails_before_timing_anything() {
     assert!(line.contains("/nonexistent/python") && line.contains("LTH_PYTHON"), "{line}");
     assert!(out.stdout.is_empty(), "timed rows before checking for torch");
 }
+
+/// The MNIST files of the mirror, copied into `dir/mnist`, read-only.
+fn read_only_mirror(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join("mirror");
+    std::fs::create_dir_all(copy.join("mnist")).unwrap();
+    for entry in std::fs::read_dir(Path::new(&mirror()).join("mnist")).unwrap().flatten() {
+        let to = copy.join("mnist").join(entry.file_name());
+        std::fs::copy(entry.path(), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn a_read_only_mirror_leaves_writable_files_and_io_errors_name_their_path_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("readonly");
+    let mirror = read_only_mirror(&dir);
+    let cache = dir.join("data");
+    // A copy killed midway, as an earlier lth left it: a read-only partial file.
+    std::fs::create_dir_all(cache.join("mnist")).unwrap();
+    let part = cache.join("mnist/train-labels-idx1-ubyte.gz.part");
+    std::fs::write(&part, b"half").unwrap();
+    std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let out = lth(&["fetch", "mnist", "--mirror", mirror.to_str().unwrap()], &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for entry in std::fs::read_dir(cache.join("mnist")).unwrap().flatten() {
+        let mode = entry.metadata().unwrap().permissions().mode();
+        assert!(mode & 0o200 != 0, "{} is not writable by its owner (mode {mode:o})", entry.path().display());
+    }
+    // An I/O error names the path it failed on, and says the OS error once.
+    let not_a_folder = dir.join("a-file");
+    std::fs::write(&not_a_folder, b"").unwrap();
+    let line = error_line(&lth(&["fetch", "mnist", "--mirror", mirror.to_str().unwrap()], &not_a_folder));
+    assert!(line.contains(&not_a_folder.display().to_string()) && line.matches("(os error").count() == 1, "{line}");
+}
+
+#[test]
+fn concurrent_fetches_into_one_empty_cache_both_succeed() {
+    let dir = scratch("concurrent");
+    let cache = dir.join("data");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_lth"))
+            .args(["fetch", "mnist"])
+            .env("LTH_DATA_DIR", &cache)
+            .env("LTH_DATA_MIRROR", mirror())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn bad_paths_and_values_fail_before_any_training() {
+    let dir = scratch("preflight");
+    let out = dir.join("results");
+    let a_file = dir.join("a-file");
+    std::fs::write(&a_file, b"").unwrap();
+    let reproduce = |extra: &[&str]| {
+        let mut args = vec!["reproduce", "fig3", "--scale", "smoke", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        lth(&args, &dir.join("data"))
+    };
+    let line = error_line(&reproduce(&["--figures-dir", a_file.to_str().unwrap()]));
+    assert!(line.contains("--figures-dir") && line.contains("a-file") && line.contains("not a folder"), "{line}");
+    let line = error_line(&lth(&["run", "experiments/lenet.toml", "--scale", "smoke", "--out", a_file.to_str().unwrap()], &dir.join("data")));
+    assert!(line.contains("--out") && line.contains("a-file"), "{line}");
+    let empty = dir.join("empty-mirror");
+    std::fs::create_dir_all(&empty).unwrap();
+    let line = error_line(&reproduce(&["--mirror", empty.to_str().unwrap()]));
+    assert!(line.contains("empty-mirror") && line.contains("empty folder"), "{line}");
+    let line = error_line(&reproduce(&["--mirror", "htp:/nowhere"]));
+    assert!(line.contains("htp:/nowhere"), "{line}");
+    for flag in ["--trials", "--jobs"] {
+        let line = error_line(&reproduce(&[flag, "0"]));
+        assert!(line.contains(flag) && line.contains("at least 1"), "{line}");
+    }
+    assert!(!out.join("runs").exists(), "training started before the checks");
+}
+
+#[test]
+fn plan_prints_each_experiment_trial_once_with_every_option() {
+    let dir = scratch("plan");
+    let out = dir.join("results");
+    let plan = lth(&["plan", "--scale", "smoke", "--trials", "3", "--data", "synthetic", "--out", out.to_str().unwrap()], &dir.join("data"));
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let unique: std::collections::BTreeSet<&str> = lines.iter().copied().collect();
+    assert_eq!(unique.len(), lines.len(), "repeated lines:\n{text}");
+    let experiments = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments")).unwrap().count();
+    assert_eq!(lines.len(), 3 * experiments, "{text}");
+    for line in &lines {
+        assert!(line.contains("--trials 3") && line.contains(&format!("--out {}", out.display())), "{line}");
+        assert_eq!(line.contains("--data synthetic"), !line.contains("lenet.toml"), "{line}");
+    }
+    // A printed line runs as printed: trial 1 exists only because the line carries --trials.
+    let plan = lth(&["plan", "fig3", "--scale", "smoke", "--trials", "2", "--out", out.to_str().unwrap()], &dir.join("data"));
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    let line = text.lines().find(|l| l.ends_with("--trial 1")).unwrap_or_else(|| panic!("no trial 1 in:\n{text}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], "lth");
+    let run = lth(&words[1..], &dir.join("data"));
+    assert!(run.status.success(), "`{line}` failed: {}", String::from_utf8_lossy(&run.stderr));
+}
+
+#[test]
+fn an_edited_spec_never_mixes_with_its_old_runs_which_can_be_listed_and_pruned() {
+    let dir = scratch("edited");
+    let (out, figs, experiments) = (dir.join("results"), dir.join("figures"), dir.join("experiments"));
+    std::fs::create_dir_all(&experiments).unwrap();
+    let original = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet.toml")).unwrap();
+    let flags = |cmd: &'static str| vec![cmd, "--scale", "smoke", "--out", out.to_str().unwrap(), "--experiments", experiments.to_str().unwrap()];
+    let reproduce = || {
+        let mut args = flags("reproduce");
+        args.extend(["fig3", "--figures-dir", figs.to_str().unwrap()]);
+        let done = lth(&args, &dir.join("data"));
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    };
+    std::fs::write(experiments.join("lenet.toml"), &original).unwrap();
+    reproduce();
+    let old_runs: Vec<String> = std::fs::read_dir(out.join("runs")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    std::fs::write(experiments.join("lenet.toml"), original.replace("lr = 1.2e-3", "lr = 2e-3")).unwrap();
+    reproduce();
+    let table = std::fs::read_to_string(figs.join("fig3.csv")).unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split(',').collect();
+    let n = header.iter().position(|h| *h == "n").unwrap();
+    assert!(table.lines().skip(1).all(|row| row.split(',').nth(n) == Some("1")), "rows pool several runs:\n{table}");
+    let md = std::fs::read_to_string(figs.join("fig3.md")).unwrap();
+    assert!(old_runs.iter().all(|id| !md.contains(id.as_str())), "{md}");
+    // The old runs are on disk, listed as stale, and removed only on request.
+    let listed = lth(&[&flags("runs")[..1], &["--stale"], &flags("runs")[3..]].concat(), &dir.join("data"));
+    let stdout = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.status.success() && old_runs.iter().all(|id| stdout.contains(id.as_str())) && stdout.lines().count() == old_runs.len(), "{stdout}");
+    assert!(old_runs.iter().all(|id| out.join("runs").join(id).exists()));
+    let pruned = lth(&[&flags("runs")[..1], &["--prune"], &flags("runs")[3..]].concat(), &dir.join("data"));
+    assert!(pruned.status.success());
+    assert!(old_runs.iter().all(|id| !out.join("runs").join(id).exists()), "{}", String::from_utf8_lossy(&pruned.stdout));
+    assert_eq!(std::fs::read_dir(out.join("runs")).unwrap().count(), old_runs.len(), "current runs were pruned");
+}

@@ -16,9 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 fn spec() -> ExperimentSpec {
+    spec_from(TINY_LENET)
+}
+
+fn spec_from(text: &str) -> ExperimentSpec {
     let dir = scratch("spec");
     let path = dir.join("lenet.toml");
-    std::fs::write(&path, TINY_LENET).unwrap();
+    std::fs::write(&path, text).unwrap();
     ExperimentSpec::load(&path).unwrap()
 }
 
@@ -38,12 +42,22 @@ fn data() -> &'static Dataset {
 
 /// Runs every planned run into `out`.
 fn run_all(out: &Path) -> Store {
+    try_run(out, &spec()).unwrap();
+    Store::new(out)
+}
+
+/// Runs every run of `spec` at smoke scale into `out`, stopping at the first error.
+fn try_run(out: &Path, spec: &ExperimentSpec) -> lth::Result<()> {
     let store = Store::new(out);
     let progress = Progress::new(0, 0);
-    for planned in plan() {
-        lth::lottery::run(&planned, &store, data(), &candle_core::Device::Cpu, &progress).unwrap();
+    for planned in spec.plan(Scale::Smoke, None, DataSource::Real).unwrap() {
+        lth::lottery::run(&planned, &store, data(), &candle_core::Device::Cpu, &progress)?;
     }
-    store
+    Ok(())
+}
+
+fn smoke_provenance() -> figures::Provenance {
+    figures::Provenance { command: "test".into(), scale: Scale::Smoke, trials: None, data: DataSource::Real, device: "cpu".into(), git_revision: "test".into() }
 }
 
 /// One finished results folder shared by the read-only tests.
@@ -213,9 +227,7 @@ fn figures_are_drawn_and_redraw_identically_from_their_tables() {
     let store = Store::new(finished());
     for id in ["fig3", "fig4"] {
         let figure = figures::find(id).unwrap();
-        let provenance =
-            figures::Provenance { command: "test".into(), scale: "smoke".into(), data: DataSource::Real, device: "cpu".into(), git_revision: "test".into() };
-        let out = figures::make(figure, &store, &provenance, &figs).unwrap();
+        let out = figures::make(figure, &store, &[spec()], &smoke_provenance(), &figs).unwrap();
         for path in [&out.csv, &out.svg, &out.png, &out.md] {
             assert!(std::fs::metadata(path).unwrap().len() > 100, "{} is empty", path.display());
         }
@@ -311,4 +323,136 @@ fn sparse_kernels_train_like_dense_masked_training() {
     // The next pruning round picks the same weights.
     let next = |w| pruning::magnitude_round(w, &mask, &rates);
     assert_eq!(next(&sparse_weights), next(&dense_weights), "masks differ");
+}
+
+/// A figure of `spec` drawn from `out` into a fresh folder: its table and provenance.
+fn fig4_of(out: &Path, spec: &ExperimentSpec) -> lth::Result<(String, String)> {
+    let figs = scratch("fig4");
+    let made = figures::make(figures::find("fig4").unwrap(), &Store::new(out), std::slice::from_ref(spec), &smoke_provenance(), &figs)?;
+    Ok((std::fs::read_to_string(made.csv).unwrap(), std::fs::read_to_string(made.md).unwrap()))
+}
+
+#[test]
+fn a_figure_aggregates_exactly_the_runs_its_spec_expands_to() {
+    // One results folder holding: the spec's runs, the same experiment with another learning
+    // rate, and a one-off run with one more level.
+    let out = scratch("mixed");
+    run_all(&out);
+    let (expected, _) = fig4_of(finished(), &spec()).unwrap();
+    let edited_lr = spec_from(&TINY_LENET.replace("lr = 1.2e-3", "lr = 2e-3"));
+    try_run(&out, &edited_lr).unwrap();
+    try_run(&out, &spec_from(&TINY_LENET.replace("levels = 3", "levels = 4"))).unwrap();
+    let (table, md) = fig4_of(&out, &spec()).unwrap();
+    assert_eq!(table, expected, "the figure mixed in runs of other specs or levels");
+    for planned in plan() {
+        assert!(md.contains(&format!("`{}`", planned.spec.id())), "{} missing from the provenance:\n{md}", planned.spec.id());
+    }
+    for planned in edited_lr.plan(Scale::Smoke, None, DataSource::Real).unwrap() {
+        assert!(!md.contains(&planned.spec.id().0), "{} is in the provenance", planned.spec.id());
+    }
+    // The other spec's runs are stale, listed, and left on disk until pruned.
+    let status = lth::results::inventory::runs(&Store::new(&out), &[spec()]).unwrap();
+    let stale: Vec<String> = status.iter().filter(|r| r.stale.is_some()).map(|r| r.dir.id.0.clone()).collect();
+    let old: Vec<String> = edited_lr.plan(Scale::Smoke, None, DataSource::Real).unwrap().iter().map(|r| r.spec.id().0).collect();
+    assert_eq!(stale, {
+        let mut o = old.clone();
+        o.sort();
+        o
+    });
+    assert!(old.iter().all(|id| out.join("runs").join(id).exists()));
+}
+
+/// Flips one byte of a file in place.
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = at.min(bytes.len() - 1);
+    bytes[at] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn damaged_run_files_are_named_and_never_drawn_or_trained_from() {
+    let out = scratch("damaged");
+    run_all(&out);
+    let arch = Architecture::of(spec().method.model);
+    let ticket = run_dir(&out, Procedure::Ticket, 0);
+    let (table, _) = fig4_of(&out, &spec()).unwrap();
+
+    // A curve cut inside its last number: refused by name, with the way to redo the level.
+    let curve = ticket.curve_path(2);
+    let original = std::fs::read(&curve).unwrap();
+    std::fs::write(&curve, &original[..original.len() - 4]).unwrap();
+    let message = fig4_of(&out, &spec()).unwrap_err().to_string();
+    assert!(message.contains(&curve.display().to_string()) && message.contains(&format!("lth redo {}", ticket.level_dir(2).display())), "{message}");
+    lth::results::store::redo(&ticket.level_dir(2)).unwrap();
+    run_all(&out);
+    assert_eq!(std::fs::read(&curve).unwrap(), original, "the redone level differs");
+    assert_eq!(fig4_of(&out, &spec()).unwrap().0, table);
+
+    // Weights a later level trains from, one byte changed: named, nothing trained.
+    flip_byte(&ticket.final_path(1), 5000);
+    lth::results::store::redo(&ticket.curve_path(2)).unwrap();
+    assert!(!ticket.level_dir(2).exists(), "redo of a level's file removes its level");
+    let message = try_run(&out, &spec()).unwrap_err().to_string();
+    assert!(message.contains(&ticket.final_path(1).display().to_string()) && message.contains("SHA-256"), "{message}");
+    assert!(!ticket.is_done(2), "trained from a damaged file");
+    lth::results::store::redo(&ticket.level_dir(1)).unwrap();
+    run_all(&out);
+
+    // theta0, one byte changed: the branches that read it refuse it.
+    let init = ticket.init_path();
+    flip_byte(&init, 3000);
+    let reinit = run_dir(&out, Procedure::Reinit, 0);
+    lth::results::store::redo(&reinit.level_dir(2)).unwrap();
+    let message = try_run(&out, &spec()).unwrap_err().to_string();
+    assert!(message.contains(&init.display().to_string()), "{message}");
+    lth::results::store::redo(&init).unwrap();
+    run_all(&out);
+
+    // A dense mask planted in a pruned level, even with its marker rewritten to match, and a
+    // mask of the wrong shape: refused, never trained from.
+    let dense = Mask::dense(&arch);
+    dense.save(&ticket.mask_path(2)).unwrap();
+    ticket.mark_done(2).unwrap();
+    lth::results::store::redo(&ticket.level_dir(3)).unwrap();
+    let message = try_run(&out, &spec()).unwrap_err().to_string();
+    assert!(message.contains("mask.safetensors") && message.contains("level 2 of a ticket keeps"), "{message}");
+    let mut wrong = Mask::load(&run_dir(finished(), Procedure::Ticket, 0).mask_path(2), &arch).unwrap();
+    let layer = wrong.layers.get_mut("fc2.weight").unwrap();
+    layer.shape = vec![layer.keep.len()];
+    wrong.save(&ticket.mask_path(2)).unwrap();
+    ticket.mark_done(2).unwrap();
+    let message = try_run(&out, &spec()).unwrap_err().to_string();
+    assert!(message.contains("mask.safetensors") && message.contains("shape"), "{message}");
+    assert!(!ticket.is_done(3), "trained from a planted mask");
+    lth::results::store::redo(&ticket.level_dir(2)).unwrap();
+    run_all(&out);
+    assert_eq!(fig4_of(&out, &spec()).unwrap().0, table, "the repaired folder draws another table");
+}
+
+#[test]
+fn a_control_started_before_its_ticket_names_the_command_to_run_first() {
+    let out = scratch("no-ticket");
+    let reinit = plan().into_iter().find(|r| r.spec.procedure == Procedure::Reinit).unwrap();
+    let message = lth::lottery::run(&reinit, &Store::new(&out), data(), &candle_core::Device::Cpu, &Progress::new(0, 0)).unwrap_err().to_string();
+    assert!(message.contains("`lth run experiments/lenet.toml --scale smoke --trial 0`"), "{message}");
+    assert!(!message.contains("--only"), "{message}");
+}
+
+#[test]
+fn a_failed_drawing_leaves_the_previous_figure_untouched() {
+    let figs = scratch("atomic");
+    let store = Store::new(finished());
+    let figure = figures::find("fig3").unwrap();
+    let made = figures::make(figure, &store, &[spec()], &smoke_provenance(), &figs).unwrap();
+    let svg = std::fs::read(&made.svg).unwrap();
+    // The PNG cannot be written (its folder does not exist): the SVG must not change either.
+    std::fs::write(&made.svg, b"previous").unwrap();
+    assert!(plot::draw_from_csv(figure, &made.csv, &made.svg, Some(&figs.join("missing/fig3.png"))).is_err());
+    assert!(std::fs::read(&made.svg).unwrap() == b"previous", "a failed drawing replaced the SVG");
+    let left: Vec<_> =
+        std::fs::read_dir(&figs).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".tmp")).collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    plot::draw_from_csv(figure, &made.csv, &made.svg, None).unwrap();
+    assert!(std::fs::read(&made.svg).unwrap() == svg, "the redrawn SVG differs");
 }

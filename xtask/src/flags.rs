@@ -22,8 +22,8 @@ cargo xtask <command>
                                installed (default N: $CUDA_COMPUTE_CAP or 90, i.e. H100/H200)
   gpu-check                    CPU-vs-CUDA parity and GPU throughput (on a GPU machine; runs
                                xtask/gpu-check.sh, which needs no Rust toolchain)
-  plan [FIG...] [--scale S] [--trials N] [--device D] [--out DIR]
-        one `lth run` command per trial, for Slurm arrays or GNU parallel
+  plan [FIG...] [--scale S] [--trials N] [--device D] [--out DIR] [--mirror URL|DIR] [--data real|synthetic]
+        one `lth run` command per (experiment, trial), each experiment once, for Slurm arrays or GNU parallel
 
 Environment: LTH_DATA_MIRROR (mirror), LTH_DATA_DIR (dataset cache).
 ";

@@ -63,8 +63,9 @@ fn run() -> Result<()> {
         flags::Task::Plan(r) => {
             let lth = build_lth(&sh, false)?;
             let job = r.job_args();
+            let data = r.data_args();
             let figs = &r.figures;
-            cmd!(sh, "{lth} plan {figs...} {job...}").run()?;
+            cmd!(sh, "{lth} plan {figs...} {job...} {data...}").run()?;
         }
     }
     Ok(())

@@ -1,14 +1,18 @@
 //! Getting dataset files onto disk: official URLs with a fallback mirror, or a user mirror
 //! (a base URL or a local folder laid out as `<dataset>/<file>`), resumable downloads into
 //! `<file>.part`, SHA-256 verification, and atomic renames. A verified file is never fetched
-//! again; a corrupt one is reported, removed and fetched again, never used.
+//! again; a corrupt one is reported, removed and fetched again, never used. One process at a
+//! time fetches a given file (a lock file in `<cache>/.locks`); the others wait, then find it there.
 
 use crate::error::{Error, IoContext, Result};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+// Kept here as well for the modules that reach them through `fetch`.
+pub use crate::files::{digest_file, unique_temp, write_atomic};
 
 /// One file of a dataset, as published.
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +51,42 @@ impl Source {
         Source { mirror, cache }
     }
 
+    /// Checks the mirror before anything runs: a base URL (`http://host…`, `https://host…`) or
+    /// an existing folder with something in it.
+    pub fn check(&self) -> Result<()> {
+        let Some(mirror) = &self.mirror else {
+            return Ok(());
+        };
+        let fix = "set --mirror (or LTH_DATA_MIRROR) to a base URL or to a folder laid out as `<dataset>/<file>`";
+        if let Some(rest) = mirror.strip_prefix("http://").or_else(|| mirror.strip_prefix("https://")) {
+            if rest.trim_matches('/').is_empty() {
+                return Err(Error::Invalid(format!("mirror `{mirror}` names no host; {fix}")));
+            }
+            return Ok(());
+        }
+        let dir = Path::new(mirror);
+        let problem = if mirror.contains("://") {
+            "is neither an http(s) URL nor a folder"
+        } else if !dir.is_dir() {
+            "is not a folder (or does not exist)"
+        } else if fs::read_dir(dir).at(dir)?.next().is_none() {
+            "is an empty folder"
+        } else {
+            return Ok(());
+        };
+        Err(Error::Invalid(format!("mirror `{mirror}` {problem}; {fix}")))
+    }
+
     /// The verified local copy of `file`, fetching it first if needed.
     pub fn fetch(&self, file: &RemoteFile, official: &[&str]) -> Result<PathBuf> {
         let dir = self.cache.join(file.dataset);
         fs::create_dir_all(&dir).at(&dir)?;
         let path = dir.join(file.name);
+        if path.exists() && verify(&path, file.checksum).is_ok() {
+            return Ok(path);
+        }
+        // Another process may be fetching the same file: wait for it, then look again.
+        let _lock = lock(&self.cache.join(".locks").join(format!("{}.{}.lock", file.dataset, file.name)))?;
         if path.exists() {
             match verify(&path, file.checksum) {
                 Ok(()) => return Ok(path),
@@ -93,7 +128,7 @@ impl Source {
             if !src.exists() {
                 return Err(Error::Invalid(format!("{} does not exist", src.display())));
             }
-            fs::copy(&src, &part).at(&src)?;
+            copy_contents(&src, &part)?;
         }
         if let Err(e) = verify(&part, file.checksum) {
             fs::remove_file(&part).at(&part)?;
@@ -107,12 +142,35 @@ fn extension(path: &Path) -> String {
     path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// A temporary name beside `path`, unique to this process and call, so concurrent writers
-/// never share one.
-pub fn unique_temp(path: &Path) -> PathBuf {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    path.with_extension(format!("{}.{}-{n}.tmp", extension(path), std::process::id()))
+/// Holds the lock file `path` exclusively until dropped. The OS releases it when the process
+/// dies, so a killed fetch never blocks the next one. Lock files stay (removing one while
+/// another process waits on it would let a third take a second lock), out of the data folders.
+fn lock(path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).at(dir)?;
+    }
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).at(path)?;
+    file.lock().at(path)?;
+    Ok(file)
+}
+
+/// Copies a mirror file's bytes (not its permissions: a read-only mirror must not leave a
+/// read-only partial file behind) into a fresh `part`; each error names the file it failed on.
+fn copy_contents(src: &Path, part: &Path) -> Result<()> {
+    if part.exists() {
+        fs::remove_file(part).at(part)?;
+    }
+    let mut from = File::open(src).at(src)?;
+    let mut to = File::create(part).at(part)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = from.read(&mut buf).at(src)?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n]).at(part)?;
+    }
+    to.sync_all().at(part)
 }
 
 fn default_cache() -> PathBuf {
@@ -136,14 +194,6 @@ pub fn verify(path: &Path, expected: Checksum) -> Result<()> {
     } else {
         Err(Error::Checksum { path: path.to_owned(), kind, expected: expected.into(), actual })
     }
-}
-
-/// The hex digest of a file.
-pub fn digest_file<D: Digest + io::Write>(path: &Path) -> Result<String> {
-    let mut hasher = D::new();
-    let mut f = File::open(path).at(path)?;
-    io::copy(&mut f, &mut hasher).at(path)?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Downloads `url` into `part`, resuming from its current length with an HTTP Range request,
@@ -183,9 +233,9 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path) -> std::result::Re
     let total = response.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(|n| if resume { n + have } else { n });
     let mut out = OpenOptions::new().create(true).write(true).truncate(false).open(part).map_err(|e| format!("{}: {e}", part.display()))?;
     if resume {
-        out.seek(io::SeekFrom::End(0)).map_err(|e| e.to_string())?;
+        out.seek(io::SeekFrom::End(0)).map_err(|e| format!("{}: {e}", part.display()))?;
     } else {
-        out.set_len(0).map_err(|e| e.to_string())?;
+        out.set_len(0).map_err(|e| format!("{}: {e}", part.display()))?;
     }
     let bar = crate::progress::bytes_bar(total, if resume { have } else { 0 }, url);
     let mut reader = response.into_body().into_reader();
@@ -199,14 +249,6 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path) -> std::result::Re
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
-    out.sync_all().map_err(|e| e.to_string())?;
+    out.sync_all().map_err(|e| format!("{}: {e}", part.display()))?;
     Ok(())
-}
-
-/// Writes `bytes` to `path` atomically (temp file + rename), so an interruption never leaves
-/// a half-written file under the final name.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = unique_temp(path);
-    fs::write(&tmp, bytes).at(&tmp)?;
-    fs::rename(&tmp, path).at(path)
 }

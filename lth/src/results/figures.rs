@@ -7,7 +7,8 @@ use super::record::read_csv;
 use super::store::Store;
 use super::table;
 use crate::error::{Error, Result};
-use crate::spec::DataSource;
+use crate::files;
+use crate::spec::{DataSource, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
 
 pub struct Figure {
@@ -103,10 +104,12 @@ impl Outputs {
     }
 }
 
-/// What produced a figure.
+/// What produced a figure, and which runs it draws.
 pub struct Provenance {
     pub command: String,
-    pub scale: String,
+    pub scale: Scale,
+    /// The trials asked for (`--trials`); None: the scale's own number.
+    pub trials: Option<usize>,
     /// The images requested for CIFAR-10 experiments (MNIST is always real).
     pub data: DataSource,
     pub device: String,
@@ -114,24 +117,36 @@ pub struct Provenance {
     pub git_revision: String,
 }
 
-/// Aggregates the finished runs of `figure` at `scale`, writes its table, drawings and
-/// provenance into `dir`.
-pub fn make(figure: &Figure, store: &Store, provenance: &Provenance, dir: &Path) -> Result<Outputs> {
+/// Aggregates exactly the runs that `specs` expand to for `figure` (at the provenance's scale,
+/// trials and data), writes its table, drawings and provenance into `dir`.
+pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance: &Provenance, dir: &Path) -> Result<Outputs> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
     let mut records = Vec::new();
     let mut sources = Vec::new();
+    let mut run_ids = Vec::new();
+    let scale = provenance.scale.as_str();
     for experiment in figure.experiments {
-        // MNIST has no synthetic stand-in: its experiments fall back to their real runs.
-        let mut rows = table::load_records(store, experiment, &provenance.scale, provenance.data)?;
-        if rows.is_empty() && !provenance.data.is_real() {
-            rows = table::load_records(store, experiment, &provenance.scale, DataSource::Real)?;
+        let spec = specs
+            .iter()
+            .find(|s| s.name == *experiment)
+            .ok_or_else(|| Error::Invalid(format!("figure {} draws experiment `{experiment}`, whose spec was not loaded", figure.id)))?;
+        // MNIST has no synthetic stand-in: `plan` keeps its experiments on their real runs.
+        let finished = table::load_records(store, &spec.plan(provenance.scale, provenance.trials, provenance.data)?)?;
+        if finished.records.is_empty() {
+            return Err(table::nothing_finished(store, experiment, scale));
         }
-        if rows.is_empty() {
-            return Err(table::nothing_finished(store, experiment, &provenance.scale));
+        if finished.finished < finished.planned {
+            eprintln!(
+                "warning: {}: {} of the {} planned `{experiment}` trainings at scale `{scale}` are not finished; the figure shows the finished ones",
+                figure.id,
+                finished.planned - finished.finished,
+                finished.planned
+            );
         }
-        let data = if rows[0].data.is_real() { "real" } else { "**synthetic** (generated stand-in, not CIFAR-10)" };
-        sources.push(format!("`{experiment}`: {data}"));
-        records.extend(rows);
+        let data = if finished.records[0].data.is_real() { "real" } else { "**synthetic** (generated stand-in, not CIFAR-10)" };
+        sources.push(format!("`{experiment}`: {data}, {} of {} planned trainings finished", finished.finished, finished.planned));
+        records.extend(finished.records);
+        run_ids.extend(finished.runs);
     }
     let synthetic = records.iter().any(|r| !r.data.is_real());
     let curves = table::curves_frame(&records)?;
@@ -140,12 +155,17 @@ pub fn make(figure: &Figure, store: &Store, provenance: &Provenance, dir: &Path)
         Kind::Sparsity(_) => table::sparsity(&curves)?,
     };
     let out = Outputs::new(dir, figure.id);
-    table::write_csv(&frame, &out.csv)?;
-    plot::draw_from_csv(figure, &out.csv, &out.svg, Some(&out.png))?;
-    let summary = match figure.kind {
-        Kind::Curves => fig3_summary(&read_csv(&out.csv)?),
-        Kind::Sparsity(procedures) => sparsity_summary(&read_csv(&out.csv)?, procedures),
-    };
+    // The table goes into place only after its drawings, so a kill in between leaves the old
+    // table beside the old drawings, never a new table beside drawings of the old one.
+    let csv = files::unique_temp(&out.csv);
+    table::write_csv(&frame, &csv)?;
+    let summary = plot::draw_from_csv(figure, &csv, &out.svg, Some(&out.png))
+        .and_then(|()| summarise(figure, &csv))
+        .and_then(|summary| files::rename(&csv, &out.csv).map(|()| summary))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&csv);
+        })?;
+    let runs = run_ids.iter().map(|id| format!("- `{id}`\n")).collect::<String>();
     let warning = if synthetic {
         "**Synthetic data.** The CIFAR-10 runs behind this figure trained on a generated set in the CIFAR-10 file format \
          (`--data synthetic`), not on CIFAR-10: the numbers show the pipeline works, not the paper's results. \
@@ -158,19 +178,27 @@ pub fn make(figure: &Figure, store: &Store, provenance: &Provenance, dir: &Path)
          Generated by `{command}`; do not edit, rerun that command instead.\n\n\
          | | |\n|---|---|\n\
          | scale | `{scale}` |\n| data | {data} |\n| git revision | `{rev}` |\n| device | {device} |\n| date (UTC) | {date} |\n\
-         | table | [`{id}.csv`]({id}.csv) |\n\n{notes}{summary}",
+         | table | [`{id}.csv`]({id}.csv) |\n\n{notes}{summary}\n\
+         Runs aggregated (`<out>/runs/<run-id>`; exactly the runs the experiment specs expand to):\n\n{runs}",
         id = figure.id,
         title = figure.title,
         command = provenance.command,
-        scale = provenance.scale,
         data = sources.join("; "),
         rev = provenance.git_revision,
         device = provenance.device,
         date = today(),
         notes = if figure.notes.is_empty() { String::new() } else { format!("{}\n\n", figure.notes) },
     );
-    crate::datasets::fetch::write_atomic(&out.md, text.as_bytes())?;
+    files::write_atomic(&out.md, text.as_bytes())?;
     Ok(out)
+}
+
+/// The headline numbers of a figure's table, for its provenance file.
+fn summarise(figure: &Figure, table: &Path) -> Result<String> {
+    Ok(match figure.kind {
+        Kind::Curves => fig3_summary(&read_csv(table)?),
+        Kind::Sparsity(procedures) => sparsity_summary(&read_csv(table)?, procedures),
+    })
 }
 
 fn pct(v: f64) -> String {

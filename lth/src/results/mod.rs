@@ -1,10 +1,12 @@
 //! Results: row types (`record`), the on-disk layout of runs (`store`), aggregation into
 //! tables with polars (`table`), figures with plotters (`plot`), and the figure registry with
-//! provenance (`figures`). Polars appears only in `table`, plotters only in `plot`.
+//! provenance (`figures`), and which run folders the current specs still use (`inventory`). Polars appears only in `table`, plotters only in `plot`.
 
 pub mod compare;
 pub mod figures;
 pub mod goldens;
+pub mod inventory;
+pub mod marker;
 pub mod plot;
 pub mod record;
 pub mod store;

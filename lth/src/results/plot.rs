@@ -6,6 +6,7 @@
 use super::figures::{Figure, Kind};
 use super::record::read_csv;
 use crate::error::{Error, Result};
+use crate::files;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -57,8 +58,28 @@ pub struct SparsityRow {
     pub final_test_acc_max: f64,
 }
 
-/// Draws `figure` from its table CSV into `svg` and, if given, `png`.
+/// Draws `figure` from its table CSV into `svg` and, if given, `png`. Both are drawn into
+/// temporary files and renamed into place only when both are complete: a kill or an error
+/// while drawing leaves the previous files as they were.
 pub fn draw_from_csv(figure: &Figure, table: &Path, svg: &Path, png: Option<&Path>) -> Result<()> {
+    let svg_tmp = files::unique_temp(svg);
+    // plotters picks the bitmap format from the extension, so it must stay last.
+    let png_tmp = png.map(|p| files::unique_temp(p).with_extension("tmp.png"));
+    let drawn = draw_into(figure, table, &svg_tmp, png_tmp.as_deref());
+    let renamed = drawn.and_then(|()| {
+        files::rename(&svg_tmp, svg)?;
+        match (&png_tmp, png) {
+            (Some(tmp), Some(png)) => files::rename(tmp, png),
+            _ => Ok(()),
+        }
+    });
+    for tmp in [Some(svg_tmp), png_tmp].into_iter().flatten() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    renamed
+}
+
+fn draw_into(figure: &Figure, table: &Path, svg: &Path, png: Option<&Path>) -> Result<()> {
     register_font();
     // The drawing expression is pasted once per backend, so each copy is typed for its own.
     macro_rules! render {

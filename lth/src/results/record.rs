@@ -2,7 +2,7 @@
 //! format, carrying everything needed to group it: experiment, scale, procedure, trial, copy,
 //! level and the fraction of weights remaining.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::spec::DataSource;
 use crate::training::CurvePoint;
 use serde::{Deserialize, Serialize};
@@ -71,11 +71,16 @@ pub fn write_csv<T: Serialize>(rows: &[T], path: &Path) -> Result<()> {
         out.serialize(row).map_err(|e| csv_error(path, e))?;
     }
     let bytes = out.into_inner().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-    crate::datasets::fetch::write_atomic(path, &bytes)
+    crate::files::write_atomic(path, &bytes)
 }
 
 pub fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| csv_error(path, e))?;
+    parse_csv(&std::fs::read(path).at(path)?, path)
+}
+
+/// Parses CSV rows from bytes already read (`path` names them in errors).
+pub fn parse_csv<T: for<'de> Deserialize<'de>>(bytes: &[u8], path: &Path) -> Result<Vec<T>> {
+    let mut reader = csv::Reader::from_reader(bytes);
     reader.deserialize().map(|row| row.map_err(|e| csv_error(path, e))).collect()
 }
 

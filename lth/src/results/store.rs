@@ -1,20 +1,27 @@
-//! Every on-disk name of a results folder (open_lth's `paths.py`):
+//! Every on-disk name of a results folder (open_lth's `paths.py`), and the checks that make
+//! what is read from it exactly what was written:
 //!
 //! ```text
 //! <out>/runs/<run-id>/spec.json                 the resolved RunSpec (canonical JSON)
 //! <out>/runs/<run-id>/init.safetensors          theta0 of a ticket run
+//! <out>/runs/<run-id>/init.done                 written after it: its size and SHA-256
 //! <out>/runs/<run-id>/level-NN/mask.safetensors
 //! <out>/runs/<run-id>/level-NN/final.safetensors   weights after training
 //! <out>/runs/<run-id>/level-NN/curve.csv        one CurveRecord per evaluation
-//! <out>/runs/<run-id>/level-NN/done             written last: the level is finished
+//! <out>/runs/<run-id>/level-NN/done             written last: each file's size, SHA-256 and tensors
 //! ```
 //!
 //! A level is finished if and only if its `done` marker exists; every file is written to a
 //! temporary name and renamed, so an interrupted run resumes at its first unfinished level.
+//! Every read of a finished file checks it against its marker, so a damaged file is named and
+//! refused, never trained from or drawn.
 
-use crate::datasets::fetch::write_atomic;
+use super::marker;
 use crate::error::{Error, IoContext, Result};
+use crate::files::{self, write_atomic};
+use crate::masks::Mask;
 use crate::models::{Architecture, Weights};
+use crate::results::record::{parse_csv, CurveRecord};
 use crate::spec::{RunId, RunSpec};
 use candle_core::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
@@ -51,7 +58,8 @@ impl Store {
         match fs::read_to_string(&path) {
             Ok(existing) if existing == wanted => {}
             Ok(existing) => return Err(Error::SpecMismatch { dir, reason: first_difference(&existing, &wanted) }),
-            Err(_) => write_atomic(&path, wanted.as_bytes())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomic(&path, wanted.as_bytes())?,
+            Err(e) => return Err(Error::SpecMismatch { dir, reason: format!("its spec.json cannot be read: {e}") }),
         }
         Ok(RunDir { id, dir })
     }
@@ -61,11 +69,32 @@ impl Store {
         let id = spec.id();
         RunDir { dir: self.runs_dir().join(&id.0), id }
     }
+
+    /// Every run folder, sorted by name (none if the results folder is new).
+    pub fn run_dirs(&self) -> Result<Vec<RunDir>> {
+        let runs = self.runs_dir();
+        let Ok(entries) = fs::read_dir(&runs) else {
+            return Ok(Vec::new());
+        };
+        let mut dirs = Vec::new();
+        for entry in entries {
+            let path = entry.at(&runs)?.path();
+            if path.is_dir() {
+                let id = RunId(files::file_name(&path));
+                dirs.push(RunDir { id, dir: path });
+            }
+        }
+        dirs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(dirs)
+    }
 }
 
 impl RunDir {
     pub fn init_path(&self) -> PathBuf {
         self.dir.join("init.safetensors")
+    }
+    pub fn init_marker(&self) -> PathBuf {
+        self.dir.join("init.done")
     }
     pub fn level_dir(&self, level: usize) -> PathBuf {
         self.dir.join(format!("level-{level:02}"))
@@ -85,10 +114,122 @@ impl RunDir {
     pub fn is_done(&self, level: usize) -> bool {
         self.done_path(level).exists()
     }
-
-    pub fn mark_done(&self, level: usize) -> Result<()> {
-        write_atomic(&self.done_path(level), b"")
+    /// theta0 was written and recorded (a killed run may leave the file without its marker;
+    /// `lth redo` or a user may remove the file and leave the marker).
+    pub fn has_init(&self) -> bool {
+        self.init_marker().exists() && self.init_path().exists()
     }
+
+    /// The run's spec as stored in its folder.
+    pub fn spec(&self) -> Result<RunSpec> {
+        let path = self.dir.join("spec.json");
+        let text = fs::read_to_string(&path).at(&path)?;
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: not a run spec ({e})", path.display())))
+    }
+
+    /// The finished levels, ascending.
+    pub fn finished_levels(&self) -> Vec<usize> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut levels: Vec<usize> =
+            entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("level-")?.parse().ok()).filter(|&level| self.is_done(level)).collect();
+        levels.sort_unstable();
+        levels
+    }
+
+    /// Marks `level` finished: its marker records what its files hold.
+    pub fn mark_done(&self, level: usize) -> Result<()> {
+        marker::write(&self.done_path(level), &[self.mask_path(level), self.final_path(level), self.curve_path(level)])
+    }
+
+    /// Records theta0 as written.
+    pub fn mark_init(&self) -> Result<()> {
+        marker::write(&self.init_marker(), &[self.init_path()])
+    }
+
+    pub fn load_init(&self, arch: &Architecture) -> Result<Weights> {
+        let path = self.init_path();
+        weights_from(&verified(&self.init_marker(), &path)?, &path, arch)
+    }
+
+    pub fn load_mask(&self, level: usize, arch: &Architecture) -> Result<Mask> {
+        let path = self.mask_path(level);
+        Mask::from_safetensors(&self.read_level_file(level, &path)?, &path, arch)
+    }
+
+    pub fn load_final(&self, level: usize, arch: &Architecture) -> Result<Weights> {
+        let path = self.final_path(level);
+        weights_from(&self.read_level_file(level, &path)?, &path, arch)
+    }
+
+    pub fn load_curve(&self, level: usize) -> Result<Vec<CurveRecord>> {
+        let path = self.curve_path(level);
+        parse_csv(&self.read_level_file(level, &path)?, &path)
+    }
+
+    /// A finished level's file, checked against its marker. A marker written before markers
+    /// recorded digests (empty) is filled in from the files as they are now.
+    fn read_level_file(&self, level: usize, path: &Path) -> Result<Vec<u8>> {
+        let done = self.done_path(level);
+        if !done.exists() {
+            return Err(Error::Invalid(format!("{}: level {level} is not finished", self.level_dir(level).display())));
+        }
+        if fs::metadata(&done).at(&done)?.len() == 0 {
+            eprintln!("warning: {} predates recorded digests; recording the files as they are now", done.display());
+            self.mark_done(level)?;
+        }
+        verified(&done, path)
+    }
+}
+
+/// The bytes of `path` if its marker vouches for them; otherwise the error that names it and
+/// the part of the run to redo.
+fn verified(marker: &Path, path: &Path) -> Result<Vec<u8>> {
+    marker::read_verified(marker, path).map_err(|reason| Error::RunFile { path: path.to_owned(), reason, redo: redo_target(path) })
+}
+
+/// What to remove so that a rerun writes `path` again: its level folder, or theta0 itself.
+fn redo_target(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(level) if files::file_name(level).starts_with("level-") => level.to_owned(),
+        _ => path.to_owned(),
+    }
+}
+
+/// Removes a damaged part of a run so that the next run of its command redoes it: a level
+/// folder (`<out>/runs/<run-id>/level-NN`, or a file in it) or theta0
+/// (`<out>/runs/<run-id>/init.safetensors`).
+/// Levels are deterministic, so a redone level is bit-identical to the one it replaces.
+pub fn redo(path: &Path) -> Result<()> {
+    // A file of a level (the one an error named) stands for its level.
+    if let Some(level) = path.parent().filter(|p| files::file_name(p).starts_with("level-")) {
+        return redo(level);
+    }
+    let name = files::file_name(path);
+    let in_run = |dir: Option<&Path>| dir.and_then(Path::parent).is_some_and(|runs| files::file_name(runs) == "runs");
+    let wrong = || Error::Invalid(format!("{}: not a level folder (`<out>/runs/<run-id>/level-NN`) or `<out>/runs/<run-id>/init.safetensors`", path.display()));
+    if !in_run(path.parent()) {
+        return Err(wrong());
+    }
+    if name.strip_prefix("level-").is_some_and(|n| n.parse::<usize>().is_ok()) {
+        // The marker first: from then on the level counts as unfinished, whatever else remains.
+        let done = path.join("done");
+        if done.exists() {
+            fs::remove_file(&done).at(&done)?;
+        }
+        return fs::remove_dir_all(path).at(path);
+    }
+    if name == "init.safetensors" || name == "init.done" {
+        let dir = path.parent().unwrap_or(path);
+        for file in [dir.join("init.done"), dir.join("init.safetensors")] {
+            if file.exists() {
+                fs::remove_file(&file).at(&file)?;
+            }
+        }
+        return Ok(());
+    }
+    Err(wrong())
 }
 
 /// Writes named tensors as safetensors, atomically.
@@ -96,10 +237,10 @@ pub fn save_tensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).at(parent)?;
     }
-    let tmp = crate::datasets::fetch::unique_temp(path);
+    let tmp = files::unique_temp(path);
     let map: HashMap<&str, Tensor> = tensors.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     candle_core::safetensors::save(&map, &tmp)?;
-    fs::rename(&tmp, path).at(path)
+    files::rename(&tmp, path)
 }
 
 pub fn save_weights(weights: &Weights, arch: &Architecture, path: &Path) -> Result<()> {
@@ -108,19 +249,29 @@ pub fn save_weights(weights: &Weights, arch: &Architecture, path: &Path) -> Resu
     save_tensors(&tensors, path)
 }
 
+/// Reads weights from a safetensors file, checking every parameter's name and shape. Run
+/// folders read through [`RunDir`], which checks the file against its marker first.
 pub fn load_weights(path: &Path, arch: &Architecture) -> Result<Weights> {
-    let corrupt = |reason: String| Error::CorruptData { path: path.to_owned(), reason };
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| corrupt(e.to_string()))?;
+    weights_from(&fs::read(path).at(path)?, path, arch)
+}
+
+fn weights_from(bytes: &[u8], path: &Path, arch: &Architecture) -> Result<Weights> {
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| damaged_tensors(path, e.to_string()))?;
     arch.params
         .iter()
         .map(|p| {
-            let t = tensors.get(&p.name).ok_or_else(|| corrupt(format!("no tensor `{}`", p.name)))?;
+            let t = tensors.get(&p.name).ok_or_else(|| damaged_tensors(path, format!("no tensor `{}`", p.name)))?;
             if t.dims() != p.shape.as_slice() {
-                return Err(corrupt(format!("`{}` has shape {:?}, expected {:?}", p.name, t.dims(), p.shape)));
+                return Err(damaged_tensors(path, format!("`{}` has shape {:?}, expected {:?}", p.name, t.dims(), p.shape)));
             }
             Ok((p.name.clone(), t.flatten_all()?.to_vec1::<f32>()?))
         })
         .collect()
+}
+
+/// The error for a run's tensor file that does not hold what the run needs.
+pub fn damaged_tensors(path: &Path, reason: String) -> Error {
+    Error::RunFile { path: path.to_owned(), reason, redo: redo_target(path) }
 }
 
 /// The first field whose value differs between two specs' JSON, for the error message.

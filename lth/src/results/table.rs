@@ -3,37 +3,48 @@
 //! early-stop iteration is the iteration of minimum validation loss (earliest on ties),
 //! read from each finished curve (PAPER.md §1, App C).
 
-use super::record::{read_csv, CurveRecord};
+use super::record::CurveRecord;
 use super::store::Store;
-use crate::error::{Error, IoContext, Result};
-use crate::spec::DataSource;
+use crate::error::{Error, Result};
+use crate::spec::{PlannedRun, RunId};
 use polars::prelude::*;
 use std::path::Path;
 
 /// The columns that identify one training curve.
 const CURVE_KEYS: [&str; 6] = ["experiment", "data", "procedure", "trial", "copy", "level"];
 
-/// Every finished curve of `experiment` at `scale` on `data` under `store`.
-pub fn load_records(store: &Store, experiment: &str, scale: &str, data: DataSource) -> Result<Vec<CurveRecord>> {
-    let mut rows: Vec<CurveRecord> = Vec::new();
-    let runs = store.runs_dir();
-    let mut dirs: Vec<_> = match std::fs::read_dir(&runs) {
-        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(_) => Vec::new(),
-    };
-    dirs.sort();
-    let prefix = match data {
-        DataSource::Real => format!("{experiment}-{scale}-"),
-        DataSource::Synthetic => format!("{experiment}-synthetic-{scale}-"),
-    };
-    for dir in dirs.iter().filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix))) {
-        let mut levels: Vec<_> = std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        levels.sort();
-        for level in levels.iter().filter(|l| l.join("done").exists()) {
-            rows.extend(read_csv::<CurveRecord>(&level.join("curve.csv"))?);
+/// The finished curves of exactly the runs a spec expands to.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub records: Vec<CurveRecord>,
+    /// The runs the records came from, in plan order.
+    pub runs: Vec<RunId>,
+    /// Planned (run, level) trainings, and how many of them are finished.
+    pub planned: usize,
+    pub finished: usize,
+}
+
+/// The curves of `runs`, and of each only its planned levels, that are finished, each checked
+/// against its level's marker. Other folders in the store (other specs, other levels) are
+/// never read, so editing a spec never mixes old runs into new tables.
+pub fn load_records(store: &Store, runs: &[PlannedRun]) -> Result<Finished> {
+    let mut out = Finished::default();
+    for planned in runs {
+        let run = store.existing(&planned.spec);
+        let mut used = false;
+        for &level in &planned.levels {
+            out.planned += 1;
+            if run.is_done(level) {
+                out.records.extend(run.load_curve(level)?);
+                out.finished += 1;
+                used = true;
+            }
+        }
+        if used {
+            out.runs.push(run.id);
         }
     }
-    Ok(rows)
+    Ok(out)
 }
 
 /// The error for a figure with nothing to draw.
@@ -149,7 +160,7 @@ pub fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
         out.push_str(&cells.join(","));
         out.push('\n');
     }
-    crate::datasets::fetch::write_atomic(path, out.as_bytes())
+    crate::files::write_atomic(path, out.as_bytes())
 }
 
 /// Reads a table CSV written by [`write_csv`]: integer, float or string columns, inferred.
