@@ -304,7 +304,10 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("gpu-check: {device} does not train like the CPU (see the parity table)");
             }
         }
-        Command::Compare { old, new } => print!("{}", compare::compare(&old, &new)?),
+        Command::Compare { old, new } => {
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), compare::compare(&old, &new)?.as_bytes());
+        }
         Command::Goldens { file, write, out, experiments, mirror, data_dir } => goldens(&file, write, out, &experiments, mirror, data_dir)?,
         Command::Bench { scale, vs_pytorch } => {
             let python = std::env::var("LTH_PYTHON").unwrap_or_else(|_| "python3".into());

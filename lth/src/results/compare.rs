@@ -32,9 +32,11 @@ impl Cell {
 }
 
 /// How a change is judged; printed with every comparison.
-pub const NOISE_RULE: &str = "A change is flagged as beyond noise when |Δ mean| > 3·SE, where SE = √(σ_old²/n_old + σ_new²/n_new) and each table's σ is \
-estimated from its trial range as (max − min)/d₂(n) (Tippett's d₂: 1.128 for 2 curves, 1.693 for 3, 2.059 for 4, 2.326 for 5). \
-A cell with a single curve on either side has no noise estimate and is marked `?`.";
+pub const NOISE_RULE: &str = "A change is flagged as beyond noise when |Δ mean| > 3·σ·√(1/n_old + 1/n_new). σ is the larger of the cell's own trial-to-trial \
+standard deviation (the root mean square of the old and new tables' estimates) and that metric's typical one (the root mean square of the cells' \
+own over every row of both tables): with 2-5 curves a single cell's spread is a poor estimate, and a cell whose few trials happened to agree \
+must not make every change look significant. Each table's σ comes from its trial range, (max − min)/d₂(n) (Tippett's d₂: 1.128 for 2 curves, \
+1.693 for 3, 2.059 for 4, 2.326 for 5). A cell with a single curve on either side has no noise estimate and is marked `?`.";
 
 /// One table: key (the identifying columns) → metric → cell.
 type Table = BTreeMap<Vec<String>, BTreeMap<String, Cell>>;
@@ -47,18 +49,41 @@ enum Verdict {
     Unknown,
 }
 
-fn judge(old: Cell, new: Cell) -> Verdict {
-    match (old.sigma(), new.sigma()) {
-        (Some(so), Some(sn)) => {
-            let se = (so * so / old.n as f64 + sn * sn / new.n as f64).sqrt();
+/// The cell's own σ from both tables (None if either has a single curve).
+fn cell_sigma(old: Cell, new: Cell) -> Option<f64> {
+    let (so, sn) = (old.sigma()?, new.sigma()?);
+    Some(((so * so + sn * sn) / 2.0).sqrt())
+}
+
+/// `typical`: the metric's σ over the whole table ([`typical_sigmas`]).
+fn judge(old: Cell, new: Cell, typical: f64) -> Verdict {
+    match cell_sigma(old, new) {
+        Some(own) => {
+            let se = own.max(typical) * (1.0 / old.n as f64 + 1.0 / new.n as f64).sqrt();
             if (new.mean - old.mean).abs() > 3.0 * se {
                 Verdict::Beyond
             } else {
                 Verdict::Within
             }
         }
-        _ => Verdict::Unknown,
+        None => Verdict::Unknown,
     }
+}
+
+/// Per metric, the root mean square of the cells' own σ over the rows both tables share.
+fn typical_sigmas(old: &Table, new: &Table) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::<String, (f64, usize)>::new();
+    for (key, new_metrics) in new {
+        let Some(old_metrics) = old.get(key) else { continue };
+        for (metric, &n) in new_metrics {
+            if let Some(sigma) = old_metrics.get(metric).and_then(|&o| cell_sigma(o, n)) {
+                let entry = sums.entry(metric.clone()).or_default();
+                entry.0 += sigma * sigma;
+                entry.1 += 1;
+            }
+        }
+    }
+    sums.into_iter().map(|(metric, (sum, count))| (metric, (sum / count as f64).sqrt())).collect()
 }
 
 pub fn compare(old: &Path, new: &Path) -> Result<String> {
@@ -78,6 +103,7 @@ pub fn compare(old: &Path, new: &Path) -> Result<String> {
     rows.push_str(&format!("|{}---|---|---|---|---|---|\n", "---|".repeat(old_keys.len())));
     let (mut compared, mut changed) = (0, 0);
     let mut verdicts = BTreeMap::<&str, usize>::new();
+    let typical = typical_sigmas(&old_table, &new_table);
     for (key, new_metrics) in &new_table {
         let Some(old_metrics) = old_table.get(key) else {
             continue;
@@ -91,7 +117,7 @@ pub fn compare(old: &Path, new: &Path) -> Result<String> {
                 continue;
             }
             changed += 1;
-            let verdict = judge(o, n);
+            let verdict = judge(o, n, typical.get(metric).copied().unwrap_or(0.0));
             let label = match verdict {
                 Verdict::Beyond => "**yes**",
                 Verdict::Within => "no",
@@ -233,13 +259,15 @@ mod tests {
 
     #[test]
     fn a_change_is_judged_against_both_tables_spread() {
-        // Old trials 0.970 and 0.980 (σ ≈ 0.0089), new 0.975 and 0.985: SE ≈ 0.0089, 3·SE ≈ 0.027.
-        assert_eq!(judge(cell(0.975, 0.97, 0.98, 2), cell(0.98, 0.975, 0.985, 2)), Verdict::Within);
-        // The same move with tight trials on both sides is beyond noise.
-        assert_eq!(judge(cell(0.975, 0.9749, 0.9751, 2), cell(0.98, 0.9799, 0.9801, 2)), Verdict::Beyond);
+        // Ranges of 0.01 on both sides: σ ≈ 0.0089, 3σ√(1/2 + 1/2) ≈ 0.027.
+        assert_eq!(judge(cell(0.975, 0.97, 0.98, 2), cell(0.98, 0.975, 0.985, 2), 0.0), Verdict::Within);
+        // The same move with tight trials on both sides is beyond noise...
+        assert_eq!(judge(cell(0.975, 0.9749, 0.9751, 2), cell(0.98, 0.9799, 0.9801, 2), 0.0), Verdict::Beyond);
+        // ...unless the metric's trials usually spread more than these happened to.
+        assert_eq!(judge(cell(0.975, 0.9749, 0.9751, 2), cell(0.98, 0.9799, 0.9801, 2), 0.005), Verdict::Within);
         // A wide new spread makes an old-spread-only rule's flag go away.
-        assert_eq!(judge(cell(0.975, 0.9749, 0.9751, 2), cell(0.98, 0.95, 1.0, 2)), Verdict::Within);
+        assert_eq!(judge(cell(0.975, 0.9749, 0.9751, 2), cell(0.98, 0.95, 1.0, 2), 0.0), Verdict::Within);
         // One curve: no estimate.
-        assert_eq!(judge(cell(0.5, 0.5, 0.5, 1), cell(0.6, 0.6, 0.6, 1)), Verdict::Unknown);
+        assert_eq!(judge(cell(0.5, 0.5, 0.5, 1), cell(0.6, 0.6, 0.6, 1), 0.0), Verdict::Unknown);
     }
 }
