@@ -14,6 +14,11 @@ pub enum Error {
     #[error("could not fetch {file}: {tried}; check the network, or point LTH_DATA_MIRROR (or --mirror) at a folder laid out as `<dataset>/<file>` or at a base URL")]
     Unreachable { file: String, tried: String },
 
+    /// A user's copy of a dataset (an image folder, an archive of one, or extracted official
+    /// files) that cannot be used as it is: `at` names the file (inside an archive: `archive member`).
+    #[error("{at}: {problem}; {fix}")]
+    BadCopy { at: String, problem: String, fix: String },
+
     #[error("{path}: {reason}")]
     Spec { path: PathBuf, reason: String },
 

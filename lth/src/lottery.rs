@@ -151,7 +151,7 @@ fn trial_seed(spec: &RunSpec) -> u64 {
 
 /// The error for a branch started before its ticket run: it names the command to run first.
 fn missing_trunk(spec: &RunSpec, trunk: &RunDir, what: &str) -> Error {
-    let data = if spec.data.is_real() { "" } else { " --data synthetic" };
+    let data = if spec.data.is_real() { String::new() } else { format!(" --data {}", spec.data) };
     Error::Invalid(format!(
         "{}: {what} is missing or unfinished; the ticket run of trial {trial} must finish first: run `lth run experiments/{experiment}.toml --scale {scale} --trial {trial}{data}`, which trains the ticket before its controls",
         trunk.dir.display(),

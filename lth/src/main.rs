@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use lth::datasets::copies::{self, DataChoice};
 use lth::datasets::{self, fetch::Source};
 use lth::progress::Progress;
 use lth::results::{compare, figures, inventory, plot, store::Store};
@@ -57,9 +58,10 @@ enum Command {
         /// Results folder.
         #[arg(long, default_value = "results")]
         out: PathBuf,
-        /// Draw the runs made on `real` or `synthetic` CIFAR-10 images.
-        #[arg(long, value_enum, default_value = "real")]
-        data: DataSource,
+        /// Draw the runs made on `real` or `synthetic` CIFAR-10 images, or on a copy
+        /// (`folder:<path-or-url>`, or its `data` label such as `jpeg-copy-<sha256>`).
+        #[arg(long, default_value = "real")]
+        data: DataChoice,
         /// The trials the runs were made with (`--trials` of `run` or `reproduce`).
         #[arg(long, value_parser = at_least_one)]
         trials: Option<usize>,
@@ -176,10 +178,13 @@ struct DataArgs {
     /// Dataset cache folder [env: LTH_DATA_DIR; default: the user cache folder].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// CIFAR-10 images: `real`, or `synthetic`, a generated set in the same format for machines
-    /// without CIFAR-10 (marked as such everywhere). MNIST is always real.
-    #[arg(long, value_enum, default_value = "real")]
-    data: DataSource,
+    /// CIFAR-10 images: `real`; `synthetic`, a generated set in the same format for machines
+    /// without CIFAR-10; or `folder:<path-or-url>`, a copy you have: an image folder or archive
+    /// of one (train/<class>/*.png|jpg, test/<class>/*), or an extracted cifar-10-batches-bin/
+    /// (checked against the published MD5s). A relative path not found here is looked up under
+    /// the mirror. Anything but `real` is marked as such everywhere. MNIST is always real.
+    #[arg(long, default_value = "real")]
+    data: DataChoice,
 }
 
 #[derive(Args, Clone)]
@@ -239,7 +244,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Fetch { dataset, data } => {
             source(&data).check()?;
             let kind = if dataset == "mnist" { DatasetKind::Mnist } else { DatasetKind::Cifar10 };
-            let raw = load_data(kind, &data)?;
+            let (raw, _) = load_data(kind, &data)?;
             println!("{dataset}: {} training and {} test images verified", raw.train.n, raw.test.n);
         }
         Command::Run { experiment, trial, job, data } => {
@@ -256,8 +261,8 @@ fn run(cli: Cli) -> Result<()> {
             check_writable("--out", &job.out)?;
             source(&data).check()?;
             lth::device(&job.device)?;
-            let raw = load_data(spec.method.dataset, &data)?;
-            run_experiment(&spec, &job, trial, &raw, data.data)?;
+            let (raw, images) = load_data(spec.method.dataset, &data)?;
+            run_experiment(&spec, &job, trial, &raw, images)?;
         }
         Command::Reproduce { figures: names, job, data, output } => {
             let wanted = resolve_figures(&names)?;
@@ -270,19 +275,21 @@ fn run(cli: Cli) -> Result<()> {
             lth::device(&job.device)?;
             // Fetch and decode every dataset once, first, so a missing one fails before hours of
             // training.
-            let mut raws: Vec<datasets::RawDataset> = Vec::new();
+            let mut raws: Vec<(datasets::RawDataset, DataSource)> = Vec::new();
             for spec in &specs {
-                if !raws.iter().any(|r| r.kind == spec.method.dataset) {
+                if !raws.iter().any(|(r, _)| r.kind == spec.method.dataset) {
                     raws.push(load_data(spec.method.dataset, &data)?);
                 }
             }
             for spec in &specs {
-                let raw = raws.iter().find(|r| r.kind == spec.method.dataset).context("every dataset was loaded above")?;
-                run_experiment(spec, &job, None, raw, data.data)?;
+                let (raw, images) = raws.iter().find(|(r, _)| r.kind == spec.method.dataset).context("every dataset was loaded above")?;
+                run_experiment(spec, &job, None, raw, *images)?;
             }
+            // What the CIFAR-10 runs trained on (MNIST's are always real).
+            let images = raws.iter().find(|(r, _)| r.kind == DatasetKind::Cifar10).map_or(DataSource::Real, |(_, images)| *images);
             let command = output.command.clone().unwrap_or_else(|| format!("lth reproduce {}", names.join(" ")));
             for figure in wanted {
-                let provenance = provenance(&command, job.scale, job.trials, data.data, &job.device, &revision);
+                let provenance = provenance(&command, job.scale, job.trials, images, &job.device, &revision);
                 draw(figure, &job.out, &specs, &provenance, &output.figures_dir)?;
             }
         }
@@ -291,7 +298,11 @@ fn run(cli: Cli) -> Result<()> {
             let specs = load_specs(&output.experiments, figure.experiments)?;
             check_writable("--figures-dir", &output.figures_dir)?;
             let command = output.command.unwrap_or_else(|| format!("lth figure {} --scale {}", figure.id, scale.as_str()));
-            let provenance = provenance(&command, scale, trials, data, &device, &figures::git_revision());
+            let images = match data {
+                DataChoice::Known(images) => images,
+                DataChoice::Copy(location) => copies::prepare(&location, &Source::from_env(None, None), &copies::CIFAR10)?,
+            };
+            let provenance = provenance(&command, scale, trials, images, &device, &figures::git_revision());
             draw(figure, &out, &specs, &provenance, &output.figures_dir)?;
         }
         Command::Plot { figure, table, svg, png } => {
@@ -354,8 +365,8 @@ fn plan_lines(spec: &ExperimentSpec, spec_path: &Path, job: &JobArgs, data: &Dat
     if let Some(n) = job.trials {
         options += &format!(" --trials {n}");
     }
-    if data.data == DataSource::Synthetic && spec.method.dataset == DatasetKind::Cifar10 {
-        options += " --data synthetic";
+    if data.data != DataChoice::Known(DataSource::Real) && spec.method.dataset == DatasetKind::Cifar10 {
+        options += &format!(" --data {}", quoted(&data.data.to_string()));
     }
     options += &format!(" --device {} --out {}", quoted(&job.device), quoted(&job.out.display().to_string()));
     if let Some(mirror) = &data.mirror {
@@ -423,12 +434,25 @@ fn resolve_figures(names: &[String]) -> Result<Vec<&'static figures::Figure>> {
     Ok(names.iter().map(|n| figures::find(n)).collect::<lth::Result<_>>()?)
 }
 
-/// Fetches and decodes a dataset, saying how to go on without CIFAR-10.
-fn load_data(kind: DatasetKind, data: &DataArgs) -> Result<datasets::RawDataset> {
-    datasets::load(kind, data.data, &source(data)).with_context(|| match (kind, data.data) {
-        (DatasetKind::Cifar10, DataSource::Real) => "fetching CIFAR-10 (without it, `--data synthetic` runs the pipeline on a generated stand-in)".to_string(),
+/// Fetches and decodes a dataset, saying how to go on without CIFAR-10; returns it with the
+/// images it is (a copy of CIFAR-10 is checked and identified first).
+fn load_data(kind: DatasetKind, data: &DataArgs) -> Result<(datasets::RawDataset, DataSource)> {
+    let source = source(data);
+    let images = match (kind, &data.data) {
+        (DatasetKind::Mnist, _) => DataSource::Real,
+        (_, DataChoice::Known(images)) => *images,
+        (_, DataChoice::Copy(location)) => {
+            copies::prepare(location, &source, &copies::CIFAR10).with_context(|| format!("reading the copy of CIFAR-10 at {location}"))?
+        }
+    };
+    let raw = datasets::load(kind, images, &source).with_context(|| match (kind, images) {
+        (DatasetKind::Cifar10, DataSource::Real) => {
+            "fetching CIFAR-10 (without it, `--data folder:<path>` reads a copy you have, and `--data synthetic` runs the pipeline on a generated stand-in)"
+                .to_string()
+        }
         _ => format!("fetching {kind:?}"),
-    })
+    })?;
+    Ok((raw, images))
 }
 
 fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, raw: &datasets::RawDataset, data: DataSource) -> Result<()> {
@@ -502,9 +526,9 @@ fn goldens(file: &Path, write: bool, out: Option<PathBuf>, experiments: &Path, m
     let job = JobArgs { scale: goldens::SCALE, trials: None, device: "cpu".into(), jobs: None, out: out.clone() };
     for (name, data) in goldens::EXPERIMENTS {
         let spec = ExperimentSpec::load(&experiments.join(format!("{name}.toml")))?;
-        let data_args = DataArgs { mirror: mirror.clone(), data_dir: data_dir.clone(), data };
-        let raw = load_data(spec.method.dataset, &data_args)?;
-        run_experiment(&spec, &job, None, &raw, data)?;
+        let data_args = DataArgs { mirror: mirror.clone(), data_dir: data_dir.clone(), data: DataChoice::Known(data) };
+        let (raw, images) = load_data(spec.method.dataset, &data_args)?;
+        run_experiment(&spec, &job, None, &raw, images)?;
     }
     let actual = goldens::digests(&Store::new(&out))?;
     if write {

@@ -78,19 +78,121 @@ pub enum DatasetKind {
     Cifar10,
 }
 
-/// Where the images come from: the real dataset, or a generated set in the same file format
-/// (for machines without the dataset; every run, table and figure made from it says so).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+/// Where the images come from: the real dataset, a generated set in the same file format
+/// (for machines without the dataset), or an image-folder copy of CIFAR-10 (`datasets::copies`).
+/// Every run, table and figure made from anything but the real dataset says which it was.
+/// Written as text everywhere (run specs, curve files, tables): `real`, `synthetic`, or
+/// `<codec>-copy-<sha256>`, so the ids of `real` and `synthetic` runs never change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DataSource {
     #[default]
     Real,
     Synthetic,
+    Copy(ImageCopy),
+}
+
+/// An image-folder copy of CIFAR-10, identified by the SHA-256 of its archive (or of its
+/// folder's file manifest) and by the codec of its images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageCopy {
+    pub codec: Codec,
+    pub sha256: [u8; 32],
+}
+
+/// The image codec of a copy: `Jpeg` if any of its images is a JPEG (lossy), else `Png`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Png,
+    Jpeg,
 }
 
 impl DataSource {
     pub fn is_real(&self) -> bool {
         *self == DataSource::Real
+    }
+
+    /// What a figure title adds, if anything: a short reminder of where the images came from.
+    pub fn caveat(&self) -> Option<String> {
+        match self {
+            DataSource::Real => None,
+            DataSource::Synthetic => Some("SYNTHETIC data".into()),
+            DataSource::Copy(copy) => Some(format!("{} copy {}{}", copy.codec.name().to_uppercase(), &copy.hex()[..8], copy.codec.lossy_note())),
+        }
+    }
+
+    /// The part of a run id that keeps runs on other data out of the real runs' folders.
+    fn id_tag(&self) -> String {
+        match self {
+            DataSource::Real => String::new(),
+            DataSource::Synthetic => "-synthetic".into(),
+            DataSource::Copy(copy) => format!("-{}-copy-{}", copy.codec.name(), &copy.hex()[..8]),
+        }
+    }
+}
+
+impl ImageCopy {
+    pub fn hex(&self) -> String {
+        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl Codec {
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Png => "png",
+            Codec::Jpeg => "jpeg",
+        }
+    }
+
+    fn lossy_note(self) -> &'static str {
+        match self {
+            Codec::Png => "",
+            Codec::Jpeg => ", lossy",
+        }
+    }
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::Real => f.write_str("real"),
+            DataSource::Synthetic => f.write_str("synthetic"),
+            DataSource::Copy(copy) => write!(f, "{}-copy-{}", copy.codec.name(), copy.hex()),
+        }
+    }
+}
+
+impl std::str::FromStr for DataSource {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let copy = |codec, hex: &str| {
+            let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+            let sha256 = bytes.and_then(|b| <[u8; 32]>::try_from(b).ok());
+            sha256.map(|sha256| DataSource::Copy(ImageCopy { codec, sha256 }))
+        };
+        let parsed = match text {
+            "real" => Some(DataSource::Real),
+            "synthetic" => Some(DataSource::Synthetic),
+            _ => match (text.strip_prefix("png-copy-"), text.strip_prefix("jpeg-copy-")) {
+                (Some(hex), _) => copy(Codec::Png, hex),
+                (_, Some(hex)) => copy(Codec::Jpeg, hex),
+                _ => None,
+            },
+        };
+        parsed.ok_or_else(|| format!("`{text}` is not a data source: use real, synthetic, png-copy-<sha256> or jpeg-copy-<sha256>"))
+    }
+}
+
+impl Serialize for DataSource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DataSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -434,8 +536,7 @@ impl RunSpec {
             Procedure::Reinit | Procedure::RandomPrune => format!("-c{}", self.copy),
             Procedure::Ticket | Procedure::Oneshot => String::new(),
         };
-        let data = if self.data.is_real() { "" } else { "-synthetic" };
-        RunId(format!("{}{data}-{}-{}-t{}{copy}-{hex}", self.experiment, self.scale.as_str(), self.procedure.as_str(), self.trial))
+        RunId(format!("{}{}-{}-{}-t{}{copy}-{hex}", self.experiment, self.data.id_tag(), self.scale.as_str(), self.procedure.as_str(), self.trial))
     }
 
     /// The ticket run this run branches off (itself for a ticket).

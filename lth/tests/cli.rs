@@ -289,3 +289,26 @@ fn an_edited_spec_never_mixes_with_its_old_runs_which_can_be_listed_and_pruned()
     assert!(old_runs.iter().all(|id| !out.join("runs").join(id).exists()), "{}", String::from_utf8_lossy(&pruned.stdout));
     assert_eq!(std::fs::read_dir(out.join("runs")).unwrap().count(), old_runs.len(), "current runs were pruned");
 }
+
+#[test]
+fn a_copy_of_cifar10_is_read_through_the_mirror_and_a_bad_one_is_one_line() {
+    let dir = scratch("copies");
+    // The JPEG copy in the mirror, by its path under the mirror (decoded once, then cached).
+    let fetch = lth(&["fetch", "cifar10", "--data", "folder:cifar10-jpeg/cifar10-jpeg.tgz"], &dir.join("data"));
+    let stdout = String::from_utf8_lossy(&fetch.stdout);
+    assert!(fetch.status.success() && stdout.contains("50000 training and 10000 test images"), "{stdout}{}", String::from_utf8_lossy(&fetch.stderr));
+    assert!(dir.join("data/cifar10-copies/jpeg-copy-cb6c50520509605d4bd1856cb7eaba797dabcec3c19d93ce945b0ec1aee34a5f/test_batch.bin").exists());
+    // Plan lines carry the copy to the CIFAR-10 experiments only.
+    let plan = lth(&["plan", "fig1", "--scale", "smoke", "--data", "folder:cifar10-jpeg/cifar10-jpeg.tgz"], &dir.join("data"));
+    for line in String::from_utf8_lossy(&plan.stdout).lines() {
+        assert_eq!(line.contains("--data folder:cifar10-jpeg/cifar10-jpeg.tgz"), !line.contains("lenet.toml"), "{line}");
+    }
+    // A stray file in a class folder.
+    let copy = dir.join("copy");
+    std::fs::create_dir_all(copy.join("train/cat")).unwrap();
+    std::fs::write(copy.join("train/cat/notes.txt"), "hello").unwrap();
+    let line = error_line(&lth(&["fetch", "cifar10", "--data", &format!("folder:{}", copy.display())], &dir.join("data")));
+    assert!(line.contains("train/cat/notes.txt") && line.contains("not a PNG or JPEG") && line.contains("remove it"), "{line}");
+    let line = error_line(&lth(&["fetch", "cifar10", "--data", "jpg"], &dir.join("data")));
+    assert!(line.contains("folder:<path-or-url>"), "{line}");
+}

@@ -7,7 +7,7 @@ pub const HELP: &str = "\
 cargo xtask <command>
 
   reproduce [FIG...] [--scale smoke|quick|paper] [--trials N] [--jobs N] [--device cpu|cuda[:N]|auto]
-            [--out DIR] [--mirror URL|DIR] [--figures-dir DIR] [--data real|synthetic]
+            [--out DIR] [--mirror URL|DIR] [--figures-dir DIR] [--data real|synthetic|folder:PATH|URL]
         fetch data, run the missing runs, aggregate and draw into figures/ (default: every figure)
   data [mnist|cifar10] [--mirror URL|DIR]
         download and verify the datasets (default: both)
@@ -22,7 +22,7 @@ cargo xtask <command>
                                installed (default N: $CUDA_COMPUTE_CAP or 90, i.e. H100/H200)
   gpu-check                    CPU-vs-CUDA parity and GPU throughput (on a GPU machine; runs
                                xtask/gpu-check.sh, which needs no Rust toolchain)
-  plan [FIG...] [--scale S] [--trials N] [--device D] [--out DIR] [--mirror URL|DIR] [--data real|synthetic]
+  plan [FIG...] [--scale S] [--trials N] [--device D] [--out DIR] [--mirror URL|DIR] [--data real|synthetic|folder:PATH|URL]
         one `lth run` command per (experiment, trial), each experiment once, for Slurm arrays or GNU parallel
 
 Environment: LTH_DATA_MIRROR (mirror), LTH_DATA_DIR (dataset cache).

@@ -25,6 +25,38 @@ pub const RECORD: usize = 1 + 3 * 32 * 32;
 /// Records per batch file in the real dataset.
 pub const PER_FILE: usize = 10_000;
 
+/// The published MD5s of the extracted files, for accepting a copy of `cifar-10-batches-bin/`
+/// that is already on disk (listed identically by rai-project/dldataset and
+/// prabhuomkar/pytorch-cpp; see ../shared/datasets/cifar10-jpeg/README.md).
+pub const BATCH_MD5: [(&str, &str); 6] = [
+    ("data_batch_1.bin", "5dd7e06a14cb22eb9f671a540d1b7c25"),
+    ("data_batch_2.bin", "5ea93a67294ea407fff1d09f752e9692"),
+    ("data_batch_3.bin", "942cd6a4bcdd0dd3c604fbe906cb4421"),
+    ("data_batch_4.bin", "ae636b3ba5c66a11e91e8cb52e771fcb"),
+    ("data_batch_5.bin", "53f37980c15c3d472c316c40844f3f0d"),
+    ("test_batch.bin", "803d5f7f4d78ea53de84dbe85f74fb6d"),
+];
+
+/// Checks every file of an extracted folder against `md5s` (file name, hex MD5); the first
+/// missing or different file is named, and the folder is not used.
+pub fn verify_extracted(dir: &Path, md5s: &[(&str, &str)]) -> Result<()> {
+    let fix = "use an intact copy of the official cifar-10-batches-bin/ folder, or leave out --data to download the official archive";
+    for (name, expected) in md5s {
+        let path = dir.join(name);
+        let at = path.display().to_string();
+        if !path.is_file() {
+            let names = md5s.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+            return Err(Error::BadCopy { at, problem: format!("missing (an extracted CIFAR-10 folder holds {names})"), fix: fix.into() });
+        }
+        let actual = fetch::digest_file::<md5::Md5>(&path)?;
+        if actual != *expected {
+            let problem = format!("MD5 {actual} is not the published {expected}: not the official file (damaged, truncated or another version)");
+            return Err(Error::BadCopy { at, problem, fix: fix.into() });
+        }
+    }
+    Ok(())
+}
+
 /// Fetches, verifies and extracts the archive `file` (the real one, or a synthetic stand-in)
 /// into `<cache>/<dataset>/cifar-10-batches-bin`; returns that folder.
 pub fn fetch_all(source: &Source, file: &RemoteFile, per_file: usize) -> Result<PathBuf> {
@@ -50,6 +82,11 @@ pub fn fetch_all(source: &Source, file: &RemoteFile, per_file: usize) -> Result<
         renamed.at(&batches)?;
     }
     Ok(batches)
+}
+
+/// Where the official archive's batch files are extracted to in a cache.
+pub fn extracted_dir(cache: &Path) -> PathBuf {
+    cache.join(ARCHIVE.dataset).join(FOLDER)
 }
 
 /// Writes `<archive>.sha256` (CIFAR-10 publishes only an MD5) so the digest is on record.

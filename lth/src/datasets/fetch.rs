@@ -198,7 +198,7 @@ pub fn verify(path: &Path, expected: Checksum) -> Result<()> {
 
 /// Downloads `url` into `part`, resuming from its current length with an HTTP Range request,
 /// retrying a dropped connection up to [`ATTEMPTS`] times.
-fn download(url: &str, part: &Path) -> Result<()> {
+pub(crate) fn download(url: &str, part: &Path) -> Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(20)))
         .timeout_per_read(Some(Duration::from_secs(60)))

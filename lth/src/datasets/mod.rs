@@ -1,9 +1,12 @@
-//! Datasets: fetching (`fetch`), decoding (`mnist`), the fixed train/validation split,
-//! normalisation, and seeded minibatch order (`batches`). Nothing here knows about models.
+//! Datasets: fetching (`fetch`), decoding (`mnist`, `cifar10`; copies of CIFAR-10 a user has in
+//! `copies` and `image_folder`), the fixed train/validation split, normalisation, and seeded
+//! minibatch order (`batches`). Nothing here knows about models.
 
 pub mod batches;
 pub mod cifar10;
+pub mod copies;
 pub mod fetch;
+pub mod image_folder;
 pub mod mnist;
 pub mod synthetic;
 
@@ -56,13 +59,15 @@ pub struct Dataset {
     pub test: Split,
 }
 
-/// Fetches (or finds in the cache) and decodes a dataset. `Synthetic` applies to CIFAR-10
-/// only: MNIST is always the real one.
+/// Fetches (or finds in the cache) and decodes a dataset. `Synthetic` and copies apply to
+/// CIFAR-10 only: MNIST is always the real one. A copy must have been decoded into the cache
+/// first (`copies::prepare`).
 pub fn load(kind: DatasetKind, data: DataSource, source: &fetch::Source) -> Result<RawDataset> {
     let (train, test) = match (kind, data) {
         (DatasetKind::Mnist, _) => mnist::load_dir(&mnist::fetch_all(source)?)?,
         (DatasetKind::Cifar10, DataSource::Real) => cifar10::load_dir(&cifar10::fetch_all(source, &cifar10::ARCHIVE, cifar10::PER_FILE)?)?,
         (DatasetKind::Cifar10, DataSource::Synthetic) => cifar10::load_dir(&synthetic::fetch_cifar10(&source.cache)?)?,
+        (DatasetKind::Cifar10, DataSource::Copy(copy)) => cifar10::load_dir(&copies::cached_or_error(&source.cache, &copy)?)?,
     };
     Ok(RawDataset { kind, train, test })
 }

@@ -8,7 +8,7 @@ use super::store::Store;
 use super::table;
 use crate::error::{Error, Result};
 use crate::files;
-use crate::spec::{DataSource, ExperimentSpec, Scale};
+use crate::spec::{Codec, DataSource, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
 
 pub struct Figure {
@@ -143,12 +143,16 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
                 finished.planned
             );
         }
-        let data = if finished.records[0].data.is_real() { "real" } else { "**synthetic** (generated stand-in, not CIFAR-10)" };
+        let data = describe(&finished.records[0].data);
         sources.push(format!("`{experiment}`: {data}, {} of {} planned trainings finished", finished.finished, finished.planned));
         records.extend(finished.records);
         run_ids.extend(finished.runs);
     }
-    let synthetic = records.iter().any(|r| !r.data.is_real());
+    let synthetic = records.iter().any(|r| r.data == DataSource::Synthetic);
+    let copy = records.iter().find_map(|r| match r.data {
+        DataSource::Copy(copy) => Some(copy),
+        _ => None,
+    });
     let curves = table::curves_frame(&records)?;
     let frame = match figure.kind {
         Kind::Curves => table::fig3(&curves)?,
@@ -170,8 +174,19 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
         "**Synthetic data.** The CIFAR-10 runs behind this figure trained on a generated set in the CIFAR-10 file format \
          (`--data synthetic`), not on CIFAR-10: the numbers show the pipeline works, not the paper's results. \
          See README for reproducing on real CIFAR-10.\n\n"
+            .to_string()
+    } else if let Some(copy) = copy {
+        let lossy = match copy.codec {
+            Codec::Jpeg => " Its images are JPEG files: lossy, slightly degraded, so these are CIFAR-10 results on degraded images.",
+            Codec::Png => "",
+        };
+        format!(
+            "**A copy of CIFAR-10, not the official files.** The CIFAR-10 runs behind this figure trained on images decoded from an \
+             image-folder copy (`--data folder:…`) whose SHA-256 is `{}`.{lossy}\n\n",
+            copy.hex()
+        )
     } else {
-        ""
+        String::new()
     };
     let text = format!(
         "# {id}: {title}\n\n{warning}\
@@ -191,6 +206,18 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
     );
     files::write_atomic(&out.md, text.as_bytes())?;
     Ok(out)
+}
+
+/// The `data` row of a provenance file: which images an experiment's runs trained on.
+fn describe(data: &DataSource) -> String {
+    match data {
+        DataSource::Real => "real".into(),
+        DataSource::Synthetic => "**synthetic** (generated stand-in, not CIFAR-10)".into(),
+        DataSource::Copy(copy) => {
+            let lossy = if copy.codec == Codec::Jpeg { ", lossy JPEG" } else { "" };
+            format!("**{data}** (image-folder copy of CIFAR-10{lossy}, not the official files; SHA-256 `{}`)", copy.hex())
+        }
+    }
 }
 
 /// The headline numbers of a figure's table, for its provenance file.

@@ -282,7 +282,8 @@ pub fn sparsity<DB: DrawingBackend>(rows: &[SparsityRow], procedures: &[&str], m
             experiments.push(&r.experiment);
         }
     }
-    let synthetic = rows.iter().any(|r| r.data == "synthetic");
+    // Any images but the real ones are named in every panel title.
+    let caveat = rows.iter().find_map(|r| r.data.parse::<crate::spec::DataSource>().ok().and_then(|d| d.caveat()));
     let procedure_colours = [TICKET, REINIT, ONESHOT];
     for (panel, (title, y_desc, metric, scale)) in panels.iter().zip(metrics) {
         let mut series = Vec::new();
@@ -308,7 +309,7 @@ pub fn sparsity<DB: DrawingBackend>(rows: &[SparsityRow], procedures: &[&str], m
                 }
             }
         }
-        let title = if synthetic { format!("{title} (SYNTHETIC data)") } else { title.to_string() };
+        let title = caveat.as_ref().map_or_else(|| title.to_string(), |caveat| format!("{title} ({caveat})"));
         // Early stopping rises towards small Pm, accuracy falls: keep the legend off the data.
         let legend = if *scale == 1.0 { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::LowerLeft };
         sparsity_panel(panel, &title, y_desc, &series, legend)?;

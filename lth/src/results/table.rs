@@ -59,7 +59,7 @@ pub fn curves_frame(rows: &[CurveRecord]) -> Result<DataFrame> {
     let float = |f: fn(&CurveRecord) -> f64| rows.iter().map(f).collect::<Vec<_>>();
     let columns = vec![
         Column::new("experiment".into(), text(|r| &r.experiment)),
-        Column::new("data".into(), text(|r| if r.data.is_real() { "real" } else { "synthetic" })),
+        Column::new("data".into(), rows.iter().map(|r| r.data.to_string()).collect::<Vec<_>>()),
         Column::new("scale".into(), text(|r| &r.scale)),
         Column::new("procedure".into(), text(|r| &r.procedure)),
         Column::new("trial".into(), int(|r| r.trial)),
