@@ -2,13 +2,15 @@
 //! here with real PNG and JPEG encoders at a small size, and extracted official batch files with
 //! an injected MD5 table. They load with the right labels, shapes and order, are decoded once,
 //! are labelled in run ids, and every bad copy is refused with one line naming the file and
-//! the fix. The last test reads the real JPEG copy in the mirror.
+//! the fix. Runs on a copy name it in their tables, figures and provenance. The last test reads
+//! the real JPEG copy in the mirror.
 
 use flate2::{write::GzEncoder, Compression};
 use image::{DynamicImage, ImageOutputFormat, Rgb, RgbImage};
 use lth::datasets::copies::{self, Expected};
 use lth::datasets::image_folder::{Counts, CLASSES};
 use lth::datasets::{self, cifar10, fetch::Source};
+use lth::results::figures;
 use lth::spec::{Codec, DataSource, DatasetKind, ExperimentSpec, Scale};
 use lth_tests::scratch;
 use std::path::{Path, PathBuf};
@@ -99,12 +101,12 @@ fn a_png_folder_loads_with_labels_shapes_and_order_and_is_decoded_once() {
     assert_eq!(id.codec, Codec::Png);
     let raw = load(images, &source(&dir));
     assert_eq!((raw.train.n, raw.test.n, raw.train.shape), (30, 20, [3, 32, 32]));
-    // Class in label order, then file name: a, b, c.
+    // Classes interleaved in label order, each class's files by name: a of every class, then b…
     for (split, set) in [&raw.train, &raw.test].into_iter().enumerate() {
         let per_class = set.n / 10;
         for i in 0..set.n {
             // The test split has only "b" and "c" (ranks 1 and 2).
-            let (class, rank) = (i / per_class, i % per_class + NAMES.len() - per_class);
+            let (class, rank) = (i % 10, i / 10 + NAMES.len() - per_class);
             assert_eq!(set.labels[i] as usize, class);
             let planes = &set.pixels[i * 3072..(i + 1) * 3072];
             assert_eq!(planes[0] as usize, 100 * split + 10 * class + rank, "image {i}");
@@ -140,9 +142,10 @@ fn a_jpeg_archive_loads_is_named_by_its_sha256_and_marked_lossy_in_run_ids() {
     let raw = load(images, &source(&dir));
     assert_eq!((raw.train.n, raw.test.n), (30, 20));
     // JPEG is lossy: close to the pattern, not equal to it.
-    let planes = &raw.train.pixels[4 * 3072..5 * 3072];
+    // The 12th image: the second file ("b") of class 1.
+    let planes = &raw.train.pixels[11 * 3072..12 * 3072];
     assert!((planes[0] as i32 - 11).abs() <= 6 && (planes[1024 + 2 * 32 + 5] as i32 - 35).abs() <= 6, "{}", planes[0]);
-    assert_eq!(raw.train.labels[4], 1);
+    assert_eq!(raw.train.labels[11], 1);
     // Labelled everywhere: text form, title caveat, and a run id of its own.
     assert_eq!(images.to_string().parse::<DataSource>().unwrap(), images);
     assert!(images.caveat().unwrap().contains("JPEG copy") && images.caveat().unwrap().contains("lossy"));
@@ -153,6 +156,37 @@ fn a_jpeg_archive_loads_is_named_by_its_sha256_and_marked_lossy_in_run_ids() {
     assert!(ids[0] != ids[2] && ids[1] != ids[2] && !ids[0].contains("copy"), "{ids:?}");
     // The ids of real and synthetic runs are as before copies existed (tests/goldens.txt has more).
     assert_eq!(ids[1], "conv2-synthetic-smoke-ticket-t0-29d15af961");
+}
+
+#[test]
+fn runs_on_a_copy_name_it_in_their_table_figure_titles_and_provenance() {
+    let dir = scratch("copy-figure");
+    let copy = write_copy(&dir, "cifar10", "png");
+    let images = copies::prepare(copy.to_str().unwrap(), &source(&dir), &expected()).unwrap();
+    let DataSource::Copy(id) = images else { panic!("{images}") };
+    // Conv-2 at a size the 30 + 20 images allow: two levels of two iterations.
+    let mut spec = ExperimentSpec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/conv2.toml")).unwrap();
+    spec.method.validation_size = 10;
+    spec.method.batch_size = 10;
+    let sizes = spec.scales.get_mut(&Scale::Smoke).unwrap();
+    (sizes.iterations, sizes.eval_every, sizes.levels, sizes.train_subset, sizes.eval_subset) = (2, 1, 1, None, None);
+    (sizes.reinit_levels, sizes.random_prune_levels, sizes.oneshot_levels) = (vec![1], vec![], vec![]);
+    let plan = spec.plan(Scale::Smoke, None, images).unwrap();
+    let data = load(images, &source(&dir)).prepare(&plan[0].spec, &candle_core::Device::Cpu).unwrap();
+    let store = lth::results::store::Store::new(dir.join("results"));
+    for planned in &plan {
+        lth::lottery::run(planned, &store, &data, &candle_core::Device::Cpu, &lth::progress::Progress::new(0, 0)).unwrap();
+    }
+    let figure = figures::Figure { id: "figcopy", experiments: &["conv2"], title: "Conv-2", kind: figures::Kind::Sparsity(&["ticket", "reinit"]), notes: "" };
+    let provenance =
+        figures::Provenance { command: "test".into(), scale: Scale::Smoke, trials: None, data: images, device: "cpu".into(), git_revision: "test".into() };
+    let out = figures::make(&figure, &store, &[spec], &provenance, &dir.join("figures")).unwrap();
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap();
+    assert!(read(&out.csv).lines().skip(1).all(|row| row.starts_with(&format!("conv2,png-copy-{},", id.hex()))), "{}", read(&out.csv));
+    assert!(read(&out.svg).contains(&format!("(PNG copy {})", &id.hex()[..8])));
+    let md = read(&out.md);
+    assert!(md.contains("not the official files") && md.contains(&format!("SHA-256 `{}`", id.hex())) && md.contains("png-copy-"), "{md}");
+    assert!(!md.contains("lossy"), "a PNG copy is lossless: {md}");
 }
 
 #[test]
@@ -255,5 +289,7 @@ fn the_jpeg_copy_in_the_mirror_loads_all_60000_images() {
         assert_eq!(raw.train.labels.iter().filter(|&&l| l == class).count(), 5_000);
         assert_eq!(raw.test.labels.iter().filter(|&&l| l == class).count(), 1_000);
     }
+    // Interleaved, so a scale's training subset (a prefix) holds every class alike.
+    assert_eq!(raw.train.labels[..20], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     eprintln!("decoded and cached the 60,000-image JPEG copy in {decoded:.1?}; loaded in {:.1?} more", started.elapsed() - decoded);
 }

@@ -60,7 +60,9 @@ pub struct Expected<'a> {
 /// CIFAR-10 as published: 5,000 training and 1,000 test images per class.
 pub const CIFAR10: Expected<'static> = Expected { counts: Counts { train: 5_000, test: 1_000 }, official_md5: &cifar10::BATCH_MD5 };
 
-/// The cache folder under which copies are decoded and downloaded.
+/// The cache folder under which copies are decoded and downloaded. A decoded copy is found by
+/// its source's digest alone, so if `image_folder` ever changes the order or the bytes it
+/// produces, rename this folder: no stale decode may be read.
 const CACHE: &str = "cifar10-copies";
 
 /// Finds the copy at `location`, checks it and makes it loadable by `datasets::load`; returns

@@ -2,8 +2,11 @@
 //! `train/<class>/<file>` and `test/<class>/<file>`, PNG or JPEG, possibly under one top folder.
 //! Turns the files of such a copy (read from a folder or an archive by `copies`) into the
 //! project's images. Every image must be 32x32 8-bit RGB and every class present with exactly
-//! the expected count. Images come out in a fixed order (class in CIFAR-10's label order, then
-//! file name in byte order), so one copy always gives the same bytes, splits and runs.
+//! the expected count. Images come out in a fixed order, so one copy always gives the same
+//! bytes, splits and runs: each class's files are ranked by name (byte order), then the classes
+//! are interleaved in CIFAR-10's label order (the first file of every class, then the second…).
+//! Interleaved, like the official batch files, because a scale's `train_subset` takes the first
+//! training images: class by class, 600 of them would all be airplanes.
 
 use super::RawImages;
 use crate::error::{Error, Result};
@@ -99,6 +102,11 @@ pub fn decode(members: &[Member], counts: Counts, origin: &Origin) -> Result<Dec
     }
     slots.sort_by(|a, b| (a.split, a.class, a.name).cmp(&(b.split, b.class, b.name)));
     check_counts(&slots, counts, origin, top.unwrap_or(""))?;
+    // Every class now holds its split's count, so the i-th image of a class has rank i % count.
+    let rank = |i: usize, slot: &Slot| if slot.split == 0 { i % counts.train } else { (i - 10 * counts.train) % counts.test };
+    let mut ranked: Vec<(usize, Slot)> = slots.into_iter().enumerate().map(|(i, slot)| (rank(i, &slot), slot)).collect();
+    ranked.sort_by_key(|(rank, slot)| (slot.split, *rank, slot.class));
+    let slots: Vec<Slot> = ranked.into_iter().map(|(_, slot)| slot).collect();
     let pixels: Vec<std::result::Result<Vec<u8>, String>> = slots.par_iter().map(|s| planes(&s.member.bytes, s.format)).collect();
     let mut sets = [
         RawImages { pixels: Vec::new(), labels: Vec::new(), n: 0, shape: [3, 32, 32] },

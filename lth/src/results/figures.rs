@@ -214,8 +214,8 @@ fn describe(data: &DataSource) -> String {
         DataSource::Real => "real".into(),
         DataSource::Synthetic => "**synthetic** (generated stand-in, not CIFAR-10)".into(),
         DataSource::Copy(copy) => {
-            let lossy = if copy.codec == Codec::Jpeg { ", lossy JPEG" } else { "" };
-            format!("**{data}** (image-folder copy of CIFAR-10{lossy}, not the official files; SHA-256 `{}`)", copy.hex())
+            let lossy = if copy.codec == Codec::Jpeg { " (lossy)" } else { "" };
+            format!("**{} copy of CIFAR-10**{lossy}, not the official files, SHA-256 `{}`", copy.codec.name().to_uppercase(), copy.hex())
         }
     }
 }
