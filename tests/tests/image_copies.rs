@@ -11,7 +11,7 @@ use lth::datasets::copies::{self, Expected};
 use lth::datasets::image_folder::{Counts, CLASSES};
 use lth::datasets::{self, cifar10, fetch::Source};
 use lth::results::figures;
-use lth::spec::{Codec, DataSource, DatasetKind, ExperimentSpec, Scale};
+use lth::spec::{Codec, DataSource, DatasetKind, ExperimentSpec, ImageCopy, Scale};
 use lth_tests::scratch;
 use std::path::{Path, PathBuf};
 
@@ -92,12 +92,18 @@ fn refused(location: &Path, names: &str) -> String {
     line
 }
 
-#[test]
-fn a_png_folder_loads_with_labels_shapes_and_order_and_is_decoded_once() {
-    let dir = scratch("png-copy");
+/// A PNG copy under `<scratch>/cifar10`, prepared: (scratch, copy folder, data source, its id).
+fn png_copy(name: &str) -> (PathBuf, PathBuf, DataSource, ImageCopy) {
+    let dir = scratch(name);
     let copy = write_copy(&dir, "cifar10", "png");
     let images = copies::prepare(copy.to_str().unwrap(), &source(&dir), &expected()).unwrap();
     let DataSource::Copy(id) = images else { panic!("{images}") };
+    (dir, copy, images, id)
+}
+
+#[test]
+fn a_png_folder_loads_with_labels_shapes_and_order_and_is_decoded_once() {
+    let (dir, copy, images, id) = png_copy("png-copy");
     assert_eq!(id.codec, Codec::Png);
     let raw = load(images, &source(&dir));
     assert_eq!((raw.train.n, raw.test.n, raw.train.shape), (30, 20, [3, 32, 32]));
@@ -160,10 +166,7 @@ fn a_jpeg_archive_loads_is_named_by_its_sha256_and_marked_lossy_in_run_ids() {
 
 #[test]
 fn runs_on_a_copy_name_it_in_their_table_figure_titles_and_provenance() {
-    let dir = scratch("copy-figure");
-    let copy = write_copy(&dir, "cifar10", "png");
-    let images = copies::prepare(copy.to_str().unwrap(), &source(&dir), &expected()).unwrap();
-    let DataSource::Copy(id) = images else { panic!("{images}") };
+    let (dir, _, images, id) = png_copy("copy-figure");
     // Conv-2 at a size the 30 + 20 images allow: two levels of two iterations.
     let mut spec = ExperimentSpec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/conv2.toml")).unwrap();
     spec.method.validation_size = 10;
