@@ -193,7 +193,9 @@ fn read_folder(root: &Path) -> Result<Vec<Member>> {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
             let full = entry.path();
-            if full.is_dir() {
+            // A link to a folder is not followed (a loop would never end); read as a file, it
+            // fails naming itself.
+            if entry.file_type().at(&full)?.is_dir() {
                 pending.push(path);
             } else {
                 members.push(Member { bytes: fs::read(&full).at(&full)?, path });
