@@ -84,8 +84,8 @@ pub fn ln(x: f64) -> f64 {
 /// sin x, for the moderate arguments of the synthetic images (|x| up to about 10^4).
 pub fn sin(x: f64) -> f64 {
     use std::f64::consts::PI;
-    // 2π split so that k · TAU_HI is exact for |k| < 2^20.
-    const TAU_HI: f64 = 6.283_185_307_179_586;
+    // 2π split: TAU_HI is 2π rounded to f64, TAU_LO the rest.
+    const TAU_HI: f64 = std::f64::consts::TAU;
     const TAU_LO: f64 = 2.449_293_598_294_706_4e-16;
     let k = (x / (2.0 * PI)).round();
     let r = (x - k * TAU_HI) - k * TAU_LO;
