@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::masks::Mask;
 use crate::models::linear::Compact;
-use crate::models::{self, im2col::conv3x3, init, Architecture};
+use crate::models::{self, im2col::conv3x3, Architecture};
 use crate::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule};
 use crate::pruning;
 use crate::seeds::{stream, Purpose};
@@ -106,6 +106,8 @@ fn name(kind: ModelKind) -> &'static str {
         ModelKind::Conv2 => "Conv-2",
         ModelKind::Conv4 => "Conv-4",
         ModelKind::Conv6 => "Conv-6",
+        ModelKind::Vgg19 => "VGG-19",
+        ModelKind::Resnet18 => "ResNet-18",
     }
 }
 
@@ -195,7 +197,7 @@ pub fn mask_at(arch: &Architecture, weights: &models::Weights, density: f64) -> 
 /// Training steps per second of `kind` with a magnitude mask of `density` (random weights).
 fn train_steps(kind: ModelKind, density: f64, variant: Variant, steps: usize) -> Result<f64> {
     let arch = Architecture::of(kind);
-    let weights = init::glorot_normal(&arch, &mut stream(0, Purpose::Init));
+    let weights = models::initial_weights(&arch, &mut stream(0, Purpose::Init));
     let mask = mask_at(&arch, &weights, density);
     let dense = models::to_params(&arch, &weights, &Device::Cpu)?;
     let masked = MaskedNetwork::new(kind, &dense, &mask, &Device::Cpu, variant.sparse)?;
@@ -204,7 +206,7 @@ fn train_steps(kind: ModelKind, density: f64, variant: Variant, steps: usize) ->
     let xs = images(kind, BATCH)?;
     let ys = Tensor::from_vec((0..BATCH as u32).map(|i| i % 10).collect::<Vec<_>>(), BATCH, &Device::Cpu)?;
     per_second(steps, || {
-        let loss = candle_nn::loss::cross_entropy(&net.forward(&xs)?, &ys)?;
+        let loss = candle_nn::loss::cross_entropy(&net.forward_t(&xs, None)?, &ys)?;
         optimizer.step(params, &loss.backward()?, &step_masks)?;
         // Read the loss, as training does (and so nothing is left pending).
         loss.to_scalar::<f32>()?;
@@ -233,7 +235,7 @@ fn conv_layer(candle: bool, steps: usize) -> Result<f64> {
 /// in training's evaluation).
 fn evaluate(kind: ModelKind, batches: usize) -> Result<f64> {
     let arch = Architecture::of(kind);
-    let params = models::to_params(&arch, &init::glorot_normal(&arch, &mut stream(0, Purpose::Init)), &Device::Cpu)?;
+    let params = models::to_params(&arch, &models::initial_weights(&arch, &mut stream(0, Purpose::Init)), &Device::Cpu)?;
     let net = models::build(kind, &params, &Compact::none())?;
     let n = if kind == ModelKind::Lenet300100 { 510 } else { 130 };
     let xs = images(kind, n)?;

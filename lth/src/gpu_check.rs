@@ -13,7 +13,7 @@
 use crate::bench::{images, mask_at, per_second};
 use crate::error::Result;
 use crate::models::linear::Compact;
-use crate::models::{self, init, Architecture, Weights};
+use crate::models::{self, Architecture, Weights};
 use crate::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule};
 use crate::seeds::{stream, Purpose};
 use crate::spec::ModelKind;
@@ -63,7 +63,7 @@ pub fn parity(dev: &Device) -> Result<Vec<Parity>> {
 /// losses and the final weights.
 fn train(kind: ModelKind, density: f64, dev: &Device, implementation: Implementation, sparse: bool) -> Result<(Vec<f64>, Weights)> {
     let arch = Architecture::of(kind);
-    let theta0 = init::glorot_normal(&arch, &mut stream(0, Purpose::Init));
+    let theta0 = models::initial_weights(&arch, &mut stream(0, Purpose::Init));
     let mask = mask_at(&arch, &theta0, density);
     let params = models::to_params(&arch, &theta0, dev)?;
     let masked = MaskedNetwork::new(kind, &params, &mask, dev, sparse)?;
@@ -86,7 +86,7 @@ fn train(kind: ModelKind, density: f64, dev: &Device, implementation: Implementa
 /// Training steps per second (batch 60, dense) and evaluation images per second on `dev`.
 pub fn throughput(dev: &Device, kind: ModelKind) -> Result<(f64, f64)> {
     let arch = Architecture::of(kind);
-    let params = models::to_params(&arch, &init::glorot_normal(&arch, &mut stream(0, Purpose::Init)), dev)?;
+    let params = models::to_params(&arch, &models::initial_weights(&arch, &mut stream(0, Purpose::Init)), dev)?;
     let net = models::build(kind, &params, &Compact::none())?;
     let mut optimizer = MaskedOptimizer::for_device(ADAM, dev);
     let xs = images(kind, 60)?.to_device(dev)?;

@@ -8,7 +8,7 @@
 //! models    architectures over named parameters; seeded Gaussian Glorot init (init)
 //! masks     Mask: 0/1 per prunable weight, invariants, persistence
 //! pruning   layerwise magnitude (iterative, one-shot) and random masks, as pure functions
-//! optim     masked Adam (fused CPU kernel; candle ops elsewhere)
+//! optim     masked Adam and SGD (fused CPU kernel; candle ops elsewhere); schedule: lr per iteration
 //! training  the one loop; evaluation every N iterations; observers
 //! lottery   ticket runs and their branches (one-shot, reinit, random pruning), resumable
 //! results   record rows → store (run folders) → table (polars) → plot (plotters) → figures
@@ -25,6 +25,7 @@ pub mod optim;
 pub mod progress;
 pub mod pruning;
 pub mod results;
+pub mod schedule;
 pub mod seeds;
 pub mod spec;
 pub mod training;

@@ -1,6 +1,7 @@
 //! Datasets: fetching (`fetch`), decoding (`mnist`), the fixed train/validation split,
 //! normalisation, and seeded minibatch order (`batches`). Nothing here knows about models.
 
+pub mod augment;
 pub mod batches;
 pub mod cifar10;
 pub mod fetch;

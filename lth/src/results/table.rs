@@ -128,6 +128,39 @@ pub fn sparsity(curves: &DataFrame) -> Result<DataFrame> {
     Ok(out)
 }
 
+/// Figures 7 and 8: test accuracy at fixed fractions of training, per experiment, procedure,
+/// level and checkpoint (mean/min/max over trials and copies). A curve's checkpoint `i` is its
+/// evaluation nearest to `fractions[i]` of its last iteration (the later one on a tie), so a
+/// shorter scale reads its checkpoints at the same fractions of training.
+pub fn checkpoints(curves: &DataFrame, fractions: &[f64]) -> Result<DataFrame> {
+    let keys: Vec<Expr> = CURVE_KEYS.iter().map(|k| col(*k)).collect();
+    // Latest first, so that the stable sort below keeps the later evaluation on a tie.
+    let latest_first = curves.clone().lazy().sort(["iteration"], SortMultipleOptions::default().with_order_descending(true).with_maintain_order(true));
+    let mut frames = Vec::new();
+    for (i, &fraction) in fractions.iter().enumerate() {
+        let iteration = || col("iteration").cast(DataType::Float64);
+        let offset = || iteration() - iteration().max() * lit(fraction);
+        // Squared, as polars' `abs` is behind a feature this crate leaves out.
+        let distance = offset() * offset();
+        let nearest = |name: &str| col(name).sort_by([distance.clone()], SortMultipleOptions::default().with_maintain_order(true)).first().alias(name);
+        let frame = latest_first
+            .clone()
+            .group_by_stable(keys.clone())
+            .agg([col("remaining").first(), nearest("iteration"), nearest("test_acc")])
+            .with_column(lit(i as u64).alias("checkpoint"));
+        frames.push(frame);
+    }
+    let mut aggs = vec![col("remaining").mean().alias("remaining"), col("iteration").mean().alias("iteration"), n_curves()];
+    aggs.extend(spread("test_acc"));
+    let (by, order) = ascending(&["experiment", "procedure", "level", "checkpoint"]);
+    let out = concat(frames, UnionArgs::default())?
+        .group_by([col("experiment"), col("data"), col("procedure"), col("level"), col("checkpoint")])
+        .agg(aggs)
+        .sort(by, order)
+        .collect()?;
+    Ok(out)
+}
+
 /// Writes a frame as CSV (floats in shortest round-trip form, so files diff cleanly).
 pub fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
     let mut out = String::new();
