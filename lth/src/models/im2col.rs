@@ -88,7 +88,22 @@ struct Dims {
     k: usize,
 }
 
+/// Maps of at most this many output pixels are multiplied several images at a time.
+const JOIN_BELOW: usize = 256;
+
 impl Dims {
+    /// Images per matrix product: one for large maps (the columns stay in cache), several for
+    /// small ones (VGG-19's 8x8 to 2x2 maps), whose products would otherwise stream a large
+    /// weight matrix through memory for a few columns per image.
+    fn batch(&self) -> usize {
+        let ohw = self.ho * self.wo;
+        if ohw >= JOIN_BELOW {
+            1
+        } else {
+            (JOIN_BELOW / ohw).clamp(1, GROUP)
+        }
+    }
+
     fn new(xs: (usize, usize, usize, usize), o: usize, g: Geometry) -> Self {
         let (n, c, h, w) = xs;
         Dims { n, c, h, w, o, ho: g.out(h), wo: g.out(w), k: c * g.kernel * g.kernel }
@@ -103,20 +118,37 @@ struct Conv {
 }
 
 impl Conv {
-    /// The output: per image, `bias + w (o, k) · columns (k, ho·wo)`.
+    /// The output: per image, `bias + w (o, k) · columns (k, ho·wo)`, for [`Dims::batch`]
+    /// images at a time.
     fn forward(&self, xs: &[f32], w: &[f32], b: Option<&[f32]>, d: Dims) -> Vec<f32> {
         let (hw, ohw) = (d.h * d.w, d.ho * d.wo);
         let mut ys = vec![0f32; d.n * d.o * ohw];
         let group = |(images, outs): (&[f32], &mut [f32])| {
-            let mut cols = vec![0f32; d.k * ohw];
-            for (image, out) in images.chunks_exact(d.c * hw).zip(outs.chunks_exact_mut(d.o * ohw)) {
-                im2col(image, d, self.geometry, &mut cols);
+            let batch = d.batch();
+            let mut cols = vec![0f32; d.k * batch * ohw];
+            let mut joined = if batch > 1 { vec![0f32; d.o * batch * ohw] } else { Vec::new() };
+            for (images, outs) in images.chunks(batch * d.c * hw).zip(outs.chunks_mut(batch * d.o * ohw)) {
+                let m = images.len() / (d.c * hw);
+                let width = m * ohw;
+                for (j, image) in images.chunks_exact(d.c * hw).enumerate() {
+                    im2col(image, d, self.geometry, &mut cols[j * ohw..], width);
+                }
+                // One image writes its (o, ohw) output in place; several share one wider
+                // product whose column blocks are then copied out image by image.
+                let target = if m == 1 { &mut *outs } else { &mut joined[..d.o * width] };
                 if let Some(b) = b {
-                    for (plane, &bias) in out.chunks_exact_mut(ohw).zip(b) {
-                        plane.fill(bias);
+                    for (row, &bias) in target.chunks_exact_mut(width).zip(b) {
+                        row.fill(bias);
                     }
                 }
-                product(out, Matrix::rows(w, d.k), Matrix::rows(&cols, ohw), d.o, ohw, d.k, b.is_some());
+                product(target, Matrix::rows(w, d.k), Matrix::rows(&cols[..d.k * width], width), d.o, width, d.k, b.is_some());
+                if m > 1 {
+                    for (j, out) in outs.chunks_exact_mut(d.o * ohw).enumerate() {
+                        for (plane, row) in out.chunks_exact_mut(ohw).zip(joined.chunks_exact(width)) {
+                            plane.copy_from_slice(&row[j * ohw..(j + 1) * ohw]);
+                        }
+                    }
+                }
             }
         };
         if parallel() {
@@ -128,8 +160,8 @@ impl Conv {
     }
 
     /// The input, weight and bias gradients. Each group of images sums its own weight and
-    /// bias gradients, in image order; the groups' sums are then added in group order, so the
-    /// result does not depend on the number of threads.
+    /// bias gradients, in image order ([`Dims::batch`] images per product); the groups' sums
+    /// are then added in group order, so the result does not depend on the number of threads.
     fn backward(&self, xs: &Tensor, w: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let g = self.geometry;
         let (o, d) = (w.dim(0)?, xs.dims4()?);
@@ -138,19 +170,35 @@ impl Conv {
         let grad = grad.contiguous()?;
         let mut grad_xs = vec![0f32; d.n * d.c * hw];
         let group = |((images, grads), grad_images): ((&[f32], &[f32]), &mut [f32]), w: &[f32]| {
+            let batch = d.batch();
             let (mut grad_w, mut grad_b) = (vec![0f32; d.o * k], vec![0f32; d.o]);
-            let (mut cols, mut grad_cols) = (vec![0f32; k * ohw], vec![0f32; k * ohw]);
-            let per_image = images.chunks_exact(d.c * hw).zip(grads.chunks_exact(d.o * ohw)).zip(grad_images.chunks_exact_mut(d.c * hw));
-            for (i, ((image, gr), grad_image)) in per_image.enumerate() {
-                for (sum, plane) in grad_b.iter_mut().zip(gr.chunks_exact(ohw)) {
-                    *sum += plane.iter().sum::<f32>();
+            let (mut cols, mut grad_cols) = (vec![0f32; k * batch * ohw], vec![0f32; k * batch * ohw]);
+            let mut joined = if batch > 1 { vec![0f32; d.o * batch * ohw] } else { Vec::new() };
+            let per_batch = images.chunks(batch * d.c * hw).zip(grads.chunks(batch * d.o * ohw)).zip(grad_images.chunks_mut(batch * d.c * hw));
+            for (i, ((images, grads), grad_images)) in per_batch.enumerate() {
+                let m = images.len() / (d.c * hw);
+                let width = m * ohw;
+                for (j, (image, gr)) in images.chunks_exact(d.c * hw).zip(grads.chunks_exact(d.o * ohw)).enumerate() {
+                    for (sum, plane) in grad_b.iter_mut().zip(gr.chunks_exact(ohw)) {
+                        *sum += plane.iter().sum::<f32>();
+                    }
+                    im2col(image, d, g, &mut cols[j * ohw..], width);
+                    if m > 1 {
+                        for (row, plane) in joined.chunks_exact_mut(width).zip(gr.chunks_exact(ohw)) {
+                            row[j * ohw..(j + 1) * ohw].copy_from_slice(plane);
+                        }
+                    }
                 }
-                im2col(image, d, g, &mut cols);
-                // grad_w (o, k) += g (o, ohw) · colsᵀ (ohw, k)
-                product(&mut grad_w, Matrix::rows(gr, ohw), Matrix::cols(&cols, ohw), d.o, k, ohw, i > 0);
-                // grad_cols (k, ohw) = wᵀ (k, o) · g (o, ohw)
-                product(&mut grad_cols, Matrix::cols(w, k), Matrix::rows(gr, ohw), k, ohw, d.o, false);
-                col2im(&grad_cols, d, g, grad_image);
+                // The upstream gradient as one (o, m·ohw) matrix.
+                let gr = if m == 1 { grads } else { &joined[..d.o * width] };
+                let cols = &cols[..k * width];
+                // grad_w (o, k) += g (o, m·ohw) · colsᵀ (m·ohw, k)
+                product(&mut grad_w, Matrix::rows(gr, width), Matrix::cols(cols, width), d.o, k, width, i > 0);
+                // grad_cols (k, m·ohw) = wᵀ (k, o) · g (o, m·ohw)
+                product(&mut grad_cols[..k * width], Matrix::cols(w, k), Matrix::rows(gr, width), k, width, d.o, false);
+                for (j, grad_image) in grad_images.chunks_exact_mut(d.c * hw).enumerate() {
+                    col2im(&grad_cols[j * ohw..], d, g, grad_image, width);
+                }
             }
             (grad_w, grad_b)
         };
@@ -214,12 +262,13 @@ impl CustomOp2 for Conv {
     }
 }
 
-/// The (c·k², ho·wo) columns of one (c, h, w) image: row (ch, ky, kx) holds, at output
+/// The (c·k², ho·wo) columns of one (c, h, w) image, rows `row_stride` apart in `cols` (the
+/// columns of several images side by side): row (ch, ky, kx) holds, at output
 /// (y, x), the pixel (y·stride + ky − pad, x·stride + kx − pad), zero outside the image.
-fn im2col(image: &[f32], d: Dims, g: Geometry, cols: &mut [f32]) {
+fn im2col(image: &[f32], d: Dims, g: Geometry, cols: &mut [f32], row_stride: usize) {
     let (hw, wo, s) = (d.h * d.w, d.wo, g.stride);
     for_each_line(d, g, |row, channel, sy, y, (first, end, sx)| {
-        let out = &mut cols[(row * d.ho + y) * wo..(row * d.ho + y + 1) * wo];
+        let out = &mut cols[row * row_stride + y * wo..row * row_stride + (y + 1) * wo];
         match sy {
             Some(sy) => {
                 let line = &image[channel * hw + sy * d.w..channel * hw + (sy + 1) * d.w];
@@ -238,11 +287,11 @@ fn im2col(image: &[f32], d: Dims, g: Geometry, cols: &mut [f32]) {
 
 /// The adjoint of [`im2col`]: adds every column entry back onto the pixel it came from, in an
 /// order fixed by the loops.
-fn col2im(cols: &[f32], d: Dims, g: Geometry, image: &mut [f32]) {
+fn col2im(cols: &[f32], d: Dims, g: Geometry, image: &mut [f32], row_stride: usize) {
     let (hw, wo, s) = (d.h * d.w, d.wo, g.stride);
     for_each_line(d, g, |row, channel, sy, y, (first, end, sx)| {
         if let Some(sy) = sy {
-            let from = &cols[(row * d.ho + y) * wo + first..(row * d.ho + y) * wo + end];
+            let from = &cols[row * row_stride + y * wo + first..row * row_stride + y * wo + end];
             let line = &mut image[channel * hw + sy * d.w..channel * hw + (sy + 1) * d.w];
             line[sx..].iter_mut().step_by(s).zip(from).for_each(|(p, &v)| *p += v);
         }
