@@ -147,10 +147,12 @@ pub fn markdown(rows: &[Row]) -> String {
             Some((name, v)) => (format!("{v:.1} ({name})"), format!("{:.2}x", r.ours / v)),
             None => (String::new(), String::new()),
         };
-        s += &format!("| {} | {} | {:.1} {} | {alt} | {ratio} |", r.workload, r.threads, r.ours, r.unit);
+        // Deep-network steps run at about one per second: keep two decimals there.
+        let digits = if r.ours < 10.0 { 2 } else { 1 };
+        s += &format!("| {} | {} | {:.digits$} {} | {alt} | {ratio} |", r.workload, r.threads, r.ours, r.unit);
         if with_pytorch {
             s += &match r.pytorch {
-                Some(p) => format!(" {p:.1} | {:.2}x |", r.ours / p),
+                Some(p) => format!(" {p:.digits$} | {:.2}x |", r.ours / p),
                 None => " | |".into(),
             };
         }

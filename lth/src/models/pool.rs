@@ -18,7 +18,16 @@ pub fn max_pool2x2(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() {
         return Ok(xs.contiguous()?.apply_op1(MaxPool2x2)?);
     }
-    Ok(xs.max_pool2d(2)?)
+    max_pool2x2_candle(xs)
+}
+
+/// The same pooling as candle ops for other devices (CUDA), avoiding candle's `max_pool2d`
+/// backward: each window becomes a last axis of 4 and is reduced with `max`, whose gradient
+/// goes whole to the maximum (to each of tied maxima, which float inputs make rare).
+pub fn max_pool2x2_candle(xs: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = xs.dims4()?;
+    let windows = xs.reshape((n, c, h / 2, 2, w / 2, 2))?.permute((0, 1, 2, 4, 3, 5))?.contiguous()?.reshape((n, c, h / 2, w / 2, 4))?;
+    Ok(windows.max(4)?)
 }
 
 /// Mean over each whole map: `(n, c, h, w)` → `(n, c)`.
@@ -149,6 +158,23 @@ mod tests {
         let grad = grads.get(xs.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         // candle's own max_pool2d backward would give 2.5 (and 25 to every 7).
         assert_eq!(grad, vec![0., 10., 100., 0., 0., 0., 0., 0.]);
+    }
+
+    #[test]
+    fn the_candle_ops_version_agrees_where_maxima_are_unique() {
+        let values: Vec<f32> = (0..2 * 3 * 4 * 6).map(|i| ((i * 37 % 101) as f32) / 7.0).collect();
+        let xs = Var::from_vec(values, (2, 3, 4, 6), &Device::Cpu).unwrap();
+        let upstream = Tensor::from_vec((0..2 * 3 * 2 * 3).map(|i| i as f32 - 5.0).collect::<Vec<_>>(), (2, 3, 2, 3), &Device::Cpu).unwrap();
+        let outputs = [max_pool2x2(xs.as_tensor()).unwrap(), max_pool2x2_candle(xs.as_tensor()).unwrap()];
+        assert_eq!(outputs[0].flatten_all().unwrap().to_vec1::<f32>().unwrap(), outputs[1].flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let grads: Vec<Vec<f32>> = outputs
+            .iter()
+            .map(|ys| {
+                let g = (ys * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+                g.get(xs.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            })
+            .collect();
+        assert_eq!(grads[0], grads[1]);
     }
 
     #[test]

@@ -43,16 +43,16 @@ pub struct Checkpoint {
 
 /// VGG-19's checkpoints: 30K, 60K and 112,480 (the last) of 112,480 iterations (PAPER.md Fig 7).
 const VGG_CHECKPOINTS: [Checkpoint; 3] = [
-    Checkpoint { fraction: 30_000.0 / 112_480.0, label: "30K iterations" },
-    Checkpoint { fraction: 60_000.0 / 112_480.0, label: "60K iterations" },
-    Checkpoint { fraction: 1.0, label: "112K iterations" },
+    Checkpoint { fraction: 30_000.0 / 112_480.0, label: "30K of 112K iterations" },
+    Checkpoint { fraction: 60_000.0 / 112_480.0, label: "60K of 112K iterations" },
+    Checkpoint { fraction: 1.0, label: "112K of 112K iterations (the last)" },
 ];
 
 /// ResNet-18's checkpoints: 10K, 20K and 30K of 30K iterations (PAPER.md Fig 8).
 const RESNET_CHECKPOINTS: [Checkpoint; 3] = [
-    Checkpoint { fraction: 10_000.0 / 30_000.0, label: "10K iterations" },
-    Checkpoint { fraction: 20_000.0 / 30_000.0, label: "20K iterations" },
-    Checkpoint { fraction: 1.0, label: "30K iterations" },
+    Checkpoint { fraction: 10_000.0 / 30_000.0, label: "10K of 30K iterations" },
+    Checkpoint { fraction: 20_000.0 / 30_000.0, label: "20K of 30K iterations" },
+    Checkpoint { fraction: 1.0, label: "30K of 30K iterations (the last)" },
 ];
 
 /// Said wherever Conv-6 is drawn (a macro, so `concat!` can join it to other notes).
