@@ -1,4 +1,5 @@
-//! The one training loop: minibatch forward, cross-entropy, backward, masked optimizer step.
+//! The one training loop: minibatch (augmented where the spec asks), forward, cross-entropy,
+//! backward, masked optimizer step at the scheduled learning rate (`schedule`).
 //! It always trains for the full budget and evaluates validation and test loss/accuracy every
 //! `eval_every` iterations (PAPER.md §1, App C); the early-stop iteration is read from the
 //! curve afterwards (`results::table`), never used to stop. Progress goes to an [`Observer`].
