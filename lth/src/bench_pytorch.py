@@ -2,7 +2,9 @@
 same way (one untimed warm-up call, then the median of three timings), at 1 and 2 threads.
 
 Training is masked the way the reference lottery-ticket implementations do it: the dense
-network, gradients of pruned weights zeroed before `Adam.step()`, weights re-masked after it.
+network, gradients of pruned weights zeroed before the optimizer's step (Adam for LeNet and
+Conv-2; SGD with momentum 0.9 and weight decay 1e-4 for ResNet-18 and VGG-19, in training mode
+so BatchNorm uses batch statistics), weights re-masked after it.
 PyTorch does the same dense work at any density, so its masks are random at the given density.
 Prints one line per row: `key threads per_second`. Needs only torch (`pip install torch`).
 """
@@ -14,7 +16,6 @@ import time
 import torch
 from torch import nn
 
-BATCH = 60
 SCALE = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
 
 
@@ -27,6 +28,52 @@ def conv2():
         nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(16384, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
     )
+
+
+def vgg19():
+    """VGG-19 for CIFAR-10 as lth builds it: 3x3 convs without bias, BatchNorm, ReLU, max-pools,
+    2x2 average pool, fc 512 -> 10."""
+    plan = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
+    layers, channels = [], 3
+    for width in plan:
+        if width == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            channels = width
+    return nn.Sequential(*layers, nn.AvgPool2d(2), nn.Flatten(), nn.Linear(512, 10))
+
+
+class Block(nn.Module):
+    def __init__(self, inputs, width, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inputs, width, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.shortcut = nn.Sequential()
+        if inputs != width:
+            self.shortcut = nn.Sequential(nn.Conv2d(inputs, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def resnet18():
+    """The paper's ResNet-18: He et al.'s 20-layer CIFAR ResNet (16/32/64 channels)."""
+    blocks, inputs = [], 16
+    for stage, width in enumerate((16, 32, 64)):
+        for block in range(3):
+            blocks.append(Block(inputs, width, 2 if stage > 0 and block == 0 else 1))
+            inputs = width
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), *blocks,
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    )
+
+
+NETS = {"lenet": (lenet, 60), "conv2": (conv2, 60), "resnet18": (resnet18, 128), "vgg19": (vgg19, 64)}
 
 
 def images(kind, n):
@@ -50,16 +97,21 @@ def median3(measure):
 
 def train_steps(kind, density, steps):
     torch.manual_seed(0)
-    net = lenet() if kind == "lenet" else conv2()
+    make, batch = NETS[kind]
+    net = make()
+    net.train()
     masks = {}
     if density < 1.0:
         for name, p in net.named_parameters():
-            if name.endswith("weight"):
+            if name.endswith("weight") and p.dim() > 1:
                 masks[name] = (torch.rand_like(p) < density).float()
                 p.data.mul_(masks[name])
     params = dict(net.named_parameters())
-    opt = torch.optim.Adam(net.parameters(), lr=1.2e-3)
-    xs, ys = images(kind, BATCH), torch.arange(BATCH) % 10
+    if kind in ("resnet18", "vgg19"):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=1.2e-3)
+    xs, ys = images(kind, batch), torch.arange(batch) % 10
     loss_fn = nn.CrossEntropyLoss()
 
     def step():
@@ -79,7 +131,8 @@ def train_steps(kind, density, steps):
 
 def evaluate(kind, batches):
     torch.manual_seed(0)
-    net = lenet() if kind == "lenet" else conv2()
+    net = NETS[kind][0]()
+    net.eval()
     n = 510 if kind == "lenet" else 130
     xs = images(kind, n)
 
@@ -98,6 +151,9 @@ def main():
             print(f"lenet_train_{label} {threads} {median3(lambda: train_steps('lenet', density, steps(300))):.3f}", flush=True)
         for density, label in ((1.0, "dense"), (0.2, "20%"), (0.05, "5%")):
             print(f"conv2_train_{label} {threads} {median3(lambda: train_steps('conv2', density, steps(4))):.3f}", flush=True)
+        for kind in ("resnet18", "vgg19"):
+            for density, label in ((1.0, "dense"), (0.2, "20%"), (0.05, "5%")):
+                print(f"{kind}_train_{label} {threads} {median3(lambda: train_steps(kind, density, steps(1))):.3f}", flush=True)
         print(f"lenet_eval {threads} {median3(lambda: evaluate('lenet', steps(40))):.3f}", flush=True)
         print(f"conv2_eval {threads} {median3(lambda: evaluate('conv2', steps(4))):.3f}", flush=True)
 

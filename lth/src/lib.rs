@@ -5,10 +5,13 @@
 //! ```text
 //! spec      experiments/*.toml → ExperimentSpec (method + sizes per scale) → RunSpec per run
 //! datasets  fetch (mirror, checksum, cache) → decode → fixed validation split → seeded batches
-//! models    architectures over named parameters; seeded Gaussian Glorot init (init)
+//!           (and seeded augmentation)
+//! models    architectures over named parameters; seeded Gaussian Glorot init (init); the CPU
+//!           kernels they call (im2col convolution, BatchNorm, pooling, sparse layers)
 //! masks     Mask: 0/1 per prunable weight, invariants, persistence
-//! pruning   layerwise magnitude (iterative, one-shot) and random masks, as pure functions
-//! optim     masked Adam (fused CPU kernel; candle ops elsewhere)
+//! pruning   layerwise and global magnitude (iterative, one-shot) and random masks, as pure
+//!           functions
+//! optim     masked Adam and SGD (fused CPU kernel; candle ops elsewhere); schedule: lr per iteration
 //! training  the one loop; evaluation every N iterations; observers
 //! lottery   ticket runs and their branches (one-shot, reinit, random pruning), resumable
 //! files     atomic writes, temporary names and digests, below everything that writes files
@@ -28,6 +31,7 @@ pub mod optim;
 pub mod progress;
 pub mod pruning;
 pub mod results;
+pub mod schedule;
 pub mod seeds;
 pub mod spec;
 pub mod training;

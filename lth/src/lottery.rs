@@ -4,16 +4,17 @@
 //! one-shot prunes its trained dense network once per target level; reinit keeps its masks with
 //! fresh weights; random pruning draws masks with its per-layer counts and starts from theta0.
 
+use crate::datasets::augment::Augment;
 use crate::datasets::Dataset;
 use crate::error::{Error, Result};
 use crate::masks::Mask;
-use crate::models::{self, init, Architecture, Weights};
+use crate::models::{self, Architecture, Weights};
 use crate::progress::Progress;
 use crate::pruning;
 use crate::results::record::{write_csv, CurveKey, CurveRecord};
 use crate::results::store::{damaged_tensors, save_weights, RunDir, Store};
 use crate::seeds::{self, Purpose};
-use crate::spec::{PlannedRun, Procedure, RunSpec};
+use crate::spec::{PlannedRun, Procedure, PruningSpec, RunSpec};
 use crate::training::{self, TrainConfig};
 use candle_core::Device;
 
@@ -50,7 +51,7 @@ fn initial_weights(spec: &RunSpec, arch: &Architecture, trunk: &RunDir) -> Resul
         return Err(missing_trunk(spec, trunk, "init.safetensors"));
     }
     let mut rng = seeds::stream(trial_seed(spec), Purpose::Init);
-    let theta0 = init::glorot_normal(arch, &mut rng);
+    let theta0 = models::initial_weights(arch, &mut rng);
     save_weights(&theta0, arch, &trunk.init_path())?;
     trunk.mark_init()?;
     Ok(theta0)
@@ -59,27 +60,26 @@ fn initial_weights(spec: &RunSpec, arch: &Architecture, trunk: &RunDir) -> Resul
 /// The mask of `level` and the weights training starts from (before masking). Public so that
 /// tests can check the reset rule.
 pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &RunDir, theta0: &Weights, level: usize) -> Result<(Mask, Weights)> {
-    let rates = pruning::rates(arch, &spec.method.pruning);
     let trunk_level = |l: usize| -> Result<(Mask, Weights)> {
         if !trunk.is_done(l) {
             return Err(missing_trunk(spec, trunk, &format!("level-{l:02}")));
         }
-        finished_level(trunk, l, arch, &rates)
+        finished_level(trunk, l, arch, &spec.method.pruning)
     };
     Ok(match spec.procedure {
         Procedure::Ticket if level == 0 => (Mask::dense(arch), theta0.clone()),
         Procedure::Ticket => {
-            let (previous, trained) = finished_level(run, level - 1, arch, &rates)?;
-            (pruning::magnitude_round(&trained, &previous, &rates), theta0.clone())
+            let (previous, trained) = finished_level(run, level - 1, arch, &spec.method.pruning)?;
+            (pruning::prune_round(arch, &spec.method.pruning, &trained, &previous), theta0.clone())
         }
         Procedure::Oneshot => {
             let (dense, trained) = trunk_level(0)?;
-            (pruning::magnitude_oneshot(&trained, &dense, &rates, level), theta0.clone())
+            (pruning::prune_oneshot(arch, &spec.method.pruning, &trained, &dense, level), theta0.clone())
         }
         Procedure::Reinit => {
             let (mask, _) = trunk_level(level)?;
             let mut rng = seeds::stream(trial_seed(spec), Purpose::Reinit { copy: spec.copy, level });
-            (mask, init::glorot_normal(arch, &mut rng))
+            (mask, models::initial_weights(arch, &mut rng))
         }
         Procedure::RandomPrune => {
             let (mask, _) = trunk_level(level)?;
@@ -91,13 +91,12 @@ pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &Ru
 
 /// The mask and trained weights of a finished ticket level, checked against its marker and
 /// against the per-layer counts `level` rounds of pruning leave (a planted mask is refused).
-fn finished_level(ticket: &RunDir, level: usize, arch: &Architecture, rates: &[(String, f64)]) -> Result<(Mask, Weights)> {
+fn finished_level(ticket: &RunDir, level: usize, arch: &Architecture, pruning: &PruningSpec) -> Result<(Mask, Weights)> {
     let mask = ticket.load_mask(level, arch)?;
-    for (name, rate) in rates {
-        let layer = &mask.layers[name];
-        let expected = pruning::survivors_after(layer.keep.len(), *rate, level);
-        if layer.remaining() != expected {
-            let reason = format!("`{name}` keeps {} weights, but level {level} of a ticket keeps {expected}", layer.remaining());
+    for (layers, expected) in pruning::level_counts(arch, pruning, level) {
+        let kept: usize = layers.iter().map(|name| mask.layers[name].remaining()).sum();
+        if kept != expected {
+            let reason = format!("`{}` keep {kept} weights, but level {level} of a ticket keeps {expected}", layers.join("`, `"));
             return Err(damaged_tensors(&ticket.mask_path(level), reason));
         }
     }
@@ -124,10 +123,13 @@ fn train_level(
         batch_size: spec.method.batch_size,
         optimizer: (&spec.method.optimizer).into(),
         sparse_kernels: true,
+        lr_schedule: spec.method.lr_schedule.clone(),
     };
     let data_order = seeds::stream(trial_seed(spec), Purpose::DataOrder);
     let dropout = spec.method.dropout.map(|p| models::Dropout::new(p, seeds::stream(trial_seed(spec), Purpose::Dropout)));
-    let curve = training::train(spec.method.model, &params, mask, data, &config, data_order, dropout, observer)?;
+    let augment =
+        spec.method.augmentation.as_ref().map(|a| Augment::new(a, &spec.method.normalisation, seeds::stream(trial_seed(spec), Purpose::Augmentation)));
+    let curve = training::train(spec.method.model, &params, mask, data, &config, data_order, dropout, augment, observer)?;
     let key = CurveKey {
         experiment: spec.experiment.clone(),
         scale: spec.scale.as_str().into(),

@@ -45,6 +45,16 @@ pub enum Rule {
     Sgd(SgdConfig),
 }
 
+impl Rule {
+    /// The (peak) learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            Rule::Adam(c) => c.lr,
+            Rule::Sgd(c) => c.lr,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Implementation {
     Fused,
@@ -81,7 +91,16 @@ impl MaskedOptimizer {
         Self::new(rule, implementation)
     }
 
-    /// One update of every parameter that has a gradient; `masks` covers the prunable ones.
+    /// Sets the learning rate of the next steps (`schedule`).
+    pub fn set_lr(&mut self, lr: f64) {
+        match &mut self.rule {
+            Rule::Adam(c) => c.lr = lr,
+            Rule::Sgd(c) => c.lr = lr,
+        }
+    }
+
+    /// One update of every parameter that has a gradient (so never BatchNorm's running
+    /// statistics, which no gradient reaches); `masks` covers the prunable ones.
     pub fn step(&mut self, params: &Params, grads: &GradStore, masks: &BTreeMap<String, StepMask>) -> Result<()> {
         self.step += 1;
         let kernel = Kernel::new(self.rule, self.step);

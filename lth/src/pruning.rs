@@ -1,12 +1,15 @@
 //! Choosing which weights to remove, as pure functions of weights and masks. Layerwise
 //! magnitude pruning removes, in each layer, a fixed fraction of the weights that survive so
 //! far, smallest magnitude first (PAPER.md §1 step 3); ties go to the lower index, so the result
-//! is deterministic. One-shot pruning goes straight to the per-layer count that `k` rounds
+//! is deterministic. Global pruning (VGG-19, ResNet-18) removes a fixed fraction of the
+//! convolutions' surviving weights together, under one threshold: the smallest magnitudes
+//! across all of them go first, and of equal magnitudes the one in the later layer (by name),
+//! then at the higher index, goes first, so the count is exact. One-shot pruning goes straight to the per-layer count that `k` rounds
 //! would leave; random pruning keeps the same per-layer counts at random positions.
 
 use crate::masks::{LayerMask, Mask};
 use crate::models::{Architecture, LayerKind, Weights};
-use crate::spec::PruningSpec;
+use crate::spec::{PruningScope, PruningSpec};
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
@@ -18,11 +21,77 @@ pub fn rates(arch: &Architecture, spec: &PruningSpec) -> Vec<(String, f64)> {
                 Some(LayerKind::Conv) => spec.conv.unwrap_or(0.0),
                 Some(LayerKind::Fc) => spec.fc,
                 Some(LayerKind::Output) => spec.output,
-                None => 0.0,
+                // 1x1 shortcuts are never pruned (PAPER.md App I.3).
+                Some(LayerKind::Shortcut) | None => 0.0,
             };
             (p.name.clone(), rate)
         })
         .collect()
+}
+
+/// One round of magnitude pruning under `spec`'s scope.
+pub fn prune_round(arch: &Architecture, spec: &PruningSpec, weights: &Weights, mask: &Mask) -> Mask {
+    let rates = rates(arch, spec);
+    match spec.scope {
+        PruningScope::Layerwise => magnitude_round(weights, mask, &rates),
+        PruningScope::Global => {
+            let convs = global_layers(arch);
+            let (others, rate) = split_global(&rates, &convs);
+            let remaining = convs.iter().map(|name| mask.layers[name].remaining()).sum();
+            keep_largest_global(&magnitude_round(weights, mask, &others), weights, &convs, survivors(remaining, rate))
+        }
+    }
+}
+
+/// One-shot magnitude pruning under `spec`'s scope: from the dense `mask`, straight to the
+/// counts `rounds` iterative rounds would leave.
+pub fn prune_oneshot(arch: &Architecture, spec: &PruningSpec, weights: &Weights, mask: &Mask, rounds: usize) -> Mask {
+    let rates = rates(arch, spec);
+    match spec.scope {
+        PruningScope::Layerwise => magnitude_oneshot(weights, mask, &rates, rounds),
+        PruningScope::Global => {
+            let convs = global_layers(arch);
+            let (others, rate) = split_global(&rates, &convs);
+            let total = convs.iter().map(|name| mask.layers[name].keep.len()).sum();
+            keep_largest_global(&magnitude_oneshot(weights, mask, &others, rounds), weights, &convs, survivors_after(total, rate, rounds))
+        }
+    }
+}
+
+/// The layers global pruning ranks together: every convolution (not the 1x1 shortcuts, not the
+/// output layer), in name order.
+pub fn global_layers(arch: &Architecture) -> Vec<String> {
+    arch.prunable().filter(|p| p.prunable == Some(LayerKind::Conv)).map(|p| p.name.clone()).collect()
+}
+
+/// The layerwise rates of the layers outside `convs`, and the convolutions' shared rate.
+fn split_global(rates: &[(String, f64)], convs: &[String]) -> (Vec<(String, f64)>, f64) {
+    let others = rates.iter().filter(|(name, _)| !convs.contains(name)).cloned().collect();
+    let rate = rates.iter().find(|(name, _)| convs.contains(name)).map_or(0.0, |(_, r)| *r);
+    (others, rate)
+}
+
+/// Keeps the `count` largest-magnitude weights among those `mask` keeps in `layers`, ranked
+/// together; other layers are left as they are.
+fn keep_largest_global(mask: &Mask, weights: &Weights, layers: &[String], count: usize) -> Mask {
+    let mut alive: Vec<(f32, u32, u32)> = Vec::new();
+    for (l, name) in layers.iter().enumerate() {
+        let (w, keep) = (&weights[name], &mask.layers[name].keep);
+        alive.extend(keep.iter().enumerate().filter(|(_, &k)| k != 0.0).map(|(i, _)| (w[i].abs(), l as u32, i as u32)));
+    }
+    // Largest magnitude first; equal magnitudes keep the earlier layer, then the lower index.
+    // The order is total, so the kept set is unique whatever the selection algorithm does.
+    let order = |a: &(f32, u32, u32), b: &(f32, u32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2));
+    let mut out = mask.clone();
+    if count < alive.len() {
+        if count > 0 {
+            alive.select_nth_unstable_by(count - 1, order);
+        }
+        for &(_, l, i) in &alive[count..] {
+            out.layers.get_mut(&layers[l as usize]).expect("layers come from the mask").keep[i as usize] = 0.0;
+        }
+    }
+    out
 }
 
 /// Weights surviving one round at `rate` out of `remaining`: round(rate · remaining) go.
@@ -34,6 +103,23 @@ pub fn survivors(remaining: usize, rate: f64) -> usize {
 /// as iterative pruning rounds it, so one-shot and random masks match iterative ones.
 pub fn survivors_after(n: usize, rate: f64, rounds: usize) -> usize {
     (0..rounds).fold(n, |left, _| survivors(left, rate))
+}
+
+/// How many weights level `level` of a ticket keeps, as (layers, count): one entry per layer
+/// pruned on its own, and one for the layers pruned globally together.
+pub fn level_counts(arch: &Architecture, spec: &PruningSpec, level: usize) -> Vec<(Vec<String>, usize)> {
+    let rates = rates(arch, spec);
+    let numel = |name: &str| arch.params.iter().find(|p| p.name == name).map_or(0, |p| p.numel());
+    let (per_layer, global) = match spec.scope {
+        PruningScope::Layerwise => (rates, None),
+        PruningScope::Global => {
+            let convs = global_layers(arch);
+            let (others, rate) = split_global(&rates, &convs);
+            let total = convs.iter().map(|name| numel(name)).sum();
+            (others, Some((convs, survivors_after(total, rate, level))))
+        }
+    };
+    per_layer.into_iter().map(|(name, rate)| (vec![name.clone()], survivors_after(numel(&name), rate, level))).chain(global).collect()
 }
 
 /// One round of layerwise magnitude pruning of the weights `mask` still keeps.

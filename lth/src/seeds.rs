@@ -26,6 +26,8 @@ pub enum Purpose {
     Dropout,
     /// The generated stand-in for CIFAR-10.
     Synthetic,
+    /// Crops and flips of training batches (the same sequence at every level of a trial).
+    Augmentation,
 }
 
 impl Purpose {
@@ -39,6 +41,7 @@ impl Purpose {
             Purpose::EvalSubset => "eval-subset".into(),
             Purpose::Dropout => "dropout".into(),
             Purpose::Synthetic => "synthetic".into(),
+            Purpose::Augmentation => "augmentation".into(),
         }
     }
 }

@@ -59,6 +59,40 @@ pub struct Method {
     /// optional and left out of the JSON when unset, so existing run ids stay valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
+    /// Learning-rate warmup and step drops (VGG-19, ResNet-18); None: a constant rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_schedule: Option<LrSchedule>,
+    /// Training-batch augmentation (VGG-19, ResNet-18); None: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augmentation: Option<Augmentation>,
+}
+
+/// The learning rate as a function of the iteration (PAPER.md §4, App I): linear warmup from 0
+/// to the optimizer's rate over `warmup` iterations, times `drop_factor` for every drop passed.
+/// The iterations are those of a training of `iterations` (the paper's length); a scale that
+/// trains for fewer iterations moves every point to the same fraction of its training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrSchedule {
+    /// The training length the points below refer to.
+    pub iterations: usize,
+    /// Iterations of linear warmup (0: none).
+    #[serde(default)]
+    pub warmup: usize,
+    /// Iterations at which the rate is multiplied by `drop_factor`.
+    #[serde(default)]
+    pub drops: Vec<usize>,
+    pub drop_factor: f64,
+}
+
+/// Augmentation of training batches: random horizontal flip and a random 32x32 crop of the
+/// image zero-padded by `pad` pixels (zero in pixel space, before normalisation), drawn from the
+/// run's seeded stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augmentation {
+    pub flip: bool,
+    pub pad: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +103,10 @@ pub enum ModelKind {
     Conv2,
     Conv4,
     Conv6,
+    /// VGG-19 for CIFAR-10 (Liu et al. 2019's variant, PAPER.md §2).
+    Vgg19,
+    /// The paper's "ResNet-18": He et al.'s 20-layer CIFAR-10 ResNet (PAPER.md §2).
+    Resnet18,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +270,9 @@ pub struct PruningSpec {
 pub enum PruningScope {
     /// Each layer loses its own rate of its own weights.
     Layerwise,
+    /// The convolutions lose `conv` of their surviving weights together, under one magnitude
+    /// threshold (VGG-19, ResNet-18: PAPER.md §4, App I.1); other layers keep their own rates.
+    Global,
 }
 
 /// What a scale may change: sizes only.
@@ -422,6 +463,16 @@ impl ExperimentSpec {
     fn validate(&self) -> std::result::Result<(), String> {
         let p = &self.method.pruning;
         let has_conv = self.method.model != ModelKind::Lenet300100;
+        if p.scope == PruningScope::Global && (!has_conv || p.conv.is_none_or(|rate| rate <= 0.0)) {
+            return Err(format!(
+                "pruning.scope = \"global\" prunes the convolutions together, but model {:?} has {}; set pruning.conv > 0 or use scope = \"layerwise\"",
+                self.method.model,
+                if has_conv { "pruning.conv unset or 0" } else { "no convolutions" }
+            ));
+        }
+        if let Some(schedule) = &self.method.lr_schedule {
+            schedule.validate()?;
+        }
         if has_conv != p.conv.is_some() {
             return Err(format!("pruning.conv must be {} for model {:?}", if has_conv { "set" } else { "absent" }, self.method.model));
         }
@@ -521,6 +572,27 @@ fn in_unit(field: &str, value: f64) -> std::result::Result<(), String> {
         return Err(format!("{field} = {value} must be in [0, 1)"));
     }
     Ok(())
+}
+
+impl LrSchedule {
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.iterations == 0 {
+            return Err("method.lr_schedule.iterations must be at least 1".into());
+        }
+        if self.warmup > self.iterations {
+            return Err(format!(
+                "method.lr_schedule.warmup = {} is longer than training (lr_schedule.iterations = {}); shorten the warmup",
+                self.warmup, self.iterations
+            ));
+        }
+        if let Some(bad) = self.drops.iter().find(|&&d| d == 0 || d >= self.iterations) {
+            return Err(format!("method.lr_schedule.drops holds {bad}, outside training (1..{}); drops must fall inside it", self.iterations));
+        }
+        if !(self.drop_factor > 0.0 && self.drop_factor <= 1.0) {
+            return Err(format!("method.lr_schedule.drop_factor = {} must be in (0, 1]", self.drop_factor));
+        }
+        Ok(())
+    }
 }
 
 impl RunSpec {

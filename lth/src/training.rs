@@ -1,8 +1,10 @@
-//! The one training loop: minibatch forward, cross-entropy, backward, masked optimizer step.
+//! The one training loop: minibatch (augmented where the spec asks), forward, cross-entropy,
+//! backward, masked optimizer step at the scheduled learning rate (`schedule`).
 //! It always trains for the full budget and evaluates validation and test loss/accuracy every
 //! `eval_every` iterations (PAPER.md §1, App C); the early-stop iteration is read from the
 //! curve afterwards (`results::table`), never used to stop. Progress goes to an [`Observer`].
 
+use crate::datasets::augment::Augment;
 use crate::datasets::batches::Batches;
 use crate::datasets::{Dataset, Split};
 use crate::error::{Error, Result};
@@ -10,13 +12,14 @@ use crate::masks::{Mask, MaskTensors};
 use crate::models::linear::Compact;
 use crate::models::{self, Dropout, Network, Params};
 use crate::optim::{MaskedOptimizer, Rule, StepMask};
-use crate::spec::ModelKind;
+use crate::schedule::Schedule;
+use crate::spec::{LrSchedule, ModelKind};
 use candle_core::{DType, Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
     pub iterations: usize,
     pub eval_every: usize,
@@ -25,6 +28,8 @@ pub struct TrainConfig {
     /// Let sparse layers skip their pruned weights (`models::linear`, `optim`). The results
     /// are the same within float tolerance; off only to check that.
     pub sparse_kernels: bool,
+    /// Warmup and drops of the optimizer's rate (`schedule`); None: constant.
+    pub lr_schedule: Option<LrSchedule>,
 }
 
 /// One evaluation: metrics at `iteration` (train metrics are the running mean over the
@@ -61,6 +66,7 @@ pub fn train(
     config: &TrainConfig,
     data_order: ChaCha8Rng,
     mut dropout: Option<Dropout>,
+    mut augment: Option<Augment>,
     observer: &mut dyn Observer,
 ) -> Result<Vec<CurvePoint>> {
     if data.train.len() < config.batch_size {
@@ -70,12 +76,19 @@ pub fn train(
     let masked = MaskedNetwork::new(model, params, mask, dev, config.sparse_kernels)?;
     let (net, train_params, step_masks) = (masked.net.as_ref(), &masked.params, masked.step_masks());
     let mut optimizer = MaskedOptimizer::for_device(config.optimizer, dev);
+    let peak = config.optimizer.lr();
+    let schedule = config.lr_schedule.as_ref().map_or_else(|| Schedule::constant(peak), |s| Schedule::new(peak, s, config.iterations));
     let mut batches = Batches::new(&data.train, config.batch_size, data_order);
     let mut running = Running::default();
     let mut curve = vec![evaluate_point(net, data, 0, &running)?];
     observer.on_eval(&curve[0]);
     for iteration in 1..=config.iterations {
         let (xs, ys) = batches.next_batch()?;
+        let xs = match augment.as_mut() {
+            Some(augment) => augment.apply(&xs)?,
+            None => xs,
+        };
+        optimizer.set_lr(schedule.lr(iteration - 1));
         let logits = net.forward_t(&xs, dropout.as_mut())?;
         let loss = models::loss::cross_entropy(&logits, &ys)?;
         let grads = loss.backward()?;

@@ -55,9 +55,27 @@ fn smoke_reproduce_writes_figures_then_reuses_the_runs() {
 #[test]
 fn an_unknown_figure_lists_the_valid_ones() {
     let line = error_line(&lth(&["reproduce", "fig9"], &scratch("fig9")));
-    assert!(line.contains("unknown figure `fig9`") && line.contains("fig1, fig3, fig4, fig5, fig6"), "{line}");
-    let line = error_line(&lth(&["reproduce", "fig7"], &scratch("fig7")));
-    assert!(line.contains("not implemented yet"), "{line}");
+    assert!(line.contains("unknown figure `fig9`") && line.contains("fig1, fig3, fig4, fig5, fig6, fig7, fig8"), "{line}");
+}
+
+#[test]
+fn bad_deep_network_specs_name_the_file_and_the_field() {
+    let dir = scratch("deep-toml");
+    let path = dir.join("broken.toml");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+    let lenet = std::fs::read_to_string(root.join("lenet.toml")).unwrap();
+    let resnet = std::fs::read_to_string(root.join("resnet18_lr0.03_warmup.toml")).unwrap();
+    let cases = [
+        (&lenet, lenet.replace("scope = \"layerwise\"", "scope = \"global\""), "pruning.scope"),
+        (&resnet, resnet.replace("warmup = 20000", "warmup = 40000"), "lr_schedule.warmup = 40000"),
+        (&resnet, resnet.replace("drops = [20000, 25000]", "drops = [20000, 30000]"), "lr_schedule.drops holds 30000"),
+    ];
+    for (source, text, field) in cases {
+        assert_ne!(&text, source, "the test's edit must apply");
+        std::fs::write(&path, text).unwrap();
+        let line = error_line(&lth(&["run", path.to_str().unwrap(), "--scale", "smoke"], &dir));
+        assert!(line.contains("broken.toml") && line.contains(field), "{line}");
+    }
 }
 
 #[test]

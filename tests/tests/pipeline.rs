@@ -294,11 +294,17 @@ fn sparse_kernels_train_like_dense_masked_training() {
     assert!(mask.remaining() < 0.06, "Pm {}", mask.remaining());
     let train = |sparse_kernels: bool| {
         let params = lth::models::to_params(&arch, &theta0, &candle_core::Device::Cpu).unwrap();
-        let config =
-            lth::training::TrainConfig { iterations: 40, eval_every: 10, batch_size: 60, optimizer: (&spec().method.optimizer).into(), sparse_kernels };
+        let config = lth::training::TrainConfig {
+            iterations: 40,
+            eval_every: 10,
+            batch_size: 60,
+            optimizer: (&spec().method.optimizer).into(),
+            sparse_kernels,
+            lr_schedule: None,
+        };
         struct Quiet;
         impl lth::training::Observer for Quiet {}
-        let curve = lth::training::train(spec().method.model, &params, &mask, data(), &config, stream(5, Purpose::DataOrder), None, &mut Quiet).unwrap();
+        let curve = lth::training::train(spec().method.model, &params, &mask, data(), &config, stream(5, Purpose::DataOrder), None, None, &mut Quiet).unwrap();
         (curve, lth::models::weights_of(&params).unwrap())
     };
     let (sparse_curve, sparse_weights) = train(true);

@@ -2,6 +2,7 @@
 //! `copies` and `image_folder`), the fixed train/validation split, normalisation, and seeded
 //! minibatch order (`batches`). Nothing here knows about models.
 
+pub mod augment;
 pub mod batches;
 pub mod cifar10;
 pub mod copies;

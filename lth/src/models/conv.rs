@@ -8,6 +8,7 @@
 use super::dropout::Dropout;
 use super::im2col::conv3x3;
 use super::linear::{Compact, Linear};
+use super::pool::max_pool2x2;
 use super::{param, Architecture, LayerKind, Network, ParamInfo, Params};
 use crate::error::Result;
 use crate::spec::ModelKind;
@@ -73,7 +74,7 @@ impl Network for ConvNet {
         for (i, (w, b)) in self.convs.iter().enumerate() {
             xs = conv3x3(&xs, w, b)?.relu()?;
             if i % 2 == 1 {
-                xs = xs.max_pool2d(2)?;
+                xs = max_pool2x2(&xs)?;
             }
         }
         xs = xs.flatten_from(1)?;

@@ -1,29 +1,43 @@
-//! 3x3, stride-1, padding-1 convolution as im2col + matrix product, with a hand-written
-//! backward, one image at a time. candle's own CPU conv2d backward computes the input gradient
-//! with `conv_transpose2d`, a direct loop that dominated a Conv-2 training step.
+//! Convolutions as im2col + matrix product, with a hand-written backward, one image at a
+//! time: 3x3 with padding 1 at stride 1 (with a bias: Conv-2/4/6) or at stride 1 and 2
+//! (without: VGG-19, ResNet-18), and ResNet's 1x1 stride-2 shortcuts. candle's own CPU conv2d
+//! backward computes the input gradient with `conv_transpose2d`, a direct loop that dominated
+//! a Conv-2 training step.
 //!
-//! Each image's columns are built as a (c·9, h·w) matrix, in which row (channel, ky, kx) is the
-//! image shifted by (ky − 1, kx − 1): contiguous copies, and a product `W · columns` that comes
-//! out in the (o, h·w) layout of the output, with no transpose. The matrix is 2.4 MB for a
-//! 64-channel 32×32 image, so it stays in cache between being built and being multiplied, where
-//! a whole batch's (141 MB at batch 60) would stream through memory several times per step.
-//! The backward rebuilds it per image: the weight gradient accumulates `grad · columnsᵀ`, the
-//! input gradient is `Wᵀ · grad` scattered back onto the pixels (`col2im`). Products go to the
-//! GEMM that candle itself uses (`host::product`). Gradients are checked against candle's
-//! conv2d in tests. On other devices (CUDA) candle's conv2d is used as is.
+//! Each image's columns are built as a (c·k², ho·wo) matrix, in which row (channel, ky, kx) is
+//! the image shifted by (ky − pad, kx − pad) and, at stride 2, subsampled: contiguous copies at
+//! stride 1, and a product `W · columns` that comes out in the (o, ho·wo) layout of the
+//! output, with no transpose. The matrix is 2.4 MB for a 64-channel 32×32 image, so it stays
+//! in cache between being built and being multiplied, where a whole batch's (141 MB at batch
+//! 60) would stream through memory several times per step. The backward rebuilds it per image:
+//! the weight gradient accumulates `grad · columnsᵀ`, the input gradient is `Wᵀ · grad`
+//! scattered back onto the pixels (`col2im`). Products go to the project's GEMM
+//! (`host::product`). Gradients are checked against candle's conv2d in tests. On other devices
+//! (CUDA) candle's conv2d is used as is.
 
 use super::host::{f32_slice, product, with_f32, Matrix};
 use crate::error::Result;
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `xs` (n, c, h, w) convolved with `w` (o, c, 3, 3) plus bias `b` (o): (n, o, h, w).
 pub fn conv3x3(xs: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() {
-        return Ok(xs.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Conv3x3)?);
+        return Ok(xs.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Conv { geometry: Geometry::of(w, 1)? })?);
     }
     let o = w.dim(0)?;
     Ok(xs.conv2d(w, 1, 1, 1, 1)?.broadcast_add(&b.reshape((1, o, 1, 1))?)?)
+}
+
+/// `xs` (n, c, h, w) convolved with `w` (o, c, k, k), k = 1 or 3, at `stride`, without bias
+/// (the convolutions that BatchNorm follows): (n, o, h', w') with padding k / 2, so 3x3 keeps
+/// the size at stride 1 and both halve it at stride 2.
+pub fn conv(xs: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
+    let geometry = Geometry::of(w, stride)?;
+    if xs.device().is_cpu() {
+        return Ok(xs.contiguous()?.apply_op2(&w.contiguous()?, Conv { geometry })?);
+    }
+    Ok(xs.conv2d(w, geometry.padding(), stride, 1, 1)?)
 }
 
 /// Images per unit of work: threads take whole groups.
@@ -34,138 +48,274 @@ fn parallel() -> bool {
     candle_core::utils::get_num_threads() > 1
 }
 
-/// The convolution with its bias, as one op for autograd (candle's gradient of a broadcast
-/// bias is a strided reduction that cost as much as a convolution's backward).
-struct Conv3x3;
+/// A square kernel's size and stride; the padding is `kernel / 2` ("same" at stride 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    kernel: usize,
+    stride: usize,
+}
 
-impl CustomOp3 for Conv3x3 {
-    fn name(&self) -> &'static str {
-        "conv3x3"
+impl Geometry {
+    fn of(w: &Tensor, stride: usize) -> Result<Self> {
+        let (_, _, kh, kw) = w.dims4()?;
+        if kh != kw || kh % 2 == 0 || stride == 0 {
+            return Err(crate::error::Error::Invalid(format!("convolution: a {kh}x{kw} kernel at stride {stride} is not supported (odd square kernels only)")));
+        }
+        Ok(Geometry { kernel: kh, stride })
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xs_l: &Layout, w: &CpuStorage, w_l: &Layout, b: &CpuStorage, b_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, wd) = xs_l.shape().dims4()?;
-        let o = w_l.shape().dims()[0];
-        let (xs, w, b) = (f32_slice(xs, xs_l, "conv3x3")?, f32_slice(w, w_l, "conv3x3")?, f32_slice(b, b_l, "conv3x3")?);
-        let (hw, k) = (h * wd, c * 9);
-        let mut ys = vec![0f32; n * o * hw];
+    fn padding(&self) -> usize {
+        self.kernel / 2
+    }
+
+    /// The output size along a side of `n` pixels.
+    fn out(&self, n: usize) -> usize {
+        (n + 2 * self.padding() - self.kernel) / self.stride + 1
+    }
+}
+
+/// The sizes of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    ho: usize,
+    wo: usize,
+    /// The columns' rows: c · kernel².
+    k: usize,
+}
+
+/// Maps of at most this many output pixels are multiplied several images at a time.
+const JOIN_BELOW: usize = 256;
+
+impl Dims {
+    /// Images per matrix product: one for large maps (the columns stay in cache), several for
+    /// small ones (VGG-19's 8x8 to 2x2 maps), whose products would otherwise stream a large
+    /// weight matrix through memory for a few columns per image.
+    fn batch(&self) -> usize {
+        let ohw = self.ho * self.wo;
+        if ohw >= JOIN_BELOW {
+            1
+        } else {
+            (JOIN_BELOW / ohw).clamp(1, GROUP)
+        }
+    }
+
+    fn new(xs: (usize, usize, usize, usize), o: usize, g: Geometry) -> Self {
+        let (n, c, h, w) = xs;
+        Dims { n, c, h, w, o, ho: g.out(h), wo: g.out(w), k: c * g.kernel * g.kernel }
+    }
+}
+
+/// The convolution as one op for autograd, with its bias as an optional third input
+/// (candle's gradient of a broadcast bias is a strided reduction that cost as much as a
+/// convolution's backward).
+struct Conv {
+    geometry: Geometry,
+}
+
+impl Conv {
+    /// The output: per image, `bias + w (o, k) · columns (k, ho·wo)`, for [`Dims::batch`]
+    /// images at a time.
+    fn forward(&self, xs: &[f32], w: &[f32], b: Option<&[f32]>, d: Dims) -> Vec<f32> {
+        let (hw, ohw) = (d.h * d.w, d.ho * d.wo);
+        let mut ys = vec![0f32; d.n * d.o * ohw];
         let group = |(images, outs): (&[f32], &mut [f32])| {
-            let mut cols = vec![0f32; k * hw];
-            for (image, out) in images.chunks_exact(c * hw).zip(outs.chunks_exact_mut(o * hw)) {
-                im2col(image, c, h, wd, &mut cols);
-                for (plane, &bias) in out.chunks_exact_mut(hw).zip(b) {
-                    plane.fill(bias);
+            let batch = d.batch();
+            let mut cols = vec![0f32; d.k * batch * ohw];
+            let mut joined = if batch > 1 { vec![0f32; d.o * batch * ohw] } else { Vec::new() };
+            for (images, outs) in images.chunks(batch * d.c * hw).zip(outs.chunks_mut(batch * d.o * ohw)) {
+                let m = images.len() / (d.c * hw);
+                let width = m * ohw;
+                for (j, image) in images.chunks_exact(d.c * hw).enumerate() {
+                    im2col(image, d, self.geometry, &mut cols[j * ohw..], width);
                 }
-                // out (o, hw) = bias + w (o, k) · cols (k, hw)
-                product(out, Matrix::rows(w, k), Matrix::rows(&cols, hw), o, hw, k, true);
+                // One image writes its (o, ohw) output in place; several share one wider
+                // product whose column blocks are then copied out image by image.
+                let target = if m == 1 { &mut *outs } else { &mut joined[..d.o * width] };
+                if let Some(b) = b {
+                    for (row, &bias) in target.chunks_exact_mut(width).zip(b) {
+                        row.fill(bias);
+                    }
+                }
+                product(target, Matrix::rows(w, d.k), Matrix::rows(&cols[..d.k * width], width), d.o, width, d.k, b.is_some());
+                if m > 1 {
+                    for (j, out) in outs.chunks_exact_mut(d.o * ohw).enumerate() {
+                        for (plane, row) in out.chunks_exact_mut(ohw).zip(joined.chunks_exact(width)) {
+                            plane.copy_from_slice(&row[j * ohw..(j + 1) * ohw]);
+                        }
+                    }
+                }
             }
         };
-        let (xs_groups, ys_groups) = (xs.par_chunks(GROUP * c * hw), ys.par_chunks_mut(GROUP * o * hw));
         if parallel() {
-            xs_groups.zip(ys_groups).for_each(group);
+            xs.par_chunks(GROUP * d.c * hw).zip(ys.par_chunks_mut(GROUP * d.o * ohw)).for_each(group);
         } else {
-            xs.chunks(GROUP * c * hw).zip(ys.chunks_mut(GROUP * o * hw)).for_each(group);
+            xs.chunks(GROUP * d.c * hw).zip(ys.chunks_mut(GROUP * d.o * ohw)).for_each(group);
         }
-        Ok((CpuStorage::F32(ys), Shape::from((n, o, h, wd))))
+        ys
     }
 
-    fn bwd(&self, xs: &Tensor, w: &Tensor, _b: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c, h, wd) = xs.dims4()?;
-        let o = w.dim(0)?;
-        let (hw, k) = (h * wd, c * 9);
+    /// The input, weight and bias gradients. Each group of images sums its own weight and
+    /// bias gradients, in image order ([`Dims::batch`] images per product); the groups' sums
+    /// are then added in group order, so the result does not depend on the number of threads.
+    fn backward(&self, xs: &Tensor, w: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let g = self.geometry;
+        let (o, d) = (w.dim(0)?, xs.dims4()?);
+        let d = Dims::new(d, o, g);
+        let (hw, ohw, k) = (d.h * d.w, d.ho * d.wo, d.k);
         let grad = grad.contiguous()?;
-        let mut grad_xs = vec![0f32; n * c * hw];
-        // Each group of images sums its own weight and bias gradients, in image order; the
-        // groups' sums are then added in group order, so the result does not depend on the
-        // number of threads.
+        let mut grad_xs = vec![0f32; d.n * d.c * hw];
         let group = |((images, grads), grad_images): ((&[f32], &[f32]), &mut [f32]), w: &[f32]| {
-            let (mut grad_w, mut grad_b) = (vec![0f32; o * k], vec![0f32; o]);
-            let (mut cols, mut grad_cols) = (vec![0f32; k * hw], vec![0f32; k * hw]);
-            let per_image = images.chunks_exact(c * hw).zip(grads.chunks_exact(o * hw)).zip(grad_images.chunks_exact_mut(c * hw));
-            for (i, ((image, g), grad_image)) in per_image.enumerate() {
-                for (sum, plane) in grad_b.iter_mut().zip(g.chunks_exact(hw)) {
-                    *sum += plane.iter().sum::<f32>();
+            let batch = d.batch();
+            let (mut grad_w, mut grad_b) = (vec![0f32; d.o * k], vec![0f32; d.o]);
+            let (mut cols, mut grad_cols) = (vec![0f32; k * batch * ohw], vec![0f32; k * batch * ohw]);
+            let mut joined = if batch > 1 { vec![0f32; d.o * batch * ohw] } else { Vec::new() };
+            let per_batch = images.chunks(batch * d.c * hw).zip(grads.chunks(batch * d.o * ohw)).zip(grad_images.chunks_mut(batch * d.c * hw));
+            for (i, ((images, grads), grad_images)) in per_batch.enumerate() {
+                let m = images.len() / (d.c * hw);
+                let width = m * ohw;
+                for (j, (image, gr)) in images.chunks_exact(d.c * hw).zip(grads.chunks_exact(d.o * ohw)).enumerate() {
+                    for (sum, plane) in grad_b.iter_mut().zip(gr.chunks_exact(ohw)) {
+                        *sum += plane.iter().sum::<f32>();
+                    }
+                    im2col(image, d, g, &mut cols[j * ohw..], width);
+                    if m > 1 {
+                        for (row, plane) in joined.chunks_exact_mut(width).zip(gr.chunks_exact(ohw)) {
+                            row[j * ohw..(j + 1) * ohw].copy_from_slice(plane);
+                        }
+                    }
                 }
-                im2col(image, c, h, wd, &mut cols);
-                // grad_w (o, k) += g (o, hw) · colsᵀ (hw, k)
-                product(&mut grad_w, Matrix::rows(g, hw), Matrix::cols(&cols, hw), o, k, hw, i > 0);
-                // grad_cols (k, hw) = wᵀ (k, o) · g (o, hw)
-                product(&mut grad_cols, Matrix::cols(w, k), Matrix::rows(g, hw), k, hw, o, false);
-                col2im(&grad_cols, c, h, wd, grad_image);
+                // The upstream gradient as one (o, m·ohw) matrix.
+                let gr = if m == 1 { grads } else { &joined[..d.o * width] };
+                let cols = &cols[..k * width];
+                // grad_w (o, k) += g (o, m·ohw) · colsᵀ (m·ohw, k)
+                product(&mut grad_w, Matrix::rows(gr, width), Matrix::cols(cols, width), d.o, k, width, i > 0);
+                // grad_cols (k, m·ohw) = wᵀ (k, o) · g (o, m·ohw)
+                product(&mut grad_cols[..k * width], Matrix::cols(w, k), Matrix::rows(gr, width), k, width, d.o, false);
+                for (j, grad_image) in grad_images.chunks_exact_mut(d.c * hw).enumerate() {
+                    col2im(&grad_cols[j * ohw..], d, g, grad_image, width);
+                }
             }
             (grad_w, grad_b)
         };
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = with_f32(xs, "conv3x3", |xs| {
-            with_f32(w, "conv3x3", |w| {
-                with_f32(&grad, "conv3x3", |grad| {
-                    let (xs_g, grad_g, grad_xs_g) = (GROUP * c * hw, GROUP * o * hw, GROUP * c * hw);
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = with_f32(xs, "conv", |xs| {
+            with_f32(w, "conv", |w| {
+                with_f32(&grad, "conv", |grad| {
+                    let (xs_g, grad_g) = (GROUP * d.c * hw, GROUP * d.o * ohw);
                     if parallel() {
-                        xs.par_chunks(xs_g).zip(grad.par_chunks(grad_g)).zip(grad_xs.par_chunks_mut(grad_xs_g)).map(|g| group(g, w)).collect()
+                        xs.par_chunks(xs_g).zip(grad.par_chunks(grad_g)).zip(grad_xs.par_chunks_mut(xs_g)).map(|gr| group(gr, w)).collect()
                     } else {
-                        xs.chunks(xs_g).zip(grad.chunks(grad_g)).zip(grad_xs.chunks_mut(grad_xs_g)).map(|g| group(g, w)).collect()
+                        xs.chunks(xs_g).zip(grad.chunks(grad_g)).zip(grad_xs.chunks_mut(xs_g)).map(|gr| group(gr, w)).collect()
                     }
                 })
             })
         })???;
-        let (mut grad_w, mut grad_b) = (vec![0f32; o * k], vec![0f32; o]);
+        let (mut grad_w, mut grad_b) = (vec![0f32; d.o * k], vec![0f32; d.o]);
         for (partial_w, partial_b) in &partials {
             grad_w.iter_mut().zip(partial_w).for_each(|(s, v)| *s += v);
             grad_b.iter_mut().zip(partial_b).for_each(|(s, v)| *s += v);
         }
-        let grad_xs = Tensor::from_vec(grad_xs, (n, c, h, wd), xs.device())?;
-        let grad_w = Tensor::from_vec(grad_w, (o, c, 3, 3), xs.device())?;
-        let grad_b = Tensor::from_vec(grad_b, o, xs.device())?;
+        let dev = xs.device();
+        Ok((
+            Tensor::from_vec(grad_xs, (d.n, d.c, d.h, d.w), dev)?,
+            Tensor::from_vec(grad_w, (d.o, d.c, g.kernel, g.kernel), dev)?,
+            Tensor::from_vec(grad_b, d.o, dev)?,
+        ))
+    }
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "conv"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xs_l: &Layout, w: &CpuStorage, w_l: &Layout, b: &CpuStorage, b_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = Dims::new(xs_l.shape().dims4()?, w_l.shape().dims()[0], self.geometry);
+        let ys = self.forward(f32_slice(xs, xs_l, "conv")?, f32_slice(w, w_l, "conv")?, Some(f32_slice(b, b_l, "conv")?), d);
+        Ok((CpuStorage::F32(ys), Shape::from((d.n, d.o, d.ho, d.wo))))
+    }
+
+    fn bwd(&self, xs: &Tensor, w: &Tensor, _b: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (grad_xs, grad_w, grad_b) = self.backward(xs, w, grad)?;
         Ok((Some(grad_xs), Some(grad_w), Some(grad_b)))
     }
 }
 
-/// The (c·9, h·w) columns of one (c, h, w) image: row (ch, ky, kx) holds the image shifted by
-/// (ky − 1, kx − 1), zero where the window leaves the image.
-fn im2col(image: &[f32], c: usize, h: usize, w: usize, cols: &mut [f32]) {
-    for_each_shift(c, h, w, |row, channel, sy, y, (dst, src, len)| {
-        let out = &mut cols[row * h * w + y * w..row * h * w + (y + 1) * w];
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "conv"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xs_l: &Layout, w: &CpuStorage, w_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = Dims::new(xs_l.shape().dims4()?, w_l.shape().dims()[0], self.geometry);
+        let ys = self.forward(f32_slice(xs, xs_l, "conv")?, f32_slice(w, w_l, "conv")?, None, d);
+        Ok((CpuStorage::F32(ys), Shape::from((d.n, d.o, d.ho, d.wo))))
+    }
+
+    fn bwd(&self, xs: &Tensor, w: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (grad_xs, grad_w, _) = self.backward(xs, w, grad)?;
+        Ok((Some(grad_xs), Some(grad_w)))
+    }
+}
+
+/// The (c·k², ho·wo) columns of one (c, h, w) image, rows `row_stride` apart in `cols` (the
+/// columns of several images side by side): row (ch, ky, kx) holds, at output
+/// (y, x), the pixel (y·stride + ky − pad, x·stride + kx − pad), zero outside the image.
+fn im2col(image: &[f32], d: Dims, g: Geometry, cols: &mut [f32], row_stride: usize) {
+    let (hw, wo, s) = (d.h * d.w, d.wo, g.stride);
+    for_each_line(d, g, |row, channel, sy, y, (first, end, sx)| {
+        let out = &mut cols[row * row_stride + y * wo..row * row_stride + (y + 1) * wo];
         match sy {
             Some(sy) => {
-                let line = &image[channel * h * w + sy * w..channel * h * w + (sy + 1) * w];
-                out.fill(0.0);
-                out[dst..dst + len].copy_from_slice(&line[src..src + len]);
+                let line = &image[channel * hw + sy * d.w..channel * hw + (sy + 1) * d.w];
+                out[..first].fill(0.0);
+                out[end..].fill(0.0);
+                if s == 1 {
+                    out[first..end].copy_from_slice(&line[sx..sx + end - first]);
+                } else {
+                    out[first..end].iter_mut().zip(line[sx..].iter().step_by(s)).for_each(|(o, &v)| *o = v);
+                }
             }
             None => out.fill(0.0),
         }
     });
 }
 
-/// The adjoint of [`im2col`]: adds every column entry back onto the pixel it came from.
-fn col2im(cols: &[f32], c: usize, h: usize, w: usize, image: &mut [f32]) {
-    for_each_shift(c, h, w, |row, channel, sy, y, (dst, src, len)| {
+/// The adjoint of [`im2col`]: adds every column entry back onto the pixel it came from, in an
+/// order fixed by the loops.
+fn col2im(cols: &[f32], d: Dims, g: Geometry, image: &mut [f32], row_stride: usize) {
+    let (hw, wo, s) = (d.h * d.w, d.wo, g.stride);
+    for_each_line(d, g, |row, channel, sy, y, (first, end, sx)| {
         if let Some(sy) = sy {
-            let from = &cols[row * h * w + y * w + dst..row * h * w + y * w + dst + len];
-            let line = &mut image[channel * h * w + sy * w + src..channel * h * w + sy * w + src + len];
-            for (p, &v) in line.iter_mut().zip(from) {
-                *p += v;
-            }
+            let from = &cols[row * row_stride + y * wo + first..row * row_stride + y * wo + end];
+            let line = &mut image[channel * hw + sy * d.w..channel * hw + (sy + 1) * d.w];
+            line[sx..].iter_mut().step_by(s).zip(from).for_each(|(p, &v)| *p += v);
         }
     });
 }
 
-/// Calls `f(row, channel, source line, output line, (dst, src, len))` for every output line
-/// `y` of every columns row (channel, ky, kx): the line reads source line `y + ky − 1` (None
-/// outside the image), and its columns `dst..dst + len` are the source's `src..src + len`.
+/// Calls `f(row, channel, source line, output line, (first, end, sx))` for every output line
+/// `y` of every columns row (channel, ky, kx): the line reads source line
+/// `y·stride + ky − pad` (None outside the image), and its columns `first..end` are the
+/// source's `sx, sx + stride, …` (the others fall outside the image).
 #[inline(always)]
-fn for_each_shift(c: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize, Option<usize>, usize, (usize, usize, usize))) {
-    for channel in 0..c {
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let row = channel * 9 + ky * 3 + kx;
-                // kx = 0 reads one pixel to the left: output x ← source x − 1.
-                let span = match kx {
-                    0 => (1, 0, w - 1),
-                    1 => (0, 0, w),
-                    _ => (0, 1, w - 1),
-                };
-                for y in 0..h {
-                    let sy = (y + ky).checked_sub(1).filter(|&s| s < h);
-                    f(row, channel, sy, y, span);
+fn for_each_line(d: Dims, g: Geometry, mut f: impl FnMut(usize, usize, Option<usize>, usize, (usize, usize, usize))) {
+    let (k, s, pad) = (g.kernel, g.stride, g.padding());
+    for channel in 0..d.c {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = (channel * k + ky) * k + kx;
+                // Output x reads source x·s + kx − pad: inside the image for first <= x < end.
+                let first = if kx >= pad { 0 } else { (pad - kx).div_ceil(s) };
+                let end = (d.w + pad - kx).div_ceil(s).min(d.wo).max(first);
+                let sx = (first * s + kx - pad).min(d.w);
+                for y in 0..d.ho {
+                    let sy = (y * s + ky).checked_sub(pad).filter(|&v| v < d.h);
+                    f(row, channel, sy, y, (first, end, sx));
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! (`fc1.weight`, …), which masks, checkpoints and pruning share. Initial weights come from
 //! seeded Rust RNGs (`init`), never from candle's unseedable CPU RNG.
 
+pub mod batchnorm;
 pub mod conv;
 pub mod dropout;
 pub mod gemm;
@@ -11,6 +12,9 @@ pub mod init;
 pub mod lenet;
 pub mod linear;
 pub mod loss;
+pub mod pool;
+pub mod resnet;
+pub mod vgg;
 
 pub use dropout::Dropout;
 
@@ -34,6 +38,8 @@ pub enum LayerKind {
     Fc,
     /// The output layer.
     Output,
+    /// A 1x1 projection shortcut of a residual network (never pruned, PAPER.md App I.3).
+    Shortcut,
 }
 
 /// One parameter tensor of an architecture.
@@ -64,6 +70,8 @@ impl Architecture {
         match kind {
             ModelKind::Lenet300100 => lenet::architecture(),
             ModelKind::Conv2 | ModelKind::Conv4 | ModelKind::Conv6 => conv::architecture(kind),
+            ModelKind::Vgg19 => vgg::architecture(),
+            ModelKind::Resnet18 => resnet::architecture(),
         }
     }
 
@@ -79,11 +87,12 @@ impl Architecture {
 
 /// A forward pass over the parameters it was built from.
 pub trait Network {
-    /// Logits `(batch, classes)` for images `(batch, channels, height, width)`; `dropout` is
-    /// given while training networks that use it.
+    /// Training: logits `(batch, classes)` for images `(batch, channels, height, width)`;
+    /// `dropout` is given to networks that use it, and BatchNorm normalises with the batch's
+    /// statistics (updating its running ones).
     fn forward_t(&self, xs: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor>;
 
-    /// Evaluation: no dropout.
+    /// Evaluation: no dropout; BatchNorm uses its running statistics.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.forward_t(xs, None)
     }
@@ -96,7 +105,18 @@ pub fn build(kind: ModelKind, params: &Params, compact: &linear::Compact) -> Res
     match kind {
         ModelKind::Lenet300100 => Ok(Box::new(lenet::LeNet::new(params, compact)?)),
         ModelKind::Conv2 | ModelKind::Conv4 | ModelKind::Conv6 => Ok(Box::new(conv::ConvNet::new(kind, params, compact)?)),
+        ModelKind::Vgg19 => Ok(Box::new(vgg::Vgg::new(params, compact)?)),
+        ModelKind::Resnet18 => Ok(Box::new(resnet::ResNet::new(params, compact)?)),
     }
+}
+
+/// Seeded initial values of every parameter (theta0, and reinit's fresh draws): Gaussian
+/// Glorot weights, zero biases, and BatchNorm's initial state (scale 1, shift 0, running mean
+/// 0, running variance 1; PyTorch's, the paper does not say).
+pub fn initial_weights(arch: &Architecture, rng: &mut rand_chacha::ChaCha8Rng) -> Weights {
+    let mut weights = init::glorot_normal(arch, rng);
+    batchnorm::set_initial_state(&mut weights);
+    weights
 }
 
 /// Fresh parameters holding `weights`.

@@ -2,7 +2,7 @@
 //! computed, and the provenance written beside it (`figN.md`: command, scale, data, git
 //! revision, device, date, and the table's headline numbers).
 
-use super::plot::{self, Fig3Row, SparsityRow};
+use super::plot::{self, CheckpointRow, Fig3Row, SparsityRow};
 use super::record::read_csv;
 use super::store::Store;
 use super::table;
@@ -22,14 +22,39 @@ pub struct Figure {
 }
 
 /// What a figure shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
     /// Test accuracy against training iterations (Fig 3).
     Curves,
     /// Early stopping and accuracy against the fraction of weights remaining, for these
     /// procedures (Figs 1, 4, 5, 6).
     Sparsity(&'static [&'static str]),
+    /// Test accuracy against the fraction of weights remaining at fixed points of training,
+    /// tickets against reinit, one series per experiment (Figs 7, 8).
+    Checkpoints(&'static [Checkpoint]),
 }
+
+/// A point of training a figure reads: a fraction of the run's iterations, and how the paper
+/// names it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Checkpoint {
+    pub fraction: f64,
+    pub label: &'static str,
+}
+
+/// VGG-19's checkpoints: 30K, 60K and 112,480 (the last) of 112,480 iterations (PAPER.md Fig 7).
+const VGG_CHECKPOINTS: [Checkpoint; 3] = [
+    Checkpoint { fraction: 30_000.0 / 112_480.0, label: "30K of 112K iterations" },
+    Checkpoint { fraction: 60_000.0 / 112_480.0, label: "60K of 112K iterations" },
+    Checkpoint { fraction: 1.0, label: "112K of 112K iterations (the last)" },
+];
+
+/// ResNet-18's checkpoints: 10K, 20K and 30K of 30K iterations (PAPER.md Fig 8).
+const RESNET_CHECKPOINTS: [Checkpoint; 3] = [
+    Checkpoint { fraction: 10_000.0 / 30_000.0, label: "10K of 30K iterations" },
+    Checkpoint { fraction: 20_000.0 / 30_000.0, label: "20K of 30K iterations" },
+    Checkpoint { fraction: 1.0, label: "30K of 30K iterations (the last)" },
+];
 
 /// Said wherever Conv-6 is drawn (a macro, so `concat!` can join it to other notes).
 macro_rules! conv6_note {
@@ -38,7 +63,7 @@ macro_rules! conv6_note {
     };
 }
 
-pub const FIGURES: [Figure; 5] = [
+pub const FIGURES: [Figure; 7] = [
     Figure {
         id: "fig1",
         experiments: &["lenet", "conv2", "conv4", "conv6"],
@@ -74,20 +99,28 @@ pub const FIGURES: [Figure; 5] = [
         kind: Kind::Sparsity(&["ticket", "reinit"]),
         notes: concat!("Dropout p = 0.5 follows each hidden fully connected layer; the paper does not say which layers. ", conv6_note!()),
     },
+    Figure {
+        id: "fig7",
+        experiments: &["vgg19_lr0.1", "vgg19_lr0.01", "vgg19_lr0.1_warmup"],
+        title: "VGG-19 on CIFAR-10: test accuracy vs. weights remaining at 30K, 60K and 112K iterations (PAPER.md Fig 7)",
+        kind: Kind::Checkpoints(&VGG_CHECKPOINTS),
+        notes: "Global magnitude pruning of the convolutions, 20% per round; the output layer is never pruned. SGD with momentum 0.9 and weight decay 1e-4, batch 64, rate ×0.1 at 50% and 75% of training; the warmup variant rises linearly from 0 to 0.1 over the first 10,000 of 112,480 iterations. Flip and pad-4 crop augmentation. Smaller scales read the checkpoints at the same fractions of training.",
+    },
+    Figure {
+        id: "fig8",
+        experiments: &["resnet18_lr0.1", "resnet18_lr0.01", "resnet18_lr0.03_warmup"],
+        title: "ResNet-18 on CIFAR-10: test accuracy vs. weights remaining at 10K, 20K and 30K iterations (PAPER.md Fig 8)",
+        kind: Kind::Checkpoints(&RESNET_CHECKPOINTS),
+        notes: "The paper's ResNet-18 is He et al.'s 20-layer CIFAR ResNet. Global magnitude pruning of the 3x3 convolutions, 20% per round; the 1x1 shortcuts and the output layer are never pruned. SGD with momentum 0.9 and weight decay 1e-4, batch 128, rate ×0.1 at 20K and 25K of 30K iterations; the warmup variant rises linearly from 0 to 0.03 over the first 20K, so it reaches its peak exactly when the first drop fires (the paper's numbers taken literally; see `experiments/resnet18_lr0.03_warmup.toml`). Flip and pad-4 crop augmentation. Smaller scales read the checkpoints at the same fractions of training.",
+    },
 ];
-
-/// Paper figures not built yet, with what they wait for.
-const PLANNED: [(&str, &str); 2] = [("fig7", "VGG-19"), ("fig8", "ResNet-18")];
 
 pub fn find(name: &str) -> Result<&'static Figure> {
     if let Some(figure) = FIGURES.iter().find(|f| f.id == name) {
         return Ok(figure);
     }
     let valid = FIGURES.iter().map(|f| f.id).collect::<Vec<_>>().join(", ");
-    match PLANNED.iter().find(|(id, _)| *id == name) {
-        Some((_, needs)) => Err(Error::Invalid(format!("figure `{name}` is not implemented yet (it needs {needs}); available now: {valid}"))),
-        None => Err(Error::UnknownFigure { name: name.into(), valid }),
-    }
+    Err(Error::UnknownFigure { name: name.into(), valid })
 }
 
 /// Where a figure's files go.
@@ -157,6 +190,7 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
     let frame = match figure.kind {
         Kind::Curves => table::fig3(&curves)?,
         Kind::Sparsity(_) => table::sparsity(&curves)?,
+        Kind::Checkpoints(points) => table::checkpoints(&curves, &points.iter().map(|c| c.fraction).collect::<Vec<_>>())?,
     };
     let out = Outputs::new(dir, figure.id);
     // The table goes into place only after its drawings, so a kill in between leaves the old
@@ -225,6 +259,7 @@ fn summarise(figure: &Figure, table: &Path) -> Result<String> {
     Ok(match figure.kind {
         Kind::Curves => fig3_summary(&read_csv(table)?),
         Kind::Sparsity(procedures) => sparsity_summary(&read_csv(table)?, procedures),
+        Kind::Checkpoints(points) => checkpoint_summary(&read_csv(table)?, points),
     })
 }
 
@@ -246,6 +281,29 @@ fn fig3_summary(rows: &[Fig3Row]) -> String {
             100.0 * r.remaining,
             r.n,
             r.iteration,
+            pct(r.test_acc_mean),
+            pct(r.test_acc_min),
+            pct(r.test_acc_max)
+        );
+    }
+    s
+}
+
+fn checkpoint_summary(rows: &[CheckpointRow], points: &[Checkpoint]) -> String {
+    let mut s = String::from(
+        "Test accuracy (%) at each checkpoint, mean [min, max] over the `n` curves per point:\n\n\
+         | experiment | procedure | level | Pm (%) | checkpoint | iteration | n | test acc |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let label = points.get(r.checkpoint).map_or("?", |c| c.label);
+        s += &format!(
+            "| {} | {} | {} | {:.1} | {label} | {:.0} | {} | {} [{}, {}] |\n",
+            r.experiment,
+            r.procedure,
+            r.level,
+            100.0 * r.remaining,
+            r.iteration,
+            r.n,
             pct(r.test_acc_mean),
             pct(r.test_acc_min),
             pct(r.test_acc_max)

@@ -58,6 +58,22 @@ pub struct SparsityRow {
     pub final_test_acc_max: f64,
 }
 
+/// A row of a checkpoint table (Figures 7, 8).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckpointRow {
+    pub experiment: String,
+    pub data: String,
+    pub procedure: String,
+    pub level: usize,
+    pub checkpoint: usize,
+    pub remaining: f64,
+    pub iteration: f64,
+    pub n: usize,
+    pub test_acc_mean: f64,
+    pub test_acc_min: f64,
+    pub test_acc_max: f64,
+}
+
 /// Draws `figure` from its table CSV into `svg` and, if given, `png`. Both are drawn into
 /// temporary files and renamed into place only when both are complete: a kill or an error
 /// while drawing leaves the previous files as they were.
@@ -107,6 +123,11 @@ fn draw_into(figure: &Figure, table: &Path, svg: &Path, png: Option<&Path>) -> R
             let metrics = if figure.id == "fig1" { &METRICS[..2] } else { &METRICS[..] };
             let size = (metrics.len() as u32 * PANEL.0, PANEL.1);
             render!(size, |root| sparsity(&rows, procedures, metrics, root))
+        }
+        Kind::Checkpoints(points) => {
+            let rows: Vec<CheckpointRow> = read_csv(table)?;
+            let labels: Vec<&str> = points.iter().map(|p| p.label).collect();
+            render!((points.len() as u32 * PANEL.0, PANEL.1), |root| checkpoints(&rows, &labels, root))
         }
     }
 }
@@ -247,7 +268,65 @@ const METRICS: [Metric; 3] = [
     ("Test accuracy at the last iteration", "Test accuracy (%)", |r| (r.final_test_acc_mean, r.final_test_acc_min, r.final_test_acc_max), 100.0),
 ];
 
+/// Figures 7 and 8: one panel per checkpoint, test accuracy against Pm on a log axis; colour
+/// is the learning-rate variant, tickets solid and reinit dashed, bars min/max. As in the
+/// sparsity figures, reinit's series starts at the tickets' dense level 0.
+pub fn checkpoints<DB: DrawingBackend>(rows: &[CheckpointRow], labels: &[&str], root: &DrawingArea<DB, Shift>) -> Result<()> {
+    root.fill(&WHITE).map_err(draw_error)?;
+    let panels = root.split_evenly((1, labels.len()));
+    let experiments = distinct(rows.iter().map(|r| r.experiment.as_str()));
+    let caveat = data_caveat(rows.iter().map(|r| r.data.as_str()));
+    for (checkpoint, (panel, label)) in panels.iter().zip(labels).enumerate() {
+        let mut series = Vec::new();
+        for (e, experiment) in experiments.iter().enumerate() {
+            for (procedure, dashed) in [("ticket", false), ("reinit", true)] {
+                let mut points: Vec<_> = rows
+                    .iter()
+                    .filter(|r| r.experiment == *experiment && r.checkpoint == checkpoint)
+                    .filter(|r| r.procedure == procedure || (r.procedure == "ticket" && r.level == 0))
+                    .map(|r| (100.0 * r.remaining, 100.0 * r.test_acc_mean, 100.0 * r.test_acc_min, 100.0 * r.test_acc_max))
+                    .collect();
+                points.sort_by(|a, b| b.0.total_cmp(&a.0));
+                if points.len() > 1 {
+                    series.push(Points {
+                        label: format!("{} {}", experiment_label(experiment), procedure_label(procedure)),
+                        colour: LEVEL_COLOURS[e % 6],
+                        dashed,
+                        points,
+                    });
+                }
+            }
+        }
+        let title = format!("Test accuracy at {label}{}", caveat.as_ref().map_or_else(String::new, |c| format!(" ({c})")));
+        sparsity_panel(panel, &title, "Test accuracy (%)", &series, SeriesLabelPosition::LowerLeft)?;
+    }
+    Ok(())
+}
+
+/// What a panel title says about data that is not the official images (None for them).
+fn data_caveat<'a>(mut data: impl Iterator<Item = &'a str>) -> Option<String> {
+    data.find_map(|d| d.parse::<crate::spec::DataSource>().ok().and_then(|d| d.caveat()))
+}
+
+/// The distinct values of `names`, in order of first appearance.
+fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for name in names {
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 fn experiment_label(name: &str) -> String {
+    // VGG-19 and ResNet-18 variants: `<net>_lr<rate>[_warmup]`.
+    for (prefix, net) in [("vgg19_", "VGG-19"), ("resnet18_", "ResNet-18")] {
+        if let Some(variant) = name.strip_prefix(prefix) {
+            let rate = variant.trim_start_matches("lr").replace("_warmup", " + warmup");
+            return format!("{net} lr {rate}");
+        }
+    }
     let base = |n: &str| match n {
         "lenet" => "LeNet".to_string(),
         other => other.strip_prefix("conv").map(|k| format!("Conv-{k}")).unwrap_or_else(|| other.to_string()),
@@ -276,14 +355,9 @@ fn procedure_label(name: &str) -> &'static str {
 pub fn sparsity<DB: DrawingBackend>(rows: &[SparsityRow], procedures: &[&str], metrics: &[Metric], root: &DrawingArea<DB, Shift>) -> Result<()> {
     root.fill(&WHITE).map_err(draw_error)?;
     let panels = root.split_evenly((1, metrics.len()));
-    let mut experiments: Vec<&str> = Vec::new();
-    for r in rows {
-        if !experiments.contains(&r.experiment.as_str()) {
-            experiments.push(&r.experiment);
-        }
-    }
+    let experiments = distinct(rows.iter().map(|r| r.experiment.as_str()));
     // Any images but the real ones are named in every panel title.
-    let caveat = rows.iter().find_map(|r| r.data.parse::<crate::spec::DataSource>().ok().and_then(|d| d.caveat()));
+    let caveat = data_caveat(rows.iter().map(|r| r.data.as_str()));
     let procedure_colours = [TICKET, REINIT, ONESHOT];
     for (panel, (title, y_desc, metric, scale)) in panels.iter().zip(metrics) {
         let mut series = Vec::new();

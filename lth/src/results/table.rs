@@ -139,6 +139,42 @@ pub fn sparsity(curves: &DataFrame) -> Result<DataFrame> {
     Ok(out)
 }
 
+/// Figures 7 and 8: test accuracy at fixed fractions of training, per experiment, procedure,
+/// level and checkpoint (mean/min/max over trials and copies). A curve's checkpoint `i` is its
+/// evaluation nearest to `fractions[i]` of its last iteration (the later one on a tie), so a
+/// shorter scale reads its checkpoints at the same fractions of training.
+pub fn checkpoints(curves: &DataFrame, fractions: &[f64]) -> Result<DataFrame> {
+    let keys: Vec<Expr> = CURVE_KEYS.iter().map(|k| col(*k)).collect();
+    // Each row learns its curve's last iteration first, so the distances below are plain
+    // column arithmetic.
+    let lasts = curves.clone().lazy().group_by(keys.clone()).agg([col("iteration").max().alias("last")]);
+    let with_last = curves.clone().lazy().join(lasts, keys.clone(), keys.clone(), JoinArgs::new(JoinType::Inner));
+    let mut frames = Vec::new();
+    for (i, &fraction) in fractions.iter().enumerate() {
+        let offset = || col("iteration").cast(DataType::Float64) - col("last").cast(DataType::Float64) * lit(fraction);
+        // Squared, as polars' `abs` is behind a feature this crate leaves out. Nearest first,
+        // the later evaluation first on a tie; the stable group-by then keeps each curve's first.
+        let order = SortMultipleOptions::default().with_order_descending_multi([false, true]).with_maintain_order(true);
+        let frame = with_last
+            .clone()
+            .with_column((offset() * offset()).alias("distance"))
+            .sort(["distance", "iteration"], order)
+            .group_by_stable(keys.clone())
+            .agg([col("remaining").first(), col("iteration").first(), col("test_acc").first()])
+            .with_column(lit(i as u64).alias("checkpoint"));
+        frames.push(frame);
+    }
+    let mut aggs = vec![col("remaining").mean().alias("remaining"), col("iteration").mean().alias("iteration"), n_curves()];
+    aggs.extend(spread("test_acc"));
+    let (by, order) = ascending(&["experiment", "procedure", "level", "checkpoint"]);
+    let out = concat(frames, UnionArgs::default())?
+        .group_by([col("experiment"), col("data"), col("procedure"), col("level"), col("checkpoint")])
+        .agg(aggs)
+        .sort(by, order)
+        .collect()?;
+    Ok(out)
+}
+
 /// Writes a frame as CSV (floats in shortest round-trip form, so files diff cleanly).
 pub fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
     let mut out = String::new();
@@ -190,4 +226,52 @@ pub fn read_csv_frame(path: &Path) -> Result<DataFrame> {
         })
         .collect();
     Ok(DataFrame::new_infer_height(columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::record::CurveRecord;
+    use crate::spec::DataSource;
+
+    fn record(procedure: &str, trial: usize, iteration: usize, test_acc: f64) -> CurveRecord {
+        CurveRecord {
+            experiment: "x".into(),
+            scale: "smoke".into(),
+            data: DataSource::Synthetic,
+            procedure: procedure.into(),
+            trial,
+            copy: 0,
+            level: 0,
+            remaining: 1.0,
+            iteration,
+            train_loss: 0.0,
+            train_acc: 0.0,
+            val_loss: 0.0,
+            val_acc: 0.0,
+            test_loss: 0.0,
+            test_acc,
+        }
+    }
+
+    #[test]
+    fn checkpoints_read_the_evaluation_nearest_each_fraction() {
+        // Two trials evaluated at 0, 2, 4, 6 (accuracy = iteration / 10 + trial / 100), rows
+        // shuffled. Fractions 1/3, 1/2 and 1 of 6: 2; 3 (a tie of 2 and 4: the later, 4); 6.
+        let mut rows = Vec::new();
+        for &iteration in &[4, 0, 6, 2] {
+            for trial in [1, 0] {
+                rows.push(record("ticket", trial, iteration, iteration as f64 / 10.0 + trial as f64 / 100.0));
+            }
+        }
+        let frame = checkpoints(&curves_frame(&rows).unwrap(), &[1.0 / 3.0, 0.5, 1.0]).unwrap();
+        let column = |name: &str| {
+            frame.column(name).unwrap().as_materialized_series().cast(&DataType::Float64).unwrap().f64().unwrap().into_no_null_iter().collect::<Vec<_>>()
+        };
+        assert_eq!(column("checkpoint"), vec![0.0, 1.0, 2.0]);
+        assert_eq!(column("iteration"), vec![2.0, 4.0, 6.0]);
+        let accuracy = |trial: f64| [2.0, 4.0, 6.0].map(|i: f64| i / 10.0 + trial / 100.0).to_vec();
+        assert_eq!(column("test_acc_min"), accuracy(0.0));
+        assert_eq!(column("test_acc_max"), accuracy(1.0));
+    }
 }
