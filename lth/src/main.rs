@@ -96,7 +96,7 @@ enum Command {
     },
     /// Print a Markdown table of what changed between two results tables.
     Compare { old: PathBuf, new: PathBuf },
-    /// Train the golden smoke runs (LeNet on MNIST, Conv-2 on the synthetic set) and check their
+    /// Train the golden smoke runs (LeNet on MNIST, Conv-2 and ResNet-18 on the synthetic set) and check their
     /// files' digests against a goldens file (or write it); exits 1 naming each difference.
     Goldens {
         /// The goldens file.

@@ -391,9 +391,14 @@ impl ExperimentSpec {
     /// Every value in its range, before anything runs: one line naming the field, the value and
     /// what is allowed. The name becomes a folder name, so it may not leave the results folder.
     pub fn check_values(&self) -> std::result::Result<(), String> {
-        let name_ok = !self.name.is_empty() && self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        // Dots are allowed inside (`resnet18_lr0.1`), never first, so `.` and `..` cannot appear.
+        let name_ok = self.name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
         if !name_ok {
-            return Err(format!("name = {:?} must be non-empty and use only letters, digits, `_` and `-` (it names run folders)", self.name));
+            return Err(format!(
+                "name = {:?} must start with a letter or digit and use only letters, digits, `_`, `-` and `.` (it names run folders)",
+                self.name
+            ));
         }
         let m = &self.method;
         at_least_one("method.validation_size", m.validation_size)?;
@@ -671,7 +676,7 @@ mod tests {
 
     #[test]
     fn a_name_that_could_leave_the_results_folder_is_refused() {
-        for name in ["../escape", "/tmp/abs", "a/b", "", ".."] {
+        for name in ["../escape", "/tmp/abs", "a/b", "", "..", ".hidden"] {
             let message = refused("name = \"lenet\"", &format!("name = {name:?}"));
             assert!(message.contains("name =") && message.contains("letters, digits"), "{message}");
         }

@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The experiments whose smoke runs are golden: (spec file stem, CIFAR-10 data).
-pub const EXPERIMENTS: [(&str, DataSource); 2] = [("lenet", DataSource::Real), ("conv2", DataSource::Synthetic)];
+/// The experiments whose smoke runs are golden: (spec file stem, CIFAR-10 data). ResNet-18
+/// covers BatchNorm, strided and 1x1 convolutions, SGD, augmentation and global pruning.
+pub const EXPERIMENTS: [(&str, DataSource); 3] = [("lenet", DataSource::Real), ("conv2", DataSource::Synthetic), ("resnet18_lr0.1", DataSource::Synthetic)];
 
 /// The scale the goldens are made at.
 pub const SCALE: Scale = Scale::Smoke;
