@@ -35,6 +35,7 @@ impl Strided<'_> {
 const KC: usize = 256;
 /// Rows of `lhs` packed at a time.
 const MC: usize = 96;
+const _: () = assert!(MC % 12 == 0 && MC % 6 == 0 && MC % 4 == 0, "MC holds whole tiles of every path");
 /// Columns of `rhs` packed at a time.
 const NC: usize = 1024;
 
@@ -93,7 +94,7 @@ impl Path {
         match self {
             Path::Portable => (4, 8),
             Path::Avx2 => (6, 16),
-            Path::Avx512 => (8, 32),
+            Path::Avx512 => (12, 32),
         }
     }
 }
@@ -117,8 +118,42 @@ pub unsafe fn multiply(path: Path, dst: *mut f32, dst_stride: usize, lhs: Stride
         return;
     }
     let (mr, nr) = path.tile();
-    let mut packed_b = vec![0f32; KC * NC.next_multiple_of(nr)];
-    let mut packed_a = vec![0f32; MC.next_multiple_of(mr) * KC];
+    // Packing buffers are reused across calls on the same thread: a small product would
+    // otherwise spend as long allocating and zeroing them as multiplying. Packing overwrites
+    // every value the kernels then read.
+    thread_local! {
+        static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    BUFFERS.with_borrow_mut(|(packed_a, packed_b)| {
+        let kc_max = KC.min(k);
+        grow(packed_b, kc_max * NC.min(n).next_multiple_of(nr));
+        grow(packed_a, MC.min(m).next_multiple_of(mr) * kc_max);
+        blocks(path, dst, dst_stride, lhs, rhs, m, n, k, accumulate, packed_a, packed_b)
+    })
+}
+
+fn grow(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+}
+
+/// The loops of [`multiply`] over blocks of k, rows and columns, into the packing buffers.
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocks(
+    path: Path,
+    dst: *mut f32,
+    dst_stride: usize,
+    lhs: Strided,
+    rhs: Strided,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    packed_a: &mut [f32],
+    packed_b: &mut [f32],
+) {
+    let (mr, nr) = path.tile();
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
@@ -126,11 +161,11 @@ pub unsafe fn multiply(path: Path, dst: *mut f32, dst_stride: usize, lhs: Stride
             // After the first k-block the destination holds each chain so far.
             let load = accumulate || pc > 0;
             let b_block = Block { data: rhs.data, start: pc * rhs.row_stride + jc * rhs.col_stride, k_stride: rhs.row_stride, line_stride: rhs.col_stride };
-            pack(&mut packed_b, nr, kc, nc, b_block);
+            pack(packed_b, nr, kc, nc, b_block);
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
                 let a_block = Block { data: lhs.data, start: ic * lhs.row_stride + pc * lhs.col_stride, k_stride: lhs.col_stride, line_stride: lhs.row_stride };
-                pack(&mut packed_a, mr, kc, mc, a_block);
+                pack(packed_a, mr, kc, mc, a_block);
                 for (jr, b_panel) in (0..nc).step_by(nr).zip(packed_b.chunks_exact(kc * nr)) {
                     for (ir, a_panel) in (0..mc).step_by(mr).zip(packed_a.chunks_exact(kc * mr)) {
                         let tile =
@@ -294,7 +329,7 @@ mod avx2 {
 mod avx512 {
     use super::Tile;
     use std::arch::x86_64::*;
-    const MR: usize = 8;
+    const MR: usize = 12;
     const NR: usize = 32;
 
     pub unsafe fn kernel(kc: usize, a: &[f32], b: &[f32], tile: Tile) {
