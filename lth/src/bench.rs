@@ -6,9 +6,10 @@
 //! in the same run, and each row gets the ratio. Rows run at 1 and 2 threads.
 
 use crate::error::{Error, Result};
+use crate::kernels::im2col::conv3x3;
 use crate::masks::Mask;
 use crate::models::linear::Compact;
-use crate::models::{self, im2col::conv3x3, Architecture};
+use crate::models::{self, Architecture};
 use crate::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule, SgdConfig};
 use crate::pruning;
 use crate::seeds::{stream, Purpose};
@@ -112,7 +113,7 @@ pub fn run(scale: f64, pytorch: Option<&str>) -> Result<Vec<Row>> {
             for (label, shape) in PRODUCTS {
                 let ours = median3(|| product(shape, false, steps(40.0)))?;
                 let theirs = median3(|| product(shape, true, steps(40.0)))?;
-                let workload = format!("matrix product {label}, fixed order ({})", crate::models::gemm::Path::chosen().name());
+                let workload = format!("matrix product {label}, fixed order ({})", crate::kernels::gemm::Path::chosen().name());
                 rows.push(row(workload, "GFLOP/s", ours, Some(("gemm crate, candle's".into(), theirs)), None));
             }
         }
@@ -253,7 +254,7 @@ fn train_steps(kind: ModelKind, density: f64, variant: Variant, steps: usize) ->
     let xs = images(kind, batch)?;
     let ys = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &Device::Cpu)?;
     per_second(steps, || {
-        let loss = crate::models::loss::cross_entropy(&net.forward_t(&xs, None)?, &ys)?;
+        let loss = crate::kernels::loss::cross_entropy(&net.forward_t(&xs, None)?, &ys)?;
         optimizer.step(params, &loss.backward()?, &step_masks)?;
         // Read the loss, as training does (and so nothing is left pending).
         loss.to_scalar::<f32>()?;
@@ -270,7 +271,7 @@ const PRODUCTS: [(&str, (usize, usize, usize, bool, bool)); 3] = [
 
 /// GFLOP/s of one single-threaded product: ours (`models::gemm`) or the `gemm` crate's.
 fn product((m, n, k, lhs_t, rhs_t): (usize, usize, usize, bool, bool), gemm_crate: bool, steps: usize) -> Result<f64> {
-    use crate::models::gemm::{multiply, Path, Strided};
+    use crate::kernels::gemm::{multiply, Path, Strided};
     let lhs: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect();
     let rhs: Vec<f32> = (0..k * n).map(|i| ((i * 104_729) % 251) as f32 / 251.0 - 0.5).collect();
     let mut dst = vec![0f32; m * n];

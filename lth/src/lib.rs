@@ -23,6 +23,7 @@ pub mod datasets;
 pub mod error;
 pub mod files;
 pub mod gpu_check;
+pub mod kernels;
 pub mod lottery;
 pub mod masks;
 pub mod math;

@@ -533,7 +533,7 @@ fn goldens(file: &Path, write: bool, out: Option<PathBuf>, experiments: &Path, m
     let actual = goldens::digests(&Store::new(&out))?;
     if write {
         lth::datasets::fetch::write_atomic(file, goldens::render(&actual).as_bytes())?;
-        eprintln!("wrote {} digests to {} (kernels: {})", actual.len(), file.display(), lth::models::gemm::Path::chosen().name());
+        eprintln!("wrote {} digests to {} (kernels: {})", actual.len(), file.display(), lth::kernels::gemm::Path::chosen().name());
         return Ok(());
     }
     let differences = goldens::differences(&goldens::parse(file)?, &actual);
@@ -548,7 +548,7 @@ fn goldens(file: &Path, write: bool, out: Option<PathBuf>, experiments: &Path, m
             file.display()
         );
     }
-    eprintln!("goldens: all {} digests match {} (kernels: {})", actual.len(), file.display(), lth::models::gemm::Path::chosen().name());
+    eprintln!("goldens: all {} digests match {} (kernels: {})", actual.len(), file.display(), lth::kernels::gemm::Path::chosen().name());
     Ok(())
 }
 

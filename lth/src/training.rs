@@ -90,7 +90,7 @@ pub fn train(
         };
         optimizer.set_lr(schedule.lr(iteration - 1));
         let logits = net.forward_t(&xs, dropout.as_mut())?;
-        let loss = models::loss::cross_entropy(&logits, &ys)?;
+        let loss = crate::kernels::loss::cross_entropy(&logits, &ys)?;
         let grads = loss.backward()?;
         optimizer.step(train_params, &grads, &step_masks)?;
         running.add(loss.to_scalar::<f32>()? as f64, correct(&logits, &ys)?, ys.dims1()?);
@@ -182,7 +182,7 @@ pub fn evaluate(net: &dyn Network, split: &Split) -> Result<(f64, f64)> {
         let xs = split.images.narrow(0, start, len)?;
         let ys = split.labels.narrow(0, start, len)?;
         let logits = net.forward(&xs)?;
-        loss_sum += models::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()? as f64 * len as f64;
+        loss_sum += crate::kernels::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()? as f64 * len as f64;
         n_correct += correct(&logits, &ys)?;
     }
     Ok((loss_sum / n as f64, n_correct as f64 / n as f64))

@@ -4,7 +4,7 @@
 //! for bit against the others on the products themselves (`models::gemm`'s unit test); run
 //! end to end on x86 without hardware FMA it would take minutes per training.
 
-use lth::models::gemm::Path as Kernels;
+use lth::kernels::gemm::Path as Kernels;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -6,9 +6,10 @@
 
 use candle_core::{Device, Tensor, Var};
 use lth::datasets::{self, augment::Augment, fetch::Source};
+use lth::kernels::batchnorm::{train_candle, BatchNorm, Mode};
+use lth::kernels::im2col::conv;
 use lth::masks::Mask;
-use lth::models::batchnorm::{train_candle, BatchNorm, Mode};
-use lth::models::{self, im2col::conv, Architecture, LayerKind, Params, Weights};
+use lth::models::{self, Architecture, LayerKind, Params, Weights};
 use lth::progress::Progress;
 use lth::pruning;
 use lth::results::store::{load_weights, RunDir, Store};

@@ -6,11 +6,11 @@
 //! 1.7M count (PAPER.md §2 explains the discrepancy).
 
 use super::dropout::Dropout;
-use super::im2col::conv3x3;
 use super::linear::{Compact, Linear};
-use super::pool::max_pool2x2;
 use super::{param, Architecture, LayerKind, Network, ParamInfo, Params};
 use crate::error::Result;
+use crate::kernels::im2col::conv3x3;
+use crate::kernels::pool::max_pool2x2;
 use crate::spec::ModelKind;
 use candle_core::Tensor;
 

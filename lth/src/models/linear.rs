@@ -13,9 +13,9 @@
 //!
 //! Both are CPU custom ops; on other devices (CUDA) every layer is candle's dense matmul.
 
-use super::host::{f32_slice, product_threaded, with_f32, Matrix};
 use super::{param, Params};
 use crate::error::{Error, Result};
+use crate::kernels::host::{f32_slice, product_threaded, with_f32, Matrix};
 use crate::masks::{LayerMask, Mask};
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, Var};
 use std::collections::BTreeMap;

@@ -2,17 +2,11 @@
 //! (`fc1.weight`, …), which masks, checkpoints and pruning share. Initial weights come from
 //! seeded Rust RNGs (`init`), never from candle's unseedable CPU RNG.
 
-pub mod batchnorm;
 pub mod conv;
 pub mod dropout;
-pub mod gemm;
-mod host;
-pub mod im2col;
 pub mod init;
 pub mod lenet;
 pub mod linear;
-pub mod loss;
-pub mod pool;
 pub mod resnet;
 pub mod vgg;
 
@@ -115,7 +109,7 @@ pub fn build(kind: ModelKind, params: &Params, compact: &linear::Compact) -> Res
 /// 0, running variance 1; PyTorch's, the paper does not say).
 pub fn initial_weights(arch: &Architecture, rng: &mut rand_chacha::ChaCha8Rng) -> Weights {
     let mut weights = init::glorot_normal(arch, rng);
-    batchnorm::set_initial_state(&mut weights);
+    crate::kernels::batchnorm::set_initial_state(&mut weights);
     weights
 }
 

@@ -7,12 +7,12 @@
 //! shortcuts (never pruned, App I.3) and 640 in the output layer. No convolution has a bias
 //! (BatchNorm follows each one; see `vgg`).
 
-use super::batchnorm::{self, BatchNorm, Mode};
-use super::im2col::conv;
 use super::linear::{Compact, Linear};
-use super::pool::global_average_pool;
 use super::{param, Architecture, Dropout, LayerKind, Network, ParamInfo, Params};
 use crate::error::Result;
+use crate::kernels::batchnorm::{self, BatchNorm, Mode};
+use crate::kernels::im2col::conv;
+use crate::kernels::pool::global_average_pool;
 use candle_core::Tensor;
 
 const STAGES: [usize; 3] = [16, 32, 64];

@@ -8,12 +8,12 @@
 //! bias before it would never change the output and its gradient would be exactly 0 (its shift
 //! does that job). The reference implementations (open_lth, Liu et al.) leave it out too.
 
-use super::batchnorm::{self, BatchNorm, Mode};
-use super::im2col::conv;
 use super::linear::{Compact, Linear};
-use super::pool::{global_average_pool, max_pool2x2};
 use super::{param, Architecture, Dropout, LayerKind, Network, ParamInfo, Params};
 use crate::error::Result;
+use crate::kernels::batchnorm::{self, BatchNorm, Mode};
+use crate::kernels::im2col::conv;
+use crate::kernels::pool::{global_average_pool, max_pool2x2};
 use candle_core::Tensor;
 
 /// Output channels of each convolution; `POOL` marks a max-pool.

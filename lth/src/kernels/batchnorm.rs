@@ -17,8 +17,8 @@
 
 use super::host::{f32_slice, with_f32};
 use super::pool::fixed_sum;
-use super::{param, ParamInfo, Params, Weights};
 use crate::error::{Error, Result};
+use crate::models::{param, ParamInfo, Params, Weights};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};

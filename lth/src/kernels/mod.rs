@@ -1,0 +1,11 @@
+//! The CPU kernels the architectures in `models` call, each a candle custom op or a host
+//! routine with a summation order fixed by the code (never by the thread count, the vector
+//! width or the cache sizes), so results are the same bits on every machine. On other devices
+//! (CUDA) the ops fall back to candle's own.
+
+pub mod batchnorm;
+pub mod gemm;
+pub(crate) mod host;
+pub mod im2col;
+pub mod loss;
+pub mod pool;
