@@ -6,8 +6,10 @@
 //! spec      experiments/*.toml → ExperimentSpec (method + sizes per scale) → RunSpec per run
 //! datasets  fetch (mirror, checksum, cache) → decode → fixed validation split → seeded batches
 //!           (and seeded augmentation)
-//! models    architectures over named parameters; seeded Gaussian Glorot init (init); the CPU
-//!           kernels they call (im2col convolution, BatchNorm, pooling, sparse layers)
+//! models    architectures over named parameters; seeded Gaussian Glorot init (init); layers
+//!           (fully connected, dense or sparse)
+//! kernels   the CPU ops the architectures call, in a fixed summation order: matrix products
+//!           (gemm), im2col convolution, BatchNorm, pooling, the loss; math: exp/ln/sin
 //! masks     Mask: 0/1 per prunable weight, invariants, persistence
 //! pruning   layerwise and global magnitude (iterative, one-shot) and random masks, as pure
 //!           functions
