@@ -532,7 +532,7 @@ fn goldens(file: &Path, write: bool, out: Option<PathBuf>, experiments: &Path, m
     }
     let actual = goldens::digests(&Store::new(&out))?;
     if write {
-        lth::datasets::fetch::write_atomic(file, goldens::render(&actual).as_bytes())?;
+        lth::files::write_atomic(file, goldens::render(&actual).as_bytes())?;
         eprintln!("wrote {} digests to {} (kernels: {})", actual.len(), file.display(), lth::kernels::gemm::Path::chosen().name());
         return Ok(());
     }

@@ -36,6 +36,7 @@ impl Schedule {
     }
 
     /// The warmup length and drop points, in this training's iterations.
+    #[cfg(test)]
     pub fn points(&self) -> (usize, &[usize]) {
         (self.warmup, &self.drops)
     }

@@ -8,6 +8,7 @@
 
 use super::store::Store;
 use crate::error::{Error, IoContext, Result};
+use crate::files;
 use crate::spec::{DataSource, Scale};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -26,34 +27,23 @@ pub type Digests = BTreeMap<(String, String), String>;
 /// The digests of every finished file under `store`.
 pub fn digests(store: &Store) -> Result<Digests> {
     let mut out = Digests::new();
-    let runs = store.runs_dir();
-    for run in sorted_entries(&runs)? {
-        let id = name_of(&run);
-        if run.join("init.safetensors").exists() {
-            out.insert((id.clone(), "init.safetensors".into()), tensors_digest(&run.join("init.safetensors"))?);
+    for run in store.run_dirs()? {
+        let id = run.id.0.clone();
+        if run.init_path().exists() {
+            out.insert((id.clone(), "init.safetensors".into()), tensors_digest(&run.init_path())?);
         }
-        for level in sorted_entries(&run)?.into_iter().filter(|l| l.is_dir() && l.join("done").exists()) {
-            let level_name = name_of(&level);
-            for file in ["mask.safetensors", "final.safetensors"] {
-                if level.join(file).exists() {
-                    out.insert((id.clone(), format!("{level_name}/{file}")), tensors_digest(&level.join(file))?);
+        for level in run.finished_levels() {
+            let folder = format!("level-{level:02}");
+            for (file, path) in [("mask.safetensors", run.mask_path(level)), ("final.safetensors", run.final_path(level))] {
+                if path.exists() {
+                    out.insert((id.clone(), format!("{folder}/{file}")), tensors_digest(&path)?);
                 }
             }
-            let curve = level.join("curve.csv");
-            out.insert((id.clone(), format!("{level_name}/curve.csv")), hex(&Sha256::digest(std::fs::read(&curve).at(&curve)?)));
+            let curve = run.curve_path(level);
+            out.insert((id.clone(), format!("{folder}/curve.csv")), files::sha256(&std::fs::read(&curve).at(&curve)?));
         }
     }
     Ok(out)
-}
-
-fn sorted_entries(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    Ok(entries)
-}
-
-fn name_of(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// SHA-256 over each tensor in name order: its name, its shape and its f32 values (little-endian).
@@ -70,11 +60,7 @@ fn tensors_digest(path: &Path) -> Result<String> {
             hash.update(v.to_le_bytes());
         }
     }
-    Ok(hex(&hash.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(files::hex(&hash.finalize()))
 }
 
 /// The text of a goldens file.
@@ -97,6 +83,9 @@ pub fn parse(path: &Path) -> Result<Digests> {
         let bad = || Error::Invalid(format!("{} line {}: expected `<sha256>  <run>/<file>`; regenerate it with `cargo xtask goldens`", path.display(), i + 1));
         let (digest, name) = line.split_once("  ").ok_or_else(bad)?;
         let (run, file) = name.split_once('/').ok_or_else(bad)?;
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
         out.insert((run.to_string(), file.to_string()), digest.to_string());
     }
     Ok(out)
@@ -108,7 +97,7 @@ pub fn differences(expected: &Digests, actual: &Digests) -> Vec<String> {
     for (key, want) in expected {
         match actual.get(key) {
             Some(got) if got == want => {}
-            Some(got) => out.push(format!("run {} file {}: digest {} differs from the golden {}", key.0, key.1, &got[..12], &want[..12.min(want.len())])),
+            Some(got) => out.push(format!("run {} file {}: digest {} differs from the golden {}", key.0, key.1, &got[..12], &want[..12])),
             None => out.push(format!("run {} file {}: missing (the spec or the run folder layout changed?)", key.0, key.1)),
         }
     }

@@ -203,9 +203,8 @@ fn redo_target(path: &Path) -> PathBuf {
 /// Levels are deterministic, so a redone level is bit-identical to the one it replaces.
 pub fn redo(path: &Path) -> Result<()> {
     // A file of a level (the one an error named) stands for its level.
-    if let Some(level) = path.parent().filter(|p| files::file_name(p).starts_with("level-")) {
-        return redo(level);
-    }
+    let target = redo_target(path);
+    let path = target.as_path();
     let name = files::file_name(path);
     let in_run = |dir: Option<&Path>| dir.and_then(Path::parent).is_some_and(|runs| files::file_name(runs) == "runs");
     let wrong = || Error::Invalid(format!("{}: not a level folder (`<out>/runs/<run-id>/level-NN`) or `<out>/runs/<run-id>/init.safetensors`", path.display()));
