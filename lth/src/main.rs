@@ -87,6 +87,9 @@ enum Command {
         /// Also time the same workloads in PyTorch (`python3`, or $LTH_PYTHON, with torch).
         #[arg(long)]
         vs_pytorch: bool,
+        /// Only the rows whose workload contains this text, e.g. `evaluation` (case-insensitive).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Check that a device trains like the CPU (a few steps of LeNet and Conv-2 from the same
     /// weights) and print its throughput for every network; exits 1 if parity fails.
@@ -320,9 +323,13 @@ fn run(cli: Cli) -> Result<()> {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), compare::compare(&old, &new)?.as_bytes());
         }
         Command::Goldens { file, write, out, experiments, mirror, data_dir } => goldens(&file, write, out, &experiments, mirror, data_dir)?,
-        Command::Bench { scale, vs_pytorch } => {
+        Command::Bench { scale, vs_pytorch, only } => {
             let python = std::env::var("LTH_PYTHON").unwrap_or_else(|_| "python3".into());
-            print!("{}", lth::bench::markdown(&lth::bench::run(scale, vs_pytorch.then_some(python.as_str()))?));
+            let rows = lth::bench::run(scale, vs_pytorch.then_some(python.as_str()), only.as_deref())?;
+            if rows.is_empty() {
+                anyhow::bail!("--only {:?} matches no benchmark row; run `lth bench` without it to see the workloads", only.unwrap_or_default());
+            }
+            print!("{}", lth::bench::markdown(&rows));
         }
         Command::Plan { figures: names, job, data, experiments } => {
             for name in experiments_of(&resolve_figures(&names)?) {

@@ -51,10 +51,11 @@ pub trait Observer {
     fn on_eval(&mut self, _point: &CurvePoint) {}
 }
 
-/// Evaluation batches hold at most this many input values (510 MNIST images, 130 CIFAR
-/// images): large enough to be fast, small enough that a convolution's im2col buffer (192
-/// values per input value for a 64-channel layer) stays near 300 MB.
-const EVAL_VALUES: usize = 400_000;
+/// The loss of an evaluation is averaged over chunks of at most this many input values (510
+/// MNIST images, 130 CIFAR images) and then summed in f64; the chunks fix the order of that
+/// sum, so they never change with how many images one forward pass takes
+/// ([`Network::eval_values`]).
+const LOSS_CHUNK_VALUES: usize = 400_000;
 
 /// Trains the `model` network over `params` under `mask` and returns its curve.
 #[allow(clippy::too_many_arguments)]
@@ -171,18 +172,25 @@ fn evaluate_point(net: &dyn Network, data: &Dataset, iteration: usize, running: 
     Ok(CurvePoint { iteration, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc })
 }
 
-/// Mean cross-entropy and accuracy of `net` on `split`.
+/// Mean cross-entropy and accuracy of `net` on `split`: forward passes of as many images as
+/// the network takes at once (a whole split for LeNet, so its weights are packed once per
+/// product rather than once per 510 images), then the loss chunk by chunk.
 pub fn evaluate(net: &dyn Network, split: &Split) -> Result<(f64, f64)> {
     let n = split.len();
-    let per_image = split.images.elem_count() / n.max(1);
-    let batch = (EVAL_VALUES / per_image.max(1)).max(1);
+    let per_image = (split.images.elem_count() / n.max(1)).max(1);
+    let chunk = (LOSS_CHUNK_VALUES / per_image).max(1);
+    // A whole number of loss chunks per pass, so chunks start where they always have.
+    let batch = (net.eval_values() / per_image).max(1).next_multiple_of(chunk);
     let (mut loss_sum, mut n_correct) = (0.0, 0);
     for start in (0..n).step_by(batch) {
         let len = batch.min(n - start);
-        let xs = split.images.narrow(0, start, len)?;
+        let logits = net.forward(&split.images.narrow(0, start, len)?)?;
         let ys = split.labels.narrow(0, start, len)?;
-        let logits = net.forward(&xs)?;
-        loss_sum += crate::kernels::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()? as f64 * len as f64;
+        for first in (0..len).step_by(chunk) {
+            let size = chunk.min(len - first);
+            let loss = crate::kernels::loss::cross_entropy(&logits.narrow(0, first, size)?, &ys.narrow(0, first, size)?)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64 * size as f64;
+        }
         n_correct += correct(&logits, &ys)?;
     }
     Ok((loss_sum / n as f64, n_correct as f64 / n as f64))

@@ -16,8 +16,10 @@ cargo xtask <command>
   goldens [--check] [--mirror URL|DIR]
                                rerun the golden smoke runs and rewrite tests/goldens.txt (--check: compare
                                instead); only after an intended change to the arithmetic
-  bench [--vs-pytorch]         training and evaluation throughput beside the alternatives (CPU);
-                               --vs-pytorch also times the same workloads in PyTorch (python3 with torch)
+  bench [--vs-pytorch] [--only TEXT]
+                               training and evaluation throughput beside the alternatives (CPU);
+                               --vs-pytorch also times the same workloads in PyTorch (python3 with torch);
+                               --only: the rows whose workload contains TEXT, e.g. evaluation
   cuda-build [--compute-cap N] build the CUDA lth binary, fetching nvcc from PyPI when none is
                                installed (default N: $CUDA_COMPUTE_CAP or 90, i.e. H100/H200)
   gpu-check                    CPU-vs-CUDA parity and GPU throughput (on a GPU machine; runs
@@ -35,7 +37,7 @@ pub enum Task {
     Figures { check: bool },
     Compare { old: String, new: String },
     Goldens { check: bool, mirror: Option<String> },
-    Bench { vs_pytorch: bool },
+    Bench { vs_pytorch: bool, only: Option<String> },
     CudaBuild { compute_cap: String },
     GpuCheck,
     Plan(Reproduce),
@@ -103,7 +105,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
         "data" => &["--mirror"],
         "figures" => &["--check"],
         "goldens" => &["--check", "--mirror"],
-        "bench" => &["--vs-pytorch"],
+        "bench" => &["--vs-pytorch", "--only"],
         "cuda-build" => &["--compute-cap"],
         _ => &[],
     };
@@ -134,7 +136,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
             _ => bail!("usage: cargo xtask compare OLD.csv NEW.csv"),
         },
         "goldens" => Task::Goldens { check: options.iter().any(|(k, _)| k == "--check"), mirror: take("--mirror") },
-        "bench" => Task::Bench { vs_pytorch: options.iter().any(|(k, _)| k == "--vs-pytorch") },
+        "bench" => Task::Bench { vs_pytorch: options.iter().any(|(k, _)| k == "--vs-pytorch"), only: take("--only") },
         "cuda-build" => {
             Task::CudaBuild { compute_cap: take("--compute-cap").or_else(|| std::env::var("CUDA_COMPUTE_CAP").ok()).unwrap_or_else(|| "90".into()) }
         }

@@ -33,10 +33,11 @@ fn run() -> Result<()> {
             }
         }
         flags::Task::Figures { check } => figures(&sh, check)?,
-        flags::Task::Bench { vs_pytorch } => {
+        flags::Task::Bench { vs_pytorch, only } => {
             let lth = build_lth(&sh, false)?;
             let flag = vs_pytorch.then_some("--vs-pytorch");
-            cmd!(sh, "{lth} bench {flag...}").run()?;
+            let only = only.map(|o| vec!["--only".to_string(), o]).unwrap_or_default();
+            cmd!(sh, "{lth} bench {flag...} {only...}").run()?;
         }
         flags::Task::CudaBuild { compute_cap } => {
             let binary = cuda::build(&sh, &project_root(), &compute_cap)?;

@@ -90,6 +90,12 @@ pub trait Network {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.forward_t(xs, None)
     }
+
+    /// Input values per evaluation forward pass. A convolution's im2col buffer holds up to 192
+    /// values per input value (a 64-channel layer), so 400,000 keeps it near 300 MB.
+    fn eval_values(&self) -> usize {
+        400_000
+    }
 }
 
 /// Builds the network of `kind` over `params` (which it shares, so optimizer updates show).
