@@ -90,7 +90,12 @@ pub fn run(scale: f64, pytorch: Option<&str>, only: Option<&str>) -> Result<Vec<
     for threads in [1, 2] {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         let steps = |n: f64| ((n * scale).round() as usize).max(2);
-        let mut measure = |workload: String, unit, key: Option<String>, ours: &mut dyn FnMut() -> Result<f64>, alternative: Option<(String, &mut dyn FnMut() -> Result<f64>)>| -> Result<()> {
+        let mut measure = |workload: String,
+                           unit,
+                           key: Option<String>,
+                           ours: &mut dyn FnMut() -> Result<f64>,
+                           alternative: Option<(String, &mut dyn FnMut() -> Result<f64>)>|
+         -> Result<()> {
             if !wanted(&workload) {
                 return Ok(());
             }

@@ -35,6 +35,10 @@ pub enum Error {
     #[error("unknown figure `{name}`; valid figures: {valid}")]
     UnknownFigure { name: String, valid: String },
 
+    /// A training that failed, named so the user knows which run folder to look at.
+    #[error("run {run}, level {level}: {source}")]
+    Training { run: String, level: usize, source: Box<Error> },
+
     #[error("{0}")]
     Invalid(String),
 

@@ -16,6 +16,8 @@
 //! optim     masked Adam and SGD (fused CPU kernel; candle ops elsewhere); schedule: lr per iteration
 //! training  the one loop; evaluation every N iterations; observers
 //! lottery   ticket runs and their branches (one-shot, reinit, random pruning), resumable
+//! work      a plan's trainings as a queue of (run, level) tasks for worker threads;
+//!           estimate: their cost, timed before a long run starts
 //! files     atomic writes, temporary names and digests, below everything that writes files
 //! results   record rows → store (run folders) → table (polars) → plot (plotters) → figures
 //! ```
@@ -23,6 +25,7 @@
 pub mod bench;
 pub mod datasets;
 pub mod error;
+pub mod estimate;
 pub mod files;
 pub mod gpu_check;
 pub mod kernels;
@@ -38,6 +41,7 @@ pub mod schedule;
 pub mod seeds;
 pub mod spec;
 pub mod training;
+pub mod work;
 
 pub use error::{Error, Result};
 

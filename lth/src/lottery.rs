@@ -14,32 +14,32 @@ use crate::pruning;
 use crate::results::record::{write_csv, CurveKey, CurveRecord};
 use crate::results::store::{damaged_tensors, save_weights, RunDir, Store};
 use crate::seeds::{self, Purpose};
-use crate::spec::{PlannedRun, Procedure, PruningSpec, RunSpec};
+use crate::spec::{Procedure, PruningSpec, RunSpec};
 use crate::training::{self, TrainConfig};
 use candle_core::Device;
 
-/// Trains every unfinished level of `planned`; finished levels are skipped.
-pub fn run(planned: &PlannedRun, store: &Store, data: &Dataset, dev: &Device, progress: &Progress) -> Result<()> {
-    let spec = &planned.spec;
+/// Trains `level` of the run `spec` unless it is finished; `redo`: train it again if it kept
+/// only its curve (see `work`). The level it reads must have its weights (`work` schedules it
+/// so); `units` is the training's weight in the overall progress.
+#[allow(clippy::too_many_arguments)]
+pub fn run_level(spec: &RunSpec, level: usize, redo: bool, store: &Store, data: &Dataset, dev: &Device, progress: &Progress, units: u64) -> Result<()> {
     let arch = Architecture::of(spec.method.model);
     let run = store.open(spec)?;
+    if redo && run.is_done(level) && !run.has_weights(level) {
+        crate::results::store::redo(&run.level_dir(level))?;
+    }
+    if run.is_done(level) {
+        return Ok(());
+    }
     let trunk = match spec.procedure {
         Procedure::Ticket => run.clone(),
         _ => store.existing(&spec.trunk()),
     };
     let theta0 = initial_weights(spec, &arch, &trunk)?;
-    for &level in &planned.levels {
-        let label = format!("{} level {level}", run.id);
-        if run.is_done(level) {
-            progress.skipped(&label, spec.iterations as u64);
-            continue;
-        }
-        let (mask, start) = level_start(spec, &arch, &run, &trunk, &theta0, level)?;
-        let label = format!("{label} (Pm {:.1}%)", 100.0 * mask.remaining());
-        let mut observer = progress.level(label);
-        train_level(spec, &arch, &run, &mask, &start, level, data, dev, &mut observer)?;
-    }
-    Ok(())
+    let (mask, start) = level_start(spec, &arch, &run, &trunk, &theta0, level)?;
+    let label = format!("{} level {level} (Pm {:.1}%)", run.id, 100.0 * mask.remaining());
+    let mut observer = progress.level(label, units, spec.iterations);
+    train_level(spec, &arch, &run, &mask, &start, level, data, dev, &mut observer)
 }
 
 /// theta0 of the trial: drawn and saved by the ticket run, read by its branches.

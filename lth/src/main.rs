@@ -165,7 +165,7 @@ struct JobArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Trials trained in parallel (default: one per CPU core, at most the number of trials).
+    /// Trainings run in parallel, one per worker thread (default: one per CPU core).
     #[arg(long, value_parser = at_least_one)]
     jobs: Option<usize>,
     /// Results folder (run folders are content-addressed and reused).
@@ -469,7 +469,6 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, ra
         anyhow::bail!("trial {} does not exist at scale {}", trial.unwrap_or(0), job.scale.as_str());
     };
     let data = raw.prepare(&first.spec, &dev)?;
-    let store = Store::new(&job.out);
     let n_levels: usize = plan.iter().map(|r| r.levels.len()).sum();
     let iterations = first.spec.iterations;
     eprintln!(
@@ -482,39 +481,48 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, ra
         data.validation.len(),
         data.test.len()
     );
-    let progress = Progress::new((n_levels * iterations) as u64, n_levels);
-    // Trials are independent (each has its own seeded streams and run folders), so they run
-    // in parallel, one per worker; a trial's controls run after its ticket run.
-    let trials: Vec<usize> = {
-        let mut t: Vec<usize> = plan.iter().map(|r| r.spec.trial).collect();
-        t.sort_unstable();
-        t.dedup();
-        t
-    };
-    let jobs = job.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(1, trials.len());
-    // Parallel trials use one core each; candle's matrix products would otherwise also spread
+    // Workers share the trainings (`work`), so even one trial keeps every core busy.
+    let jobs = job.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(1, n_levels.max(1));
+    // Parallel workers use one core each; candle's matrix products would otherwise also spread
     // over every core and oversubscribe them. candle reads this variable at every product, and
     // no other thread is running candle work yet.
     if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let store = &store;
-    let worker = || -> Result<()> {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(&trial) = trials.get(i) else {
-                return Ok(());
-            };
-            for planned in plan.iter().filter(|r| r.spec.trial == trial) {
-                lth::lottery::run(planned, store, &data, &dev, &progress).with_context(|| format!("run {}", planned.spec.id()))?;
-            }
+    let store = Store::new(&job.out);
+    // Each training weighs its estimated milliseconds in the progress; smoke runs (seconds in
+    // all) are not timed first, and weigh their iterations.
+    let costs = match job.scale {
+        Scale::Smoke => None,
+        _ => {
+            let levels: Vec<usize> = plan.iter().flat_map(|r| r.levels.iter().copied()).collect();
+            Some(lth::estimate::Costs::measure(&first.spec, &levels, &data, &dev)?)
         }
     };
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..jobs).map(|_| scope.spawn(worker)).collect();
-        workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a training thread panicked"))))
-    })?;
+    let units = |run: usize, level: usize| match &costs {
+        Some(costs) => (1000.0 * costs.training(&plan[run].spec, level, &data)).round().max(1.0) as u64,
+        None => plan[run].spec.iterations as u64,
+    };
+    let tasks = lth::work::pending(&plan, &store, units);
+    let redo = tasks.iter().filter(|(t, _)| t.redo).count();
+    let finished = n_levels + redo - tasks.len();
+    if finished > 0 {
+        eprintln!("{finished} of {n_levels} trainings are already finished in {}", job.out.display());
+    }
+    if redo > 0 {
+        eprintln!("{redo} of them kept only their curves, and trainings still to run read their weights: they are trained again (to the same bits)");
+    }
+    if let (Some(_), false) = (&costs, tasks.is_empty()) {
+        let seconds: f64 = tasks.iter().map(|(t, _)| t.units as f64 / 1000.0).sum();
+        eprintln!(
+            "estimated time for the {} trainings left: {} on {jobs} worker{} (timed on this machine just now; the ETA below follows the actual rate)",
+            tasks.len(),
+            lth::estimate::human(seconds / jobs as f64),
+            if jobs == 1 { "" } else { "s" }
+        );
+    }
+    let progress = Progress::new(tasks.iter().map(|(t, _)| t.units).sum(), tasks.len());
+    lth::work::run(&plan, tasks, jobs, &store, &data, &dev, &progress)?;
     progress.finish();
     Ok(())
 }
