@@ -201,6 +201,10 @@ struct FigureArgs {
     /// The command recorded in provenance (xtask passes its own).
     #[arg(long)]
     command: Option<String>,
+    /// The machine and wall time behind the runs, for the provenance record (default for
+    /// `reproduce`: this machine's CPU and cores, and how long the reproduce took).
+    #[arg(long)]
+    machine: Option<String>,
 }
 
 fn main() {
@@ -268,6 +272,7 @@ fn run(cli: Cli) -> Result<()> {
             run_experiment(&spec, &job, trial, &raw, images)?;
         }
         Command::Reproduce { figures: names, job, data, output } => {
+            let started = std::time::Instant::now();
             let wanted = resolve_figures(&names)?;
             let revision = figures::git_revision();
             let specs = load_specs(&output.experiments, &experiments_of(&wanted))?;
@@ -291,8 +296,12 @@ fn run(cli: Cli) -> Result<()> {
             // What the CIFAR-10 runs trained on (MNIST's are always real).
             let images = raws.iter().find(|(r, _)| r.kind == DatasetKind::Cifar10).map_or(DataSource::Real, |(_, images)| *images);
             let command = output.command.clone().unwrap_or_else(|| format!("lth reproduce {}", names.join(" ")));
+            let machine = output
+                .machine
+                .clone()
+                .unwrap_or_else(|| format!("{}; this reproduce: {} wall", this_machine(), lth::estimate::human(started.elapsed().as_secs_f64())));
             for figure in wanted {
-                let provenance = provenance(&command, job.scale, job.trials, images, &job.device, &revision);
+                let provenance = provenance(&command, job.scale, job.trials, images, &job.device, &machine, &revision);
                 draw(figure, &job.out, &specs, &provenance, &output.figures_dir)?;
             }
         }
@@ -305,7 +314,8 @@ fn run(cli: Cli) -> Result<()> {
                 DataChoice::Known(images) => images,
                 DataChoice::Copy(location) => copies::prepare(&location, &Source::from_env(None, None), &copies::CIFAR10)?,
             };
-            let provenance = provenance(&command, scale, trials, images, &device, &figures::git_revision());
+            let machine = output.machine.unwrap_or_else(|| "not recorded".into());
+            let provenance = provenance(&command, scale, trials, images, &device, &machine, &figures::git_revision());
             draw(figure, &out, &specs, &provenance, &output.figures_dir)?;
         }
         Command::Plot { figure, table, svg, png } => {
@@ -567,8 +577,17 @@ fn goldens(file: &Path, write: bool, out: Option<PathBuf>, experiments: &Path, m
     Ok(())
 }
 
-fn provenance(command: &str, scale: Scale, trials: Option<usize>, data: DataSource, device: &str, git_revision: &str) -> figures::Provenance {
-    figures::Provenance { command: command.to_string(), scale, trials, data, device: device.to_string(), git_revision: git_revision.to_string() }
+fn provenance(command: &str, scale: Scale, trials: Option<usize>, data: DataSource, device: &str, machine: &str, git_revision: &str) -> figures::Provenance {
+    let (command, device, machine, git_revision) = (command.to_string(), device.to_string(), machine.to_string(), git_revision.to_string());
+    figures::Provenance { command, scale, trials, data, device, machine, git_revision }
+}
+
+/// This machine's CPU model and core count, from /proc/cpuinfo (Linux).
+fn this_machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()));
+    format!("{}, {cores} cores", model.unwrap_or_else(|| std::env::consts::ARCH.into()))
 }
 
 fn draw(figure: &figures::Figure, out: &Path, specs: &[ExperimentSpec], provenance: &figures::Provenance, dir: &Path) -> Result<()> {
