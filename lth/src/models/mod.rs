@@ -91,10 +91,16 @@ pub trait Network {
         self.forward_t(xs, None)
     }
 
-    /// Input values per evaluation forward pass. A convolution's im2col buffer holds up to 192
-    /// values per input value (a 64-channel layer), so 400,000 keeps it near 300 MB.
-    fn eval_values(&self) -> usize {
-        400_000
+    /// Whether [`Network::forward_feature_major`] evaluates this network (on the CPU).
+    fn evaluates_feature_major(&self) -> bool {
+        false
+    }
+
+    /// Evaluation logits `(n, classes)` from images already transposed to feature-major rows
+    /// (`linear::feature_major`: the evaluation splits never change, so training transposes
+    /// them once); `None` for networks that evaluate batch-major through [`Network::forward`].
+    fn forward_feature_major(&self, _xs_t: &[f32], _n: usize, _width: usize) -> Result<Option<Tensor>> {
+        Ok(None)
     }
 }
 
