@@ -6,11 +6,14 @@
 //! A claim compares one metric of a subject (a series at one Pm, or at every or some level in a
 //! range of Pm) with a reference, as a ratio or a difference, against a bound. Claims on
 //! synthetic data or at `smoke` scale, or whose levels the table lacks, are "not tested", with
-//! the reason.
+//! the reason. The claims themselves are data (`paper.rs`); the report's text is `report.rs`.
 
 mod paper;
+mod report;
 
 pub use paper::CLAIMS;
+use report::render;
+use report::{name, percent};
 
 use super::compare::{self, Cell};
 use super::figures;
@@ -36,7 +39,7 @@ pub struct Claim {
 }
 
 /// The curves of one procedure of one experiment.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 pub struct Series {
     pub experiment: &'static str,
     pub procedure: &'static str,
@@ -256,8 +259,11 @@ fn measure(claim: &Claim, table: &Table) -> Result<Vec<Point>, String> {
         Pm::Every(low, high) | Pm::Some(low, high) => {
             let inside = |r: f64| r >= low * (1.0 - RANGE_TOLERANCE) && r <= high * (1.0 + RANGE_TOLERANCE);
             // The reference itself (the dense network in a range up to 100%) is no evidence.
-            let is_reference = |level: usize| matches!(claim.reference, Reference::At(other, target) if other.experiment == series.experiment && other.procedure == series.procedure && nearest(table, other, target).is_ok_and(|(l, _)| l == level));
-            let found: Vec<(usize, f64)> = levels(table, series).into_iter().filter(|&(level, r)| inside(r) && !is_reference(level)).collect();
+            let reference_level = match claim.reference {
+                Reference::At(other, target) if other == series => nearest(table, other, target).ok().map(|(level, _)| level),
+                _ => None,
+            };
+            let found: Vec<(usize, f64)> = levels(table, series).into_iter().filter(|&(level, r)| inside(r) && Some(level) != reference_level).collect();
             if found.is_empty() {
                 return Err(format!("no `{}` level with Pm in [{}, {}]", series.procedure, percent(low), percent(high)));
             }
@@ -360,45 +366,12 @@ fn cell(table: &Table, series: Series, level: usize, metric: Metric) -> Result<C
     }
 }
 
-fn percent(fraction: f64) -> String {
-    format!("{:.1}%", 100.0 * fraction)
-}
-
-/// "lenet `ticket` at Pm 21.1%"; the dense network by name.
-fn name(series: Series, remaining: f64) -> String {
-    if series.procedure == "ticket" && remaining >= 1.0 {
-        format!("{} dense", series.experiment)
-    } else {
-        format!("{} `{}` at Pm {}", series.experiment, series.procedure, percent(remaining))
-    }
-}
-
 impl Claim {
     fn reference_experiment(&self) -> Option<&'static str> {
         match self.reference {
             Reference::At(series, _) => Some(series.experiment),
             Reference::SameLevel(_) => None,
         }
-    }
-
-    /// The rule in words, generated from the fields it is evaluated from.
-    pub fn rule(&self) -> String {
-        let (series, pm) = self.subject;
-        let subject = match pm {
-            Pm::At(target) => name(series, target),
-            Pm::Every(low, high) => format!("every {} `{}` level with Pm in [{}, {}]", series.experiment, series.procedure, percent(low), percent(high)),
-            Pm::Some(low, high) => format!("some {} `{}` level with Pm in [{}, {}]", series.experiment, series.procedure, percent(low), percent(high)),
-        };
-        let reference = match self.reference {
-            Reference::At(other, target) => name(other, target),
-            Reference::SameLevel(procedure) => format!("`{procedure}` at the same level"),
-        };
-        let op = match self.compare {
-            Compare::Ratio => "÷",
-            Compare::Difference => "−",
-        };
-        let bound = self.bound.show(|v| self.compare.show(v, self.metric));
-        format!("{}: {subject} {op} {reference} is {bound}", self.metric.describe(self.figure))
     }
 }
 
@@ -412,23 +385,6 @@ impl Metric {
         }
     }
 
-    /// In words; a checkpoint by the name its figure gives it.
-    fn describe(self, figure: &str) -> String {
-        match self {
-            Metric::EarlyStopIteration => "early-stop iteration (minimum validation loss)".into(),
-            Metric::EarlyStopTestAcc => "test accuracy at early stop".into(),
-            Metric::FinalTestAcc => "test accuracy at the last iteration".into(),
-            Metric::IterationsToTestAcc(threshold) => format!("iterations until the test accuracy first reaches {}", percent(threshold)),
-            Metric::CheckpointTestAcc(checkpoint) => {
-                let label = figures::find(figure).ok().and_then(|f| match f.kind {
-                    figures::Kind::Checkpoints(points) => points.get(checkpoint).map(|p| p.label.to_string()),
-                    _ => None,
-                });
-                format!("test accuracy at {}", label.unwrap_or_else(|| format!("checkpoint {checkpoint}")))
-            }
-        }
-    }
-
     fn is_accuracy(self) -> bool {
         matches!(self, Metric::EarlyStopTestAcc | Metric::FinalTestAcc | Metric::CheckpointTestAcc(_))
     }
@@ -439,34 +395,6 @@ impl Metric {
             100.0
         } else {
             1.0
-        }
-    }
-
-    /// "98.28% [98.25, 98.30], n 2" or "2125 [1750, 2500], n 2".
-    fn show(self, c: Cell) -> String {
-        let v = |x: f64| match () {
-            _ if x.is_infinite() => "not reached".to_string(),
-            _ if self.is_accuracy() => format!("{:.2}", 100.0 * x),
-            _ => format!("{x:.0}"),
-        };
-        let unit = if self.is_accuracy() { "%" } else { "" };
-        format!("{}{unit} [{}, {}], n {}", v(c.mean), v(c.min), v(c.max), c.n)
-    }
-}
-
-impl Compare {
-    fn word(self) -> &'static str {
-        match self {
-            Compare::Ratio => "ratio",
-            Compare::Difference => "difference",
-        }
-    }
-
-    fn show(self, value: f64, metric: Metric) -> String {
-        match self {
-            Compare::Ratio => format!("{value:.2}"),
-            Compare::Difference if metric.is_accuracy() => format!("{value:+.2} pp"),
-            Compare::Difference => format!("{value:+.0}"),
         }
     }
 }
@@ -490,66 +418,6 @@ impl Bound {
             Bound::Between(low, high) => (v - low).min(high - v),
         }
     }
-
-    fn show(self, value: impl Fn(f64) -> String) -> String {
-        match self {
-            Bound::MoreThan(x) => format!("more than {}", value(x)),
-            Bound::AtLeast(x) => format!("at least {}", value(x)),
-            Bound::LessThan(x) => format!("less than {}", value(x)),
-            Bound::AtMost(x) => format!("at most {}", value(x)),
-            Bound::Between(low, high) => format!("between {} and {}", value(low), value(high)),
-        }
-    }
-}
-
-/// The report: how claims are judged, then one row per claim whose table is in the folder.
-pub(super) fn render(tables: &Tables) -> String {
-    let mut out = String::from(
-        "# Claims of PAPER.md §3 against the tables in this folder\n\n\
-         Generated by `cargo xtask claims` (`lth claims <folder>`) from the tables and provenance files beside it; do not edit. \
-         `cargo xtask figures --check` fails when it no longer matches them.\n\n",
-    );
-    let _ = write!(
-        out,
-        "How a claim is judged:\n\n\
-         - Each measured number is the mean over the `n` trial curves of the table, with [min, max] over them. The rule compares means: \
-         subject ÷ reference (a ratio) or subject − reference (a difference, in percentage points for accuracies), against a bound.\n\
-         - A single Pm is matched to the level whose Pm is nearest, if within {at:.0}% of it (relative); the Pm used is named in the measured \
-         column. A range of Pm takes every level inside it, with {range:.0}% slack at each end. \"Every\" holds if each level passes, and \
-         shows the worst; \"some\" holds if one does, and shows the best.\n\
-         - Iterations until an accuracy is reached are read off Figure 3's mean curve, with the spread [first trial, all trials] read off \
-         its max and min curves; a curve that never reaches it counts as infinitely slow.\n\
-         - Verdicts: **holds**, **does not hold**, or *not tested* with the reason: synthetic data (a stand-in for CIFAR-10 says nothing \
-         about the paper), `smoke` scale (a pipeline check), or a level or procedure this scale does not train.\n\
-         - Scale and data are each table's own (its `figN.md` and `data` column): one folder may mix scales.\n\n",
-        at = 100.0 * AT_TOLERANCE,
-        range = 100.0 * RANGE_TOLERANCE,
-    );
-    let claims: Vec<(&Claim, &Table)> = CLAIMS.iter().filter_map(|c| Some((c, tables.get(c.figure)?))).collect();
-    let outcomes: Vec<Outcome> = claims.iter().map(|(c, t)| evaluate(c, t)).collect();
-    let count = |f: fn(&Verdict) -> bool| outcomes.iter().filter(|o| f(&o.verdict)).count();
-    let _ = writeln!(
-        out,
-        "{} claims on the tables here: {} hold, {} do not hold, {} not tested.\n",
-        claims.len(),
-        count(|v| *v == Verdict::Holds),
-        count(|v| *v == Verdict::DoesNotHold),
-        count(|v| matches!(v, Verdict::NotTested(_)))
-    );
-    out.push_str("| claim | paper | rule | measured | scale, data | verdict |\n|---|---|---|---|---|---|\n");
-    for ((claim, _), outcome) in claims.iter().zip(&outcomes) {
-        let verdict = match &outcome.verdict {
-            Verdict::Holds => "**holds**".to_string(),
-            Verdict::DoesNotHold => "**does not hold**".to_string(),
-            Verdict::NotTested(why) => format!("*not tested*: {why}"),
-        };
-        let _ = writeln!(out, "| `{}` | {} | {} | {} | {} | {verdict} |", claim.id, claim.paper, claim.rule(), outcome.measured, outcome.source);
-    }
-    let absent: Vec<&str> = figures::FIGURES.iter().map(|f| f.id).filter(|id| !tables.contains_key(*id) && CLAIMS.iter().any(|c| c.figure == *id)).collect();
-    if !absent.is_empty() {
-        let _ = writeln!(out, "\nNot checked here, for want of a table in this folder: the claims of {}.", absent.join(", "));
-    }
-    out
 }
 
 #[cfg(test)]
