@@ -314,6 +314,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let provenance = provenance(&command, scale, trials, images, &device, &figures::git_revision());
             draw(figure, &out, &specs, &provenance, &output.figures_dir)?;
+            write_claims(&output.figures_dir, None)?;
         }
         Command::Claims { dir, output } => write_claims(&dir, output)?,
         Command::Plot { figure, table, svg, png } => {

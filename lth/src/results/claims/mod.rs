@@ -56,6 +56,7 @@ pub enum Pm {
     Some(f64, f64),
 }
 
+/// What the subject is compared with.
 #[derive(Clone, Copy)]
 pub enum Reference {
     /// A series at one Pm (1.0: the dense network).
@@ -218,7 +219,7 @@ fn provenance_data(provenance: &str, experiment: &str) -> String {
     }
 }
 
-/// Checks one claim against the tables (its figure's table must be among them).
+/// Checks one claim against its figure's table.
 pub(super) fn evaluate(claim: &Claim, table: &Table) -> Outcome {
     let series = claim.subject.0;
     let involved: Vec<&Row> = table.rows.iter().filter(|r| r.experiment == series.experiment || claim.reference_experiment() == Some(&r.experiment)).collect();
