@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use lth::datasets::copies::{self, DataChoice};
 use lth::datasets::{self, fetch::Source};
 use lth::progress::Progress;
-use lth::results::{compare, figures, inventory, plot, store::Store};
+use lth::results::{claims, compare, figures, inventory, plot, store::Store};
 use lth::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
 
@@ -70,6 +70,15 @@ enum Command {
         device: String,
         #[command(flatten)]
         output: FigureArgs,
+    },
+    /// Check the paper's claims against the figure tables of a folder and write its CLAIMS.md
+    /// (used by `cargo xtask claims` and `figures [--check]`).
+    Claims {
+        /// A figures folder (figN.csv with their figN.md).
+        dir: PathBuf,
+        /// Write the report here instead of <dir>/CLAIMS.md.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Draw a figure from its table CSV (used by `cargo xtask figures [--check]`).
     Plot {
@@ -304,6 +313,7 @@ fn run(cli: Cli) -> Result<()> {
                 let provenance = provenance(&command, job.scale, job.trials, images, &job.device, &machine, &revision);
                 draw(figure, &job.out, &specs, &provenance, &output.figures_dir)?;
             }
+            write_claims(&output.figures_dir, None)?;
         }
         Command::Figure { figure, scale, out, data, trials, device, output } => {
             let figure = figures::find(&figure)?;
@@ -317,7 +327,9 @@ fn run(cli: Cli) -> Result<()> {
             let machine = output.machine.unwrap_or_else(|| "not recorded".into());
             let provenance = provenance(&command, scale, trials, images, &device, &machine, &figures::git_revision());
             draw(figure, &out, &specs, &provenance, &output.figures_dir)?;
+            write_claims(&output.figures_dir, None)?;
         }
+        Command::Claims { dir, output } => write_claims(&dir, output)?,
         Command::Plot { figure, table, svg, png } => {
             let figure = figures::find(&figure)?;
             plot::draw_from_csv(figure, &table, &svg, png.as_deref()).with_context(|| format!("drawing {}", svg.display()))?;
@@ -588,6 +600,14 @@ fn this_machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()));
     format!("{}, {cores} cores", model.unwrap_or_else(|| std::env::consts::ARCH.into()))
+}
+
+/// Writes a figures folder's claims report (by default its CLAIMS.md).
+fn write_claims(dir: &Path, output: Option<PathBuf>) -> Result<()> {
+    let output = output.unwrap_or_else(|| claims::report_path(dir));
+    claims::write(dir, &output)?;
+    eprintln!("wrote {}", output.display());
+    Ok(())
 }
 
 fn draw(figure: &figures::Figure, out: &Path, specs: &[ExperimentSpec], provenance: &figures::Provenance, dir: &Path) -> Result<()> {

@@ -11,7 +11,10 @@ cargo xtask <command>
         fetch data, run the missing runs, aggregate and draw into figures/ (default: every figure)
   data [mnist|cifar10] [--mirror URL|DIR]
         download and verify the datasets (default: both)
-  figures [--check]            redraw figures/*.svg|png from figures/*.csv (--check: fail if stale)
+  figures [--check]            redraw figures/*.svg|png from figures/*.csv, and those of its subfolders
+                               (figures/paper/), and their CLAIMS.md (--check: fail if stale)
+  claims                       check the paper's claims against the tables in figures/ (and its
+                               subfolders) and write each folder's CLAIMS.md
   compare OLD.csv NEW.csv      Markdown summary and per-cell changes, judged against both tables' trial spread
   goldens [--check] [--mirror URL|DIR]
                                rerun the golden smoke runs and rewrite tests/goldens.txt (--check: compare
@@ -35,6 +38,7 @@ pub enum Task {
     Reproduce(Reproduce),
     Data { datasets: Vec<String>, mirror: Option<String> },
     Figures { check: bool },
+    Claims,
     Compare { old: String, new: String },
     Goldens { check: bool, mirror: Option<String> },
     Bench { vs_pytorch: bool, only: Option<String> },
@@ -141,6 +145,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
             Task::CudaBuild { compute_cap: take("--compute-cap").or_else(|| std::env::var("CUDA_COMPUTE_CAP").ok()).unwrap_or_else(|| "90".into()) }
         }
         "gpu-check" => Task::GpuCheck,
+        "claims" => Task::Claims,
         "help" => Task::Help,
         other => bail!("unknown command `{other}`; see `cargo xtask --help`"),
     })
