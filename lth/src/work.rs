@@ -136,3 +136,45 @@ fn next(queue: &Mutex<Queue>, changed: &Condvar) -> Result<Option<Task>> {
 fn poisoned() -> Error {
     Error::Invalid("a training thread panicked while holding the work queue".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{DataSource, ExperimentSpec, Scale};
+
+    #[test]
+    fn tasks_come_trial_by_trial_ticket_first_each_after_the_level_it_reads() {
+        let spec = ExperimentSpec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet.toml")).unwrap();
+        let plan = spec.plan(Scale::Quick, None, DataSource::Real).unwrap();
+        let store = Store::new(std::env::temp_dir().join(format!("lth-work-test-{}-absent", std::process::id())));
+        let tasks = pending(&plan, &store, |_, level| level as u64 + 1);
+        assert_eq!(tasks.len(), plan.iter().map(|p| p.levels.len()).sum::<usize>(), "nothing is finished in an empty folder");
+        let (first, after) = tasks[0];
+        assert_eq!((plan[first.run].spec.procedure, plan[first.run].spec.trial, first.level, after), (Procedure::Ticket, 0, 0, None));
+        for (i, (task, after)) in tasks.iter().enumerate() {
+            let spec = &plan[task.run].spec;
+            assert_eq!(task.units, task.level as u64 + 1);
+            assert!(!task.redo);
+            if i > 0 {
+                assert!(plan[tasks[i - 1].0.run].spec.trial <= spec.trial, "trial by trial");
+            }
+            match spec.procedure {
+                Procedure::Ticket if task.level == 0 => assert_eq!(*after, None),
+                _ => {
+                    let (run, level) = after.expect("every other task reads a level");
+                    assert_eq!(plan[run].spec.procedure, Procedure::Ticket);
+                    assert_eq!(plan[run].spec.trial, spec.trial);
+                    let expected = if spec.procedure == Procedure::Oneshot {
+                        0
+                    } else if spec.procedure == Procedure::Ticket {
+                        task.level - 1
+                    } else {
+                        task.level
+                    };
+                    assert_eq!(level, expected, "{:?} level {}", spec.procedure, task.level);
+                    assert!(tasks[..i].iter().any(|(t, _)| (t.run, t.level) == (run, level)), "what a task reads comes before it");
+                }
+            }
+        }
+    }
+}
