@@ -15,7 +15,8 @@
 //!           functions
 //! optim     masked Adam and SGD (fused CPU kernel; candle ops elsewhere); schedule: lr per iteration
 //! training  the one loop; evaluation every N iterations; observers
-//! lottery   ticket runs and their branches (one-shot, reinit, random pruning), resumable
+//! lottery   ticket runs and their branches (one-shot, reinit, random pruning), resumable;
+//!           rewind: late resetting to θk (beyond the paper)
 //! files     atomic writes, temporary names and digests, below everything that writes files
 //! results   record rows → store (run folders) → table (polars) → plot (plotters) → figures
 //! ```
@@ -34,6 +35,7 @@ pub mod optim;
 pub mod progress;
 pub mod pruning;
 pub mod results;
+pub mod rewind;
 pub mod schedule;
 pub mod seeds;
 pub mod spec;

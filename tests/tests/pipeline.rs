@@ -301,6 +301,7 @@ fn sparse_kernels_train_like_dense_masked_training() {
             optimizer: (&spec().method.optimizer).into(),
             sparse_kernels,
             lr_schedule: None,
+            start_iteration: 0,
         };
         struct Quiet;
         impl lth::training::Observer for Quiet {}
