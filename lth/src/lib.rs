@@ -17,6 +17,7 @@
 //! training  the one loop; evaluation every N iterations; observers
 //! lottery   ticket runs and their branches (one-shot, reinit, random pruning), resumable;
 //!           rewind: late resetting to θk (beyond the paper)
+//! export    a trained ticket as a compact sparse model (compressed rows), and its evaluation
 //! files     atomic writes, temporary names and digests, below everything that writes files
 //! results   record rows → store (run folders) → table (polars) → plot (plotters) → figures
 //! ```
@@ -24,6 +25,7 @@
 pub mod bench;
 pub mod datasets;
 pub mod error;
+pub mod export;
 pub mod files;
 pub mod gpu_check;
 pub mod kernels;

@@ -50,6 +50,28 @@ fn smoke_reproduce_writes_figures_then_reuses_the_runs() {
     let second = lth(&args, &dir.join("data"));
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success() && stderr.matches("already done").count() == 7, "{stderr}");
+    // The ticket ships: exported, then scored on the test set to the run's own accuracy.
+    let run = std::fs::read_dir(out.join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.display().to_string().contains("-ticket-")).unwrap();
+    let model = dir.join("ticket.sparse.safetensors");
+    let export = lth(&["export", run.to_str().unwrap(), "--level", "3", "--out", model.to_str().unwrap()], &dir.join("data"));
+    assert!(export.status.success() && String::from_utf8_lossy(&export.stdout).contains("of the dense"), "{}", String::from_utf8_lossy(&export.stderr));
+    let infer = lth(&["infer", model.to_str().unwrap(), "--repeat", "1"], &dir.join("data"));
+    let stdout = String::from_utf8_lossy(&infer.stdout);
+    assert!(infer.status.success() && stdout.contains("images/s"), "{stdout}{}", String::from_utf8_lossy(&infer.stderr));
+}
+
+#[test]
+fn export_and_infer_name_a_bad_run_folder_level_or_model_file() {
+    let dir = scratch("export");
+    let line = error_line(&lth(&["export", dir.to_str().unwrap(), "--level", "0"], &dir));
+    assert!(line.contains(&dir.display().to_string()) && line.contains("not a run folder") && line.contains("lth runs"), "{line}");
+    std::fs::write(dir.join("spec.json"), "{}").unwrap();
+    let line = error_line(&lth(&["export", dir.to_str().unwrap(), "--level", "2"], &dir));
+    assert!(line.contains("--level 2 is not finished; finished levels: []"), "{line}");
+    let model = dir.join("model.sparse.safetensors");
+    std::fs::write(&model, b"\x08\0\0\0\0\0\0\0{}      ").unwrap();
+    let line = error_line(&lth(&["infer", model.to_str().unwrap()], &dir));
+    assert!(line.contains(&model.display().to_string()) && line.contains("not an lth export") && line.contains("lth export"), "{line}");
 }
 
 #[test]

@@ -2,16 +2,15 @@
 //! paper's run to the byte; with k > 0, θk is the dense network after k steps, and every
 //! pruned level and branch starts from θk at its kept positions and 0 elsewhere, at iteration k.
 
-use lth::datasets::{self, fetch::Source, Dataset};
+use lth::datasets::Dataset;
 use lth::masks::Mask;
 use lth::models::{self, Architecture};
-use lth::progress::Progress;
 use lth::results::record::{parse_csv, CurveRecord};
 use lth::results::store::{load_weights, Store};
 use lth::seeds::{stream, trial_seed, Purpose};
 use lth::spec::{DataSource, ExperimentSpec, ModelKind, Procedure, Scale};
 use lth::training::{self, MaskedNetwork, Observer, TrainConfig};
-use lth_tests::{data_cache, mirror, scratch, TINY_LENET};
+use lth_tests::{run_smoke, scratch, smoke_data, TINY_LENET};
 use std::sync::OnceLock;
 
 /// The tiny LeNet with a paper scale to scale the rewind point from: iteration 5,000 of 50,000
@@ -34,11 +33,7 @@ fn rewinding(k: usize) -> ExperimentSpec {
 
 fn data(spec: &ExperimentSpec) -> &'static Dataset {
     static DATA: OnceLock<Dataset> = OnceLock::new();
-    DATA.get_or_init(|| {
-        let source = Source { mirror: Some(mirror()), cache: data_cache() };
-        let raw = datasets::load(spec.method.dataset, DataSource::Real, &source).unwrap();
-        raw.prepare(&spec.plan(Scale::Smoke, None, DataSource::Real).unwrap()[0].spec, &candle_core::Device::Cpu).unwrap()
-    })
+    DATA.get_or_init(|| smoke_data(spec))
 }
 
 /// A finished rewinding results folder (k = 5,000 of 50,000: iteration 4 of 40).
@@ -46,10 +41,7 @@ fn finished() -> &'static (ExperimentSpec, Store) {
     static OUT: OnceLock<(ExperimentSpec, Store)> = OnceLock::new();
     OUT.get_or_init(|| {
         let spec = rewinding(5000);
-        let store = Store::new(scratch("rewind"));
-        for planned in spec.plan(Scale::Smoke, None, DataSource::Real).unwrap() {
-            lth::lottery::run(&planned, &store, data(&spec), &candle_core::Device::Cpu, &Progress::new(0, 0)).unwrap();
-        }
+        let store = run_smoke(&spec, data(&spec));
         (spec, store)
     })
 }
