@@ -21,6 +21,7 @@ use crate::datasets::Dataset;
 use crate::error::{Error, IoContext, Result};
 use crate::files;
 use crate::masks::{LayerMask, Mask};
+use crate::models::linear::Compact;
 use crate::models::{self, Architecture, Weights};
 use crate::results::store::RunDir;
 use crate::spec::RunSpec;
@@ -195,19 +196,13 @@ pub fn evaluate(ticket: &Ticket, data: &Dataset, dev: &Device, sparse: bool) -> 
     training::evaluate(net.net.as_ref(), &data.test)
 }
 
-/// Bytes the model's parameters take in memory: dense f32 everywhere, or as exported.
-pub fn parameter_bytes(ticket: &Ticket, sparse: bool) -> usize {
-    let arch = Architecture::of(ticket.spec.method.model);
-    arch.params
-        .iter()
-        .map(|p| match (sparse, ticket.mask.layers.get(&p.name)) {
-            (true, Some(layer)) => {
-                let index = if p.numel() / p.shape[0] <= 1 << 16 { 2 } else { 4 };
-                layer.remaining() * (4 + index) + 4 * (p.shape[0] + 1)
-            }
-            _ => 4 * p.numel(),
-        })
-        .sum()
+/// Bytes the parameters take in memory when `ticket` is evaluated on `dev`: layers the sparse
+/// kernels run (fully connected ones below `models::linear::SPARSE_BELOW` of their weights, on
+/// the CPU) hold their kept values and index pattern; every other parameter is dense f32
+/// (`sparse: false`: all of them).
+pub fn parameter_bytes(ticket: &Ticket, dev: &Device, sparse: bool) -> usize {
+    let compact = if sparse { Compact::choose(&ticket.mask, dev.is_cpu()) } else { Compact::none() };
+    Architecture::of(ticket.spec.method.model).params.iter().map(|p| compact.sparse_bytes(&p.name).unwrap_or(4 * p.numel())).sum()
 }
 
 fn zero_pruned(weights: &mut Weights, mask: &Mask) {

@@ -647,8 +647,8 @@ fn infer(model: &Path, repeat: usize, device: &str, mirror: Option<String>, data
     println!(
         "{}: {} level {} (Pm {:.1}%), {n} test images on {device}\n\
          test accuracy {:.2}% (the run's final: {:.2}%; dense masked model: {:.2}%)\n\
-         sparse: {sparse_speed:.0} images/s, parameters {:.2} MiB\n\
-         dense masked: {dense_speed:.0} images/s, parameters {:.2} MiB\n\
+         sparse kernels: {sparse_speed:.0} images/s, parameters in memory {:.2} MiB\n\
+         dense masked: {dense_speed:.0} images/s, parameters in memory {:.2} MiB\n\
          peak resident memory of this process (data, both models): {}",
         model.display(),
         ticket.run,
@@ -657,8 +657,8 @@ fn infer(model: &Path, repeat: usize, device: &str, mirror: Option<String>, data
         100.0 * acc,
         100.0 * ticket.final_test_acc,
         100.0 * dense_acc,
-        mib(lth::export::parameter_bytes(&ticket, true)),
-        mib(lth::export::parameter_bytes(&ticket, false)),
+        mib(lth::export::parameter_bytes(&ticket, &dev, true)),
+        mib(lth::export::parameter_bytes(&ticket, &dev, false)),
         peak_rss().unwrap_or_else(|| "not available".into()),
     );
     if acc != ticket.final_test_acc {

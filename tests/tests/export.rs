@@ -72,7 +72,9 @@ fn the_export_is_smaller_than_the_dense_file_below_two_thirds_of_the_weights() {
     let (ticket, sparse_level) = exported(3);
     assert!(ticket.mask.remaining() < 0.52);
     assert!(size(&sparse_level) < size(&run.final_path(3)), "{} >= {}", size(&sparse_level), size(&run.final_path(3)));
-    assert!(export::parameter_bytes(&ticket, true) < export::parameter_bytes(&ticket, false));
+    // In memory the sparse kernels need a layer below 35% (`SPARSE_BELOW`): at 51% all is dense.
+    let cpu = candle_core::Device::Cpu;
+    assert_eq!(export::parameter_bytes(&ticket, &cpu, true), export::parameter_bytes(&ticket, &cpu, false));
 }
 
 /// The one-line error of loading `bytes` as an export.
