@@ -11,9 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
 scratch=$(mktemp -d)
-pids=()
+# The daemons this script starts, by their pid files (read at exit: slurmctld writes its own
+# only once it has daemonised).
+pid_files=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -n "${SLURM_CONF:-}" ] && scontrol shutdown >/dev/null 2>&1 && sleep 1
+  for file in "${pid_files[@]}"; do
+    [ -s "$file" ] && kill "$(cat "$file")" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 
@@ -42,7 +47,7 @@ start_slurm() {
   chmod 400 "$dir/munge/munge.key"
   munged --force --socket="$dir/munge/socket" --key-file="$dir/munge/munge.key" --pid-file="$dir/munge/pid" \
     --log-file="$dir/munge/log" --seed-file="$dir/munge/seed" || return 1
-  pids+=("$(cat "$dir/munge/pid")")
+  pid_files+=("$dir/munge/pid")
   cat >"$dir/slurm.conf" <<CONF
 ClusterName=lthci
 SlurmctldHost=$host
@@ -71,12 +76,9 @@ NodeName=$host CPUs=$(nproc) RealMemory=1000 State=UNKNOWN
 PartitionName=ci Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
   export SLURM_CONF="$dir/slurm.conf"
+  pid_files+=("$dir/slurmctld.pid" "$dir/slurmd.pid")
   slurmctld -f "$SLURM_CONF" || return 1
-  sleep 1
-  pids+=("$(cat "$dir/slurmctld.pid")")
   slurmd -f "$SLURM_CONF" || return 1
-  sleep 1
-  pids+=("$(cat "$dir/slurmd.pid")")
   for _ in $(seq 30); do
     sinfo -h -o %t 2>/dev/null | grep -q idle && return 0
     sleep 1
@@ -87,7 +89,13 @@ CONF
 
 if [ "${LTH_NO_SLURM:-}" != 1 ] && start_slurm; then
   how="one-node Slurm ($(slurmd -V))"
-  read -r array final < <(bash "$script" | tail -1)
+  submitted=$(bash "$script")
+  echo "$submitted"
+  read -r array final <<<"$(tail -1 <<<"$submitted")"
+  if ! [[ "$array" =~ ^[0-9]+$ && "$final" =~ ^[0-9]+$ ]]; then
+    echo "submitting $script did not give two job ids; logs in $scratch/slurm" >&2
+    exit 1
+  fi
   deadline=$(($(date +%s) + 600))
   while squeue -h -j "$array,$final" 2>/dev/null | grep -q .; do
     if [ "$(date +%s)" -gt "$deadline" ]; then
