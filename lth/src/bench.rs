@@ -74,60 +74,88 @@ struct Variant {
 
 const OURS: Variant = Variant { sparse: true, implementation: Implementation::Fused };
 
-/// Runs every row (each the median of three timings); `scale` multiplies the timed steps.
-/// With `pytorch`, runs the PyTorch script for the same workloads.
-pub fn run(scale: f64, pytorch: Option<&str>) -> Result<Vec<Row>> {
+/// Runs every row (each the median of three timings), or those whose workload contains
+/// `only` (case-insensitive); `scale` multiplies the timed steps. With `pytorch`, runs the
+/// PyTorch script for the same workloads.
+pub fn run(scale: f64, pytorch: Option<&str>, only: Option<&str>) -> Result<Vec<Row>> {
     if let Some(python) = pytorch {
         check_torch(python)?;
     }
     // Size rayon's pool for the most threads measured before anything uses it; each row then
     // limits candle (and the optimizer) through RAYON_NUM_THREADS.
     let _ = rayon::ThreadPoolBuilder::new().num_threads(2).build_global();
+    let only = only.map(str::to_lowercase);
+    let wanted = |workload: &str| only.as_ref().is_none_or(|o| workload.to_lowercase().contains(o.as_str()));
     let mut rows = Vec::new();
     for threads in [1, 2] {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         let steps = |n: f64| ((n * scale).round() as usize).max(2);
-        let row = |workload: String, unit, ours, alternative, key: Option<String>| Row { workload, threads, unit, ours, alternative, pytorch: None, key };
+        let mut measure = |workload: String,
+                           unit,
+                           key: Option<String>,
+                           ours: &mut dyn FnMut() -> Result<f64>,
+                           alternative: Option<(String, &mut dyn FnMut() -> Result<f64>)>|
+         -> Result<()> {
+            if !wanted(&workload) {
+                return Ok(());
+            }
+            let ours = median3(&mut *ours)?;
+            let alternative = match alternative {
+                Some((name, f)) => Some((name, median3(f)?)),
+                None => None,
+            };
+            rows.push(Row { workload, threads, unit, ours, alternative, pytorch: None, key });
+            Ok(())
+        };
         for (density, label) in DENSITIES {
-            let ours = median3(|| train_steps(ModelKind::Lenet300100, density, OURS, steps(300.0)))?;
             let (name, variant) = if density == 1.0 {
                 ("candle ops (Adam as tensor ops, matmul backward)", Variant { sparse: false, implementation: Implementation::CandleOps })
             } else {
                 ("dense product and update under the mask", Variant { sparse: false, implementation: Implementation::Fused })
             };
-            let alternative = median3(|| train_steps(ModelKind::Lenet300100, density, variant, steps(300.0)))?;
-            rows.push(row(format!("LeNet-300-100 train step, {label}"), "it/s", ours, Some((name.into(), alternative)), Some(format!("lenet_train_{label}"))));
+            measure(
+                format!("LeNet-300-100 train step, {label}"),
+                "it/s",
+                Some(format!("lenet_train_{label}")),
+                &mut || train_steps(ModelKind::Lenet300100, density, OURS, steps(300.0)),
+                Some((name.into(), &mut || train_steps(ModelKind::Lenet300100, density, variant, steps(300.0)))),
+            )?;
         }
         for (density, label) in DENSITIES {
-            let ours = median3(|| train_steps(ModelKind::Conv2, density, OURS, steps(4.0)))?;
-            rows.push(row(format!("Conv-2 train step, {label}"), "it/s", ours, None, Some(format!("conv2_train_{label}"))));
+            let key = Some(format!("conv2_train_{label}"));
+            measure(format!("Conv-2 train step, {label}"), "it/s", key, &mut || train_steps(ModelKind::Conv2, density, OURS, steps(4.0)), None)?;
         }
         for (kind, key) in [(ModelKind::Resnet18, "resnet18"), (ModelKind::Vgg19, "vgg19")] {
             for (density, label) in DENSITIES {
-                let ours = median3(|| train_steps(kind, density, OURS, steps(1.0)))?;
                 let workload = format!("{} train step (batch {}), {label}", name(kind), recipe(kind).1);
-                rows.push(row(workload, "it/s", ours, None, Some(format!("{key}_train_{label}"))));
+                measure(workload, "it/s", Some(format!("{key}_train_{label}")), &mut || train_steps(kind, density, OURS, steps(1.0)), None)?;
             }
         }
         if threads == 1 {
             for (label, shape) in PRODUCTS {
-                let ours = median3(|| product(shape, false, steps(40.0)))?;
-                let theirs = median3(|| product(shape, true, steps(40.0)))?;
                 let workload = format!("matrix product {label}, fixed order ({})", crate::kernels::gemm::Path::chosen().name());
-                rows.push(row(workload, "GFLOP/s", ours, Some(("gemm crate, candle's".into(), theirs)), None));
+                let theirs: &mut dyn FnMut() -> Result<f64> = &mut || product(shape, true, steps(40.0));
+                measure(workload, "GFLOP/s", None, &mut || product(shape, false, steps(40.0)), Some(("gemm crate, candle's".into(), theirs)))?;
             }
         }
-        let im2col = median3(|| conv_layer(false, steps(4.0)))?;
-        let candle = median3(|| conv_layer(true, steps(4.0)))?;
-        rows.push(row("3x3 conv 64→64 on 60×32×32, forward + backward".into(), "it/s", im2col, Some(("candle conv2d".into(), candle)), None));
-        for (kind, key) in [(ModelKind::Lenet300100, "lenet_eval"), (ModelKind::Conv2, "conv2_eval")] {
-            let per_second = median3(|| evaluate(kind, steps(if kind == ModelKind::Lenet300100 { 40.0 } else { 4.0 })))?;
-            rows.push(row(format!("{} evaluation", name(kind)), "images/s", per_second, None, Some(key.into())));
+        measure(
+            "3x3 conv 64→64 on 60×32×32, forward + backward".into(),
+            "it/s",
+            None,
+            &mut || conv_layer(false, steps(4.0)),
+            Some(("candle conv2d".into(), &mut || conv_layer(true, steps(4.0)))),
+        )?;
+        for (density, label) in EVAL_DENSITIES {
+            let workload = format!("LeNet-300-100 evaluation of {EVAL_IMAGES} images, {label}");
+            let key = Some(format!("lenet_eval_{label}"));
+            measure(workload, "images/s", key, &mut || evaluate_split(ModelKind::Lenet300100, density, EVAL_IMAGES, steps(2.0)), None)?;
         }
+        measure("Conv-2 evaluation".into(), "images/s", Some("conv2_eval".into()), &mut || evaluate(ModelKind::Conv2, steps(4.0)), None)?;
     }
     std::env::remove_var("RAYON_NUM_THREADS");
     if let Some(python) = pytorch {
-        let measured = run_pytorch(python, scale)?;
+        let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
+        let measured = run_pytorch(python, scale, &keys)?;
         for r in &mut rows {
             r.pytorch = r.key.as_ref().and_then(|k| measured.get(&(k.clone(), r.threads)).copied());
         }
@@ -186,11 +214,11 @@ fn check_torch(python: &str) -> Result<()> {
 }
 
 /// Runs the PyTorch script; returns per-second figures by (workload key, threads).
-fn run_pytorch(python: &str, scale: f64) -> Result<BTreeMap<(String, usize), f64>> {
+fn run_pytorch(python: &str, scale: f64, keys: &[&str]) -> Result<BTreeMap<(String, usize), f64>> {
     let script = std::env::temp_dir().join(format!("lth-bench-pytorch-{}.py", std::process::id()));
     std::fs::write(&script, PYTORCH_SCRIPT).map_err(|e| Error::Io { path: script.clone(), source: e })?;
     eprintln!("bench: timing the same workloads in PyTorch ({python})");
-    let output = std::process::Command::new(python).arg(&script).arg(scale.to_string()).output();
+    let output = std::process::Command::new(python).arg(&script).arg(scale.to_string()).arg(keys.join(",")).output();
     let _ = std::fs::remove_file(&script);
     let output = output.map_err(|e| Error::Invalid(format!("--vs-pytorch: cannot run `{python}` ({e}); set LTH_PYTHON to a Python with torch")))?;
     if !output.status.success() {
@@ -341,6 +369,27 @@ fn evaluate(kind: ModelKind, batches: usize) -> Result<f64> {
     let n = if kind == ModelKind::Lenet300100 { 510 } else { 130 };
     let xs = images(kind, n)?;
     Ok(n as f64 * per_second(batches, || net.forward(&xs).map(drop))?)
+}
+
+/// LeNet's evaluation at paper scale: validation and test, 15,000 images, every 100 iterations.
+const EVAL_IMAGES: usize = 15_000;
+/// The densities where LeNet's evaluation speed matters: dense, and the Pm values PAPER.md
+/// discusses (21.1% and 3.6%, levels 7 and 15).
+const EVAL_DENSITIES: [(f64, &str); 3] = [(1.0, "100%"), (0.211, "21.1%"), (0.036, "3.6%")];
+
+/// Images per second of `training::evaluate` (loss and accuracy, as training calls it) over
+/// `n` images, with a magnitude mask of `density` and the layers training would make sparse.
+fn evaluate_split(kind: ModelKind, density: f64, n: usize, passes: usize) -> Result<f64> {
+    let arch = Architecture::of(kind);
+    let weights = models::initial_weights(&arch, &mut stream(0, Purpose::Init));
+    let mask = mask_at(&arch, &weights, density, scope(kind));
+    let dense = models::to_params(&arch, &weights, &Device::Cpu)?;
+    let masked = MaskedNetwork::new(kind, &dense, &mask, &Device::Cpu, true)?;
+    let labels = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu)?;
+    let split = crate::datasets::Split { images: images(kind, n)?, labels };
+    // Prepared once, as training prepares its splits once per training of 501 evaluations.
+    let eval = crate::training::EvalSplit::new(masked.net.as_ref(), &split)?;
+    Ok(n as f64 * per_second(passes, || crate::training::evaluate(masked.net.as_ref(), &eval).map(drop))?)
 }
 
 /// Calls of `step` per second over `steps` timed calls, after one untimed warm-up call.

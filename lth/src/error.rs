@@ -32,8 +32,19 @@ pub enum Error {
     #[error("{path}: {reason}; the run file is damaged: run `lth redo {redo}` (or delete it) and the same command again to retrain just that part")]
     RunFile { path: PathBuf, reason: String, redo: PathBuf },
 
+    #[error("{}: holds no figure tables (figN.csv); pass the folder `cargo xtask reproduce` wrote (its --figures-dir)", .dir.display())]
+    NoTables { dir: PathBuf },
+
+    /// A figure's provenance file (`figN.md`) that does not say what the claims need.
+    #[error("{}: {reason}; regenerate it with the command it names, or `lth figure <fig> --scale <scale>`", .path.display())]
+    Provenance { path: PathBuf, reason: String },
+
     #[error("unknown figure `{name}`; valid figures: {valid}")]
     UnknownFigure { name: String, valid: String },
+
+    /// A training that failed, named so the user knows which run folder to look at.
+    #[error("run {run}, level {level}: {source}")]
+    Training { run: String, level: usize, source: Box<Error> },
 
     #[error("{0}")]
     Invalid(String),

@@ -193,7 +193,7 @@ pub fn evaluate(ticket: &Ticket, data: &Dataset, dev: &Device, sparse: bool) -> 
     let arch = Architecture::of(ticket.spec.method.model);
     let params = models::to_params(&arch, &ticket.weights, dev)?;
     let net = MaskedNetwork::new(ticket.spec.method.model, &params, &ticket.mask, dev, sparse)?;
-    training::evaluate(net.net.as_ref(), &data.test)
+    training::evaluate(net.net.as_ref(), &training::EvalSplit::new(net.net.as_ref(), &data.test)?)
 }
 
 /// Bytes the parameters take in memory when `ticket` is evaluated on `dev`: layers the sparse

@@ -20,29 +20,41 @@ use crate::spec::{PlannedRun, Procedure, PruningSpec, RunSpec};
 use crate::training::{self, TrainConfig};
 use candle_core::Device;
 
-/// Trains every unfinished level of `planned`; finished levels are skipped.
-pub fn run(planned: &PlannedRun, store: &Store, data: &Dataset, dev: &Device, progress: &Progress) -> Result<()> {
-    let spec = &planned.spec;
+/// Trains `level` of the run `spec` unless it is finished; `redo`: train it again if it kept
+/// only its curve (see `work`). The level it reads must have its weights (`work` schedules it
+/// so); `units` is the training's weight in the overall progress.
+#[allow(clippy::too_many_arguments)]
+pub fn run_level(spec: &RunSpec, level: usize, redo: bool, store: &Store, data: &Dataset, dev: &Device, progress: &Progress, units: u64) -> Result<()> {
     let arch = Architecture::of(spec.method.model);
     let run = store.open(spec)?;
+    if redo && run.is_done(level) && !run.has_weights(level) {
+        crate::results::store::redo(&run.level_dir(level))?;
+    }
+    if run.is_done(level) {
+        return Ok(());
+    }
     let trunk = match spec.procedure {
         Procedure::Ticket => run.clone(),
         _ => store.existing(&spec.trunk()),
     };
     let theta0 = initial_weights(spec, &arch, &trunk)?;
-    for &level in &planned.levels {
-        let label = format!("{} level {level}", run.id);
-        if run.is_done(level) {
-            progress.skipped(&label, spec.iterations as u64);
-            continue;
-        }
-        let (mask, start) = level_start(spec, &arch, &run, &trunk, &theta0, level)?;
-        let label = format!("{label} (Pm {:.1}%)", 100.0 * mask.remaining());
-        let mut progress = progress.level(label);
-        let mut observer = rewind::Snapshot::new(spec, level, &mut progress);
-        train_level(spec, &arch, &run, &mask, &start, level, data, dev, &mut observer)?;
+    let (mask, start) = level_start(spec, &arch, &run, &trunk, &theta0, level)?;
+    let label = format!("{} level {level} (Pm {:.1}%)", run.id, 100.0 * mask.remaining());
+    // A rewound level trains from its rewind point: its progress spreads over the steps it takes.
+    let mut progress = progress.level(label, units, spec.iterations - rewind::start_iteration(spec, level));
+    let mut observer = rewind::Snapshot::new(spec, level, &mut progress);
+    train_level(spec, &arch, &run, &mask, &start, level, data, dev, &mut observer)
+}
+
+/// Trains every unfinished level of `planned` in order, on this thread (tests and single runs;
+/// `work` schedules a whole plan).
+pub fn run(planned: &PlannedRun, store: &Store, data: &Dataset, dev: &Device, progress: &Progress) -> Result<()> {
+    // theta0 first, as before the work queue: a ticket run whose levels are finished still
+    // redraws a removed theta0 (`lth redo …/init.safetensors`).
+    if planned.spec.procedure == Procedure::Ticket {
+        initial_weights(&planned.spec, &Architecture::of(planned.spec.method.model), &store.open(&planned.spec)?)?;
     }
-    Ok(())
+    planned.levels.iter().try_for_each(|&level| run_level(&planned.spec, level, false, store, data, dev, progress, 1))
 }
 
 /// theta0 of the trial: drawn and saved by the ticket run, read by its branches.

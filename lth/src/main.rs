@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use lth::datasets::copies::{self, DataChoice};
 use lth::datasets::{self, fetch::Source};
 use lth::progress::Progress;
-use lth::results::{compare, figures, inventory, plot, store::Store};
+use lth::results::{claims, compare, figures, inventory, plot, store::Store};
 use lth::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
 
@@ -71,6 +71,15 @@ enum Command {
         #[command(flatten)]
         output: FigureArgs,
     },
+    /// Check the paper's claims against the figure tables of a folder and write its CLAIMS.md
+    /// (used by `cargo xtask claims` and `figures [--check]`).
+    Claims {
+        /// A figures folder (figN.csv with their figN.md).
+        dir: PathBuf,
+        /// Write the report here instead of <dir>/CLAIMS.md.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Draw a figure from its table CSV (used by `cargo xtask figures [--check]`).
     Plot {
         figure: String,
@@ -87,6 +96,9 @@ enum Command {
         /// Also time the same workloads in PyTorch (`python3`, or $LTH_PYTHON, with torch).
         #[arg(long)]
         vs_pytorch: bool,
+        /// Only the rows whose workload contains this text, e.g. `evaluation` (case-insensitive).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Check that a device trains like the CPU (a few steps of LeNet and Conv-2 from the same
     /// weights) and print its throughput for every network; exits 1 if parity fails.
@@ -193,7 +205,7 @@ struct JobArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Trials trained in parallel (default: one per CPU core, at most the number of trials).
+    /// Trainings run in parallel, one per worker thread (default: one per CPU core).
     #[arg(long, value_parser = at_least_one)]
     jobs: Option<usize>,
     /// Results folder (run folders are content-addressed and reused).
@@ -229,6 +241,10 @@ struct FigureArgs {
     /// The command recorded in provenance (xtask passes its own).
     #[arg(long)]
     command: Option<String>,
+    /// The machine and wall time behind the runs, for the provenance record (default for
+    /// `reproduce`: this machine's CPU and cores, and how long the reproduce took).
+    #[arg(long)]
+    machine: Option<String>,
 }
 
 fn main() {
@@ -296,6 +312,7 @@ fn run(cli: Cli) -> Result<()> {
             run_experiment(&spec, &job, trial, &raw, images)?;
         }
         Command::Reproduce { figures: names, job, data, output } => {
+            let started = std::time::Instant::now();
             let wanted = resolve_figures(&names)?;
             let revision = figures::git_revision();
             let specs = load_specs(&output.experiments, &experiments_of(&wanted))?;
@@ -319,10 +336,15 @@ fn run(cli: Cli) -> Result<()> {
             // What the CIFAR-10 runs trained on (MNIST's are always real).
             let images = raws.iter().find(|(r, _)| r.kind == DatasetKind::Cifar10).map_or(DataSource::Real, |(_, images)| *images);
             let command = output.command.clone().unwrap_or_else(|| format!("lth reproduce {}", names.join(" ")));
+            let machine = output
+                .machine
+                .clone()
+                .unwrap_or_else(|| format!("{}; this reproduce: {} wall", this_machine(), lth::estimate::human(started.elapsed().as_secs_f64())));
             for figure in wanted {
-                let provenance = provenance(&command, job.scale, job.trials, images, &job.device, &revision);
+                let provenance = provenance(&command, job.scale, job.trials, images, &job.device, &machine, &revision);
                 draw(figure, &job.out, &specs, &provenance, &output.figures_dir)?;
             }
+            write_claims(&output.figures_dir, None)?;
         }
         Command::Figure { figure, scale, out, data, trials, device, output } => {
             let figure = figures::find(&figure)?;
@@ -333,9 +355,12 @@ fn run(cli: Cli) -> Result<()> {
                 DataChoice::Known(images) => images,
                 DataChoice::Copy(location) => copies::prepare(&location, &Source::from_env(None, None), &copies::CIFAR10)?,
             };
-            let provenance = provenance(&command, scale, trials, images, &device, &figures::git_revision());
+            let machine = output.machine.unwrap_or_else(|| "not recorded".into());
+            let provenance = provenance(&command, scale, trials, images, &device, &machine, &figures::git_revision());
             draw(figure, &out, &specs, &provenance, &output.figures_dir)?;
+            write_claims(&output.figures_dir, None)?;
         }
+        Command::Claims { dir, output } => write_claims(&dir, output)?,
         Command::Plot { figure, table, svg, png } => {
             let figure = figures::find(&figure)?;
             plot::draw_from_csv(figure, &table, &svg, png.as_deref()).with_context(|| format!("drawing {}", svg.display()))?;
@@ -351,9 +376,13 @@ fn run(cli: Cli) -> Result<()> {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), compare::compare(&old, &new)?.as_bytes());
         }
         Command::Goldens { file, write, out, experiments, mirror, data_dir } => goldens(&file, write, out, &experiments, mirror, data_dir)?,
-        Command::Bench { scale, vs_pytorch } => {
+        Command::Bench { scale, vs_pytorch, only } => {
             let python = std::env::var("LTH_PYTHON").unwrap_or_else(|_| "python3".into());
-            print!("{}", lth::bench::markdown(&lth::bench::run(scale, vs_pytorch.then_some(python.as_str()))?));
+            let rows = lth::bench::run(scale, vs_pytorch.then_some(python.as_str()), only.as_deref())?;
+            if rows.is_empty() {
+                anyhow::bail!("--only {:?} matches no benchmark row; run `lth bench` without it to see the workloads", only.unwrap_or_default());
+            }
+            print!("{}", lth::bench::markdown(&rows));
         }
         Command::Plan { figures: names, job, data, experiments } => {
             for name in experiments_of(&resolve_figures(&names)?) {
@@ -495,7 +524,6 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, ra
         anyhow::bail!("trial {} does not exist at scale {}", trial.unwrap_or(0), job.scale.as_str());
     };
     let data = raw.prepare(&first.spec, &dev)?;
-    let store = Store::new(&job.out);
     let n_levels: usize = plan.iter().map(|r| r.levels.len()).sum();
     let iterations = first.spec.iterations;
     eprintln!(
@@ -508,39 +536,48 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, ra
         data.validation.len(),
         data.test.len()
     );
-    let progress = Progress::new((n_levels * iterations) as u64, n_levels);
-    // Trials are independent (each has its own seeded streams and run folders), so they run
-    // in parallel, one per worker; a trial's controls run after its ticket run.
-    let trials: Vec<usize> = {
-        let mut t: Vec<usize> = plan.iter().map(|r| r.spec.trial).collect();
-        t.sort_unstable();
-        t.dedup();
-        t
-    };
-    let jobs = job.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(1, trials.len());
-    // Parallel trials use one core each; candle's matrix products would otherwise also spread
+    // Workers share the trainings (`work`), so even one trial keeps every core busy.
+    let jobs = job.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(1, n_levels.max(1));
+    // Parallel workers use one core each; candle's matrix products would otherwise also spread
     // over every core and oversubscribe them. candle reads this variable at every product, and
     // no other thread is running candle work yet.
     if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let store = &store;
-    let worker = || -> Result<()> {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(&trial) = trials.get(i) else {
-                return Ok(());
-            };
-            for planned in plan.iter().filter(|r| r.spec.trial == trial) {
-                lth::lottery::run(planned, store, &data, &dev, &progress).with_context(|| format!("run {}", planned.spec.id()))?;
-            }
+    let store = Store::new(&job.out);
+    // Each training weighs its estimated milliseconds in the progress; smoke runs (seconds in
+    // all) are not timed first, and weigh their iterations.
+    let costs = match job.scale {
+        Scale::Smoke => None,
+        _ => {
+            let levels: Vec<usize> = plan.iter().flat_map(|r| r.levels.iter().copied()).collect();
+            Some(lth::estimate::Costs::measure(&first.spec, &levels, &data, &dev)?)
         }
     };
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..jobs).map(|_| scope.spawn(worker)).collect();
-        workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a training thread panicked"))))
-    })?;
+    let units = |run: usize, level: usize| match &costs {
+        Some(costs) => (1000.0 * costs.training(&plan[run].spec, level, &data)).round().max(1.0) as u64,
+        None => plan[run].spec.iterations as u64,
+    };
+    let tasks = lth::work::pending(&plan, &store, units);
+    let redo = tasks.iter().filter(|(t, _)| t.redo).count();
+    let finished = n_levels + redo - tasks.len();
+    if finished > 0 {
+        eprintln!("{finished} of {n_levels} trainings are already finished in {}", job.out.display());
+    }
+    if redo > 0 {
+        eprintln!("{redo} of them kept only their curves, and trainings still to run read their weights: they are trained again (to the same bits)");
+    }
+    if let (Some(_), false) = (&costs, tasks.is_empty()) {
+        let seconds: f64 = tasks.iter().map(|(t, _)| t.units as f64 / 1000.0).sum();
+        eprintln!(
+            "estimated time for the {} trainings left: {} on {jobs} worker{} (timed on this machine just now; the ETA below follows the actual rate)",
+            tasks.len(),
+            lth::estimate::human(seconds / jobs as f64),
+            if jobs == 1 { "" } else { "s" }
+        );
+    }
+    let progress = Progress::new(tasks.iter().map(|(t, _)| t.units).sum(), tasks.len());
+    lth::work::run(&plan, tasks, jobs, &store, &data, &dev, &progress)?;
     progress.finish();
     Ok(())
 }
@@ -585,8 +622,25 @@ fn goldens(file: &Path, write: bool, out: Option<PathBuf>, experiments: &Path, m
     Ok(())
 }
 
-fn provenance(command: &str, scale: Scale, trials: Option<usize>, data: DataSource, device: &str, git_revision: &str) -> figures::Provenance {
-    figures::Provenance { command: command.to_string(), scale, trials, data, device: device.to_string(), git_revision: git_revision.to_string() }
+fn provenance(command: &str, scale: Scale, trials: Option<usize>, data: DataSource, device: &str, machine: &str, git_revision: &str) -> figures::Provenance {
+    let (command, device, machine, git_revision) = (command.to_string(), device.to_string(), machine.to_string(), git_revision.to_string());
+    figures::Provenance { command, scale, trials, data, device, machine, git_revision }
+}
+
+/// This machine's CPU model and core count, from /proc/cpuinfo (Linux).
+fn this_machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()));
+    format!("{}, {cores} cores", model.unwrap_or_else(|| std::env::consts::ARCH.into()))
+}
+
+/// Writes a figures folder's claims report (by default its CLAIMS.md).
+fn write_claims(dir: &Path, output: Option<PathBuf>) -> Result<()> {
+    let output = output.unwrap_or_else(|| claims::report_path(dir));
+    claims::write(dir, &output)?;
+    eprintln!("wrote {}", output.display());
+    Ok(())
 }
 
 fn draw(figure: &figures::Figure, out: &Path, specs: &[ExperimentSpec], provenance: &figures::Provenance, dir: &Path) -> Result<()> {

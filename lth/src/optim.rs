@@ -266,9 +266,27 @@ impl Kernel {
         }
     }
 
-    /// Every weight of a tensor (or a chunk of one); `second` is empty for SGD. Zipped
-    /// iterators (no indexing), so the loops compile without bounds checks.
+    /// Every weight of a tensor (or a chunk of one); `second` is empty for SGD. With AVX2 where
+    /// the CPU has it: 8 lanes instead of SSE's 4 for the division and square root. Each weight
+    /// is the same IEEE operations either way (Rust never fuses a multiply and an add), so the
+    /// bits do not depend on the path.
     fn dense(&self, p: &mut [f32], g: &[f32], first: &mut [f32], second: &mut [f32], mask: Option<&[f32]>) {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(k: &Kernel, p: &mut [f32], g: &[f32], first: &mut [f32], second: &mut [f32], mask: Option<&[f32]>) {
+            k.dense_loops(p, g, first, second, mask)
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: only reached on CPUs that have AVX2.
+            return unsafe { avx2(self, p, g, first, second, mask) };
+        }
+        self.dense_loops(p, g, first, second, mask)
+    }
+
+    /// Zipped iterators (no indexing), so the loops compile without bounds checks.
+    #[inline(always)]
+    fn dense_loops(&self, p: &mut [f32], g: &[f32], first: &mut [f32], second: &mut [f32], mask: Option<&[f32]>) {
         match (self, mask) {
             (Kernel::Adam { .. }, Some(mask)) => {
                 for ((((p, &g), m), v), &keep) in p.iter_mut().zip(g).zip(first).zip(second).zip(mask) {

@@ -1,10 +1,12 @@
-//! Progress reporting: an indicatif bar over all pending training iterations (level, iteration,
-//! accuracy, ETA) on a terminal; one plain line per finished level otherwise (CI logs).
+//! Progress reporting: an indicatif bar over all pending trainings (level, iteration, accuracy,
+//! overall ETA) on a terminal; one plain line per finished level otherwise (CI and log files),
+//! with the overall ETA. Each training weighs its estimated cost (`estimate`), so the ETA does
+//! not run fast through the sparse levels and slow through the dense ones.
 
 use crate::training::{CurvePoint, Observer};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 pub struct Progress {
@@ -12,14 +14,17 @@ pub struct Progress {
     interactive: bool,
     done_levels: AtomicUsize,
     total_levels: usize,
+    done_units: AtomicU64,
+    total_units: u64,
+    started: Instant,
 }
 
 impl Progress {
-    /// A bar over `total_iterations` steps in `total_levels` trainings.
-    pub fn new(total_iterations: u64, total_levels: usize) -> Self {
+    /// A bar over `total_levels` trainings weighing `total_units` in all.
+    pub fn new(total_units: u64, total_levels: usize) -> Self {
         let interactive = std::io::stderr().is_terminal();
         let bar = if interactive {
-            let bar = ProgressBar::new(total_iterations);
+            let bar = ProgressBar::new(total_units);
             let style =
                 ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {percent:>3}% ETA {eta} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style.progress_chars("=> "));
@@ -27,19 +32,26 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
-        Progress { bar, interactive, done_levels: AtomicUsize::new(0), total_levels }
+        let (done_levels, done_units) = (AtomicUsize::new(0), AtomicU64::new(0));
+        Progress { bar, interactive, done_levels, total_levels, done_units, total_units, started: Instant::now() }
     }
 
-    /// Reporting for one training of `label` (run and level).
-    pub fn level(&self, label: String) -> LevelProgress<'_> {
-        LevelProgress { progress: self, label, started: Instant::now(), last: None }
+    /// Reporting for one training of `label` (run and level) of `iterations` steps, weighing
+    /// `units` of the total.
+    pub fn level(&self, label: String, units: u64, iterations: usize) -> LevelProgress<'_> {
+        let per_step = units as f64 / iterations.max(1) as f64;
+        LevelProgress { progress: self, label, started: Instant::now(), last: None, units, per_step, counted: 0, steps: 0 }
     }
 
-    /// A level found finished on disk.
-    pub fn skipped(&self, label: &str, iterations: u64) {
-        let done = self.done_levels.fetch_add(1, Ordering::Relaxed) + 1;
-        self.bar.inc(iterations);
-        self.line(format!("[{done}/{}] {label}: already done", self.total_levels));
+    /// The time left at the rate so far, once there is a rate.
+    fn remaining(&self) -> Option<f64> {
+        let done = self.done_units.load(Ordering::Relaxed);
+        (done > 0).then(|| self.started.elapsed().as_secs_f64() * self.total_units.saturating_sub(done) as f64 / done as f64)
+    }
+
+    fn advance(&self, units: u64) {
+        self.done_units.fetch_add(units, Ordering::Relaxed);
+        self.bar.inc(units);
     }
 
     pub fn line(&self, text: String) {
@@ -74,11 +86,19 @@ pub struct LevelProgress<'a> {
     label: String,
     started: Instant,
     last: Option<CurvePoint>,
+    units: u64,
+    per_step: f64,
+    /// Units already added to the progress, and steps taken.
+    counted: u64,
+    steps: usize,
 }
 
 impl Observer for LevelProgress<'_> {
     fn on_step(&mut self, _iteration: usize) {
-        self.progress.bar.inc(1);
+        self.steps += 1;
+        let due = ((self.steps as f64 * self.per_step) as u64).min(self.units);
+        self.progress.advance(due - self.counted);
+        self.counted = due;
     }
 
     fn on_eval(&mut self, p: &CurvePoint) {
@@ -91,12 +111,17 @@ impl Observer for LevelProgress<'_> {
 impl Drop for LevelProgress<'_> {
     fn drop(&mut self) {
         let p = self.progress;
+        p.advance(self.units - self.counted);
         let done = p.done_levels.fetch_add(1, Ordering::Relaxed) + 1;
         let result = match &self.last {
             Some(last) => format!("final test acc {:.2}%", 100.0 * last.test_acc),
             None => "no evaluation".into(),
         };
-        let text = format!("[{done}/{}] {}: {result} ({:.1} s)", p.total_levels, self.label, self.started.elapsed().as_secs_f64());
+        let left = match p.remaining() {
+            Some(seconds) if done < p.total_levels => format!("; all: about {} left", crate::estimate::human(seconds)),
+            _ => String::new(),
+        };
+        let text = format!("[{done}/{}] {}: {result} ({:.1} s{left})", p.total_levels, self.label, self.started.elapsed().as_secs_f64());
         p.line(text);
     }
 }

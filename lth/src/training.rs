@@ -61,10 +61,25 @@ pub trait Observer {
     fn on_snapshot(&mut self, _iteration: usize, _weights: models::Weights) {}
 }
 
-/// Evaluation batches hold at most this many input values (510 MNIST images, 130 CIFAR
-/// images): large enough to be fast, small enough that a convolution's im2col buffer (192
-/// values per input value for a 64-channel layer) stays near 300 MB.
-const EVAL_VALUES: usize = 400_000;
+/// The loss of an evaluation is averaged over chunks of at most this many input values (510
+/// MNIST images, 130 CIFAR images, also a batch-major forward pass: a convolution's im2col
+/// buffer holds up to 192 values per input value, so this keeps it near 300 MB) and then summed
+/// in f64 in chunk order; a network that evaluates a whole split at once keeps these chunks.
+const EVAL_CHUNK_VALUES: usize = 400_000;
+
+/// A split as evaluation reads it: for networks that evaluate feature-major (LeNet on the CPU),
+/// its images transposed once, here, instead of at every evaluation.
+pub struct EvalSplit<'a> {
+    split: &'a Split,
+    feature_major: Option<(Vec<f32>, usize)>,
+}
+
+impl<'a> EvalSplit<'a> {
+    pub fn new(net: &dyn Network, split: &'a Split) -> Result<Self> {
+        let feature_major = if net.evaluates_feature_major() { Some(crate::models::linear::feature_major(&split.images)?) } else { None };
+        Ok(EvalSplit { split, feature_major })
+    }
+}
 
 /// Trains the `model` network over `params` under `mask` and returns its curve.
 #[allow(clippy::too_many_arguments)]
@@ -94,7 +109,8 @@ pub fn train(
         batches.next_indices();
     }
     let mut running = Running::default();
-    let mut curve = vec![evaluate_point(net, data, config.start_iteration, &running)?];
+    let eval = (EvalSplit::new(net, &data.validation)?, EvalSplit::new(net, &data.test)?);
+    let mut curve = vec![evaluate_point(net, &eval, config.start_iteration, &running)?];
     observer.on_eval(&curve[0]);
     let snapshot_at = observer.snapshot_at();
     for iteration in config.start_iteration + 1..=config.iterations {
@@ -115,7 +131,7 @@ pub fn train(
             observer.on_snapshot(iteration, models::weights_of(params)?);
         }
         if iteration % config.eval_every == 0 || iteration == config.iterations {
-            let point = evaluate_point(net, data, iteration, &running)?;
+            let point = evaluate_point(net, &eval, iteration, &running)?;
             observer.on_eval(&point);
             curve.push(point);
             running = Running::default();
@@ -182,25 +198,33 @@ impl Running {
     }
 }
 
-fn evaluate_point(net: &dyn Network, data: &Dataset, iteration: usize, running: &Running) -> Result<CurvePoint> {
-    let (val_loss, val_acc) = evaluate(net, &data.validation)?;
-    let (test_loss, test_acc) = evaluate(net, &data.test)?;
+fn evaluate_point(net: &dyn Network, (validation, test): &(EvalSplit, EvalSplit), iteration: usize, running: &Running) -> Result<CurvePoint> {
+    let (val_loss, val_acc) = evaluate(net, validation)?;
+    let (test_loss, test_acc) = evaluate(net, test)?;
     let (train_loss, train_acc) =
         if running.batches == 0 { (f64::NAN, f64::NAN) } else { (running.loss_sum / running.batches as f64, running.correct as f64 / running.seen as f64) };
     Ok(CurvePoint { iteration, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc })
 }
 
-/// Mean cross-entropy and accuracy of `net` on `split`.
-pub fn evaluate(net: &dyn Network, split: &Split) -> Result<(f64, f64)> {
+/// Mean cross-entropy and accuracy of `net` on a split: in one feature-major pass where the
+/// network takes one, else in batch-major passes of [`EVAL_CHUNK_VALUES`]; the loss chunk by
+/// chunk either way, so both give the same bits.
+pub fn evaluate(net: &dyn Network, eval: &EvalSplit) -> Result<(f64, f64)> {
+    let split = eval.split;
     let n = split.len();
-    let per_image = split.images.elem_count() / n.max(1);
-    let batch = (EVAL_VALUES / per_image.max(1)).max(1);
+    let chunk = (EVAL_CHUNK_VALUES / (split.images.elem_count() / n.max(1)).max(1)).max(1);
+    let whole = match &eval.feature_major {
+        Some((xs_t, width)) => net.forward_feature_major(xs_t, n, *width)?,
+        None => None,
+    };
     let (mut loss_sum, mut n_correct) = (0.0, 0);
-    for start in (0..n).step_by(batch) {
-        let len = batch.min(n - start);
-        let xs = split.images.narrow(0, start, len)?;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let logits = match &whole {
+            Some(logits) => logits.narrow(0, start, len)?,
+            None => net.forward(&split.images.narrow(0, start, len)?)?,
+        };
         let ys = split.labels.narrow(0, start, len)?;
-        let logits = net.forward(&xs)?;
         loss_sum += crate::kernels::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()? as f64 * len as f64;
         n_correct += correct(&logits, &ys)?;
     }

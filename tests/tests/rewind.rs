@@ -129,7 +129,7 @@ fn every_pruned_level_and_branch_starts_from_theta_k_at_iteration_k() {
                     assert_eq!(v, if kept { theta_k[&name][i] } else { 0.0 }, "{name}[{i}]");
                 }
             }
-            let (test_loss, test_acc) = training::evaluate(net.net.as_ref(), &data(spec).test).unwrap();
+            let (test_loss, test_acc) = training::evaluate(net.net.as_ref(), &training::EvalSplit::new(net.net.as_ref(), &data(spec).test).unwrap()).unwrap();
             assert_eq!((curve[0].test_loss, curve[0].test_acc), (test_loss, test_acc), "{} level {level}", run.id);
             checked += 1;
         }

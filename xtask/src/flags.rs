@@ -11,13 +11,18 @@ cargo xtask <command>
         fetch data, run the missing runs, aggregate and draw into figures/ (default: every figure)
   data [mnist|cifar10] [--mirror URL|DIR]
         download and verify the datasets (default: both)
-  figures [--check]            redraw figures/*.svg|png from figures/*.csv (--check: fail if stale)
+  figures [--check]            redraw figures/*.svg|png from figures/*.csv, and those of its subfolders
+                               (figures/paper/), and their CLAIMS.md (--check: fail if stale)
+  claims                       check the paper's claims against the tables in figures/ (and its
+                               subfolders) and write each folder's CLAIMS.md
   compare OLD.csv NEW.csv      Markdown summary and per-cell changes, judged against both tables' trial spread
   goldens [--check] [--mirror URL|DIR]
                                rerun the golden smoke runs and rewrite tests/goldens.txt (--check: compare
                                instead); only after an intended change to the arithmetic
-  bench [--vs-pytorch]         training and evaluation throughput beside the alternatives (CPU);
-                               --vs-pytorch also times the same workloads in PyTorch (python3 with torch)
+  bench [--vs-pytorch] [--only TEXT]
+                               training and evaluation throughput beside the alternatives (CPU);
+                               --vs-pytorch also times the same workloads in PyTorch (python3 with torch);
+                               --only: the rows whose workload contains TEXT, e.g. evaluation
   cuda-build [--compute-cap N] build the CUDA lth binary, fetching nvcc from PyPI when none is
                                installed (default N: $CUDA_COMPUTE_CAP or 90, i.e. H100/H200)
   gpu-check                    CPU-vs-CUDA parity and GPU throughput (on a GPU machine; runs
@@ -36,9 +41,10 @@ pub enum Task {
     Reproduce(Reproduce),
     Data { datasets: Vec<String>, mirror: Option<String> },
     Figures { check: bool },
+    Claims,
     Compare { old: String, new: String },
     Goldens { check: bool, mirror: Option<String> },
-    Bench { vs_pytorch: bool },
+    Bench { vs_pytorch: bool, only: Option<String> },
     CudaBuild { compute_cap: String },
     GpuCheck,
     Plan(Reproduce),
@@ -110,7 +116,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
         "data" => &["--mirror"],
         "figures" => &["--check"],
         "goldens" => &["--check", "--mirror"],
-        "bench" => &["--vs-pytorch"],
+        "bench" => &["--vs-pytorch", "--only"],
         "cuda-build" => &["--compute-cap"],
         _ => &[],
     };
@@ -143,11 +149,12 @@ pub fn parse(args: &[String]) -> Result<Task> {
             _ => bail!("usage: cargo xtask compare OLD.csv NEW.csv"),
         },
         "goldens" => Task::Goldens { check: options.iter().any(|(k, _)| k == "--check"), mirror: take("--mirror") },
-        "bench" => Task::Bench { vs_pytorch: options.iter().any(|(k, _)| k == "--vs-pytorch") },
+        "bench" => Task::Bench { vs_pytorch: options.iter().any(|(k, _)| k == "--vs-pytorch"), only: take("--only") },
         "cuda-build" => {
             Task::CudaBuild { compute_cap: take("--compute-cap").or_else(|| std::env::var("CUDA_COMPUTE_CAP").ok()).unwrap_or_else(|| "90".into()) }
         }
         "gpu-check" => Task::GpuCheck,
+        "claims" => Task::Claims,
         "help" => Task::Help,
         other => bail!("unknown command `{other}`; see `cargo xtask --help`"),
     })

@@ -34,10 +34,17 @@ fn run() -> Result<()> {
             }
         }
         flags::Task::Figures { check } => figures(&sh, check)?,
-        flags::Task::Bench { vs_pytorch } => {
+        flags::Task::Claims => {
+            let lth = build_lth(&sh, false)?;
+            for dir in table_dirs(&project_root().join("figures"))? {
+                cmd!(sh, "{lth} claims {dir}").run()?;
+            }
+        }
+        flags::Task::Bench { vs_pytorch, only } => {
             let lth = build_lth(&sh, false)?;
             let flag = vs_pytorch.then_some("--vs-pytorch");
-            cmd!(sh, "{lth} bench {flag...}").run()?;
+            let only = only.map(|o| vec!["--only".to_string(), o]).unwrap_or_default();
+            cmd!(sh, "{lth} bench {flag...} {only...}").run()?;
         }
         flags::Task::CudaBuild { compute_cap } => {
             let binary = cuda::build(&sh, &project_root(), &compute_cap)?;
@@ -153,44 +160,84 @@ fn reproduce(sh: &Shell, r: &flags::Reproduce, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Redraws every committed figure from its committed table; with `check`, fails if any drawing
-/// differs from the committed one instead of overwriting it.
+/// Redraws every committed figure from its committed table, in `figures/` and each subfolder
+/// that holds tables (`figures/paper/`), and rewrites each folder's claims report; with `check`,
+/// fails if any drawing or report differs from the committed one instead of overwriting it.
 fn figures(sh: &Shell, check: bool) -> Result<()> {
     let lth = build_lth(sh, false)?;
-    let dir = project_root().join("figures");
-    let mut tables: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        .collect();
-    tables.sort();
-    if tables.is_empty() {
-        bail!("{} holds no tables; run `cargo xtask reproduce --scale quick` first", dir.display());
-    }
+    let root = project_root().join("figures");
     let scratch = sh.create_temp_dir()?;
     let mut stale = Vec::new();
-    for table in &tables {
-        let Some(id) = table.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
-            continue;
-        };
-        let svg = dir.join(format!("{id}.svg"));
+    let mut drawn = 0;
+    for (i, dir) in table_dirs(&root)?.iter().enumerate() {
+        // One scratch folder per figures folder: `figures/fig3.svg` and `figures/paper/fig3.svg`
+        // must not overwrite each other.
+        let fresh_dir = scratch.path().join(i.to_string());
+        std::fs::create_dir_all(&fresh_dir)?;
+        for table in tables_in(dir)? {
+            let Some(id) = table.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let svg = dir.join(format!("{id}.svg"));
+            drawn += 1;
+            if check {
+                let fresh = fresh_dir.join(format!("{id}.svg"));
+                cmd!(sh, "{lth} plot {id} {table} {fresh}").run()?;
+                if std::fs::read(&svg).ok() != Some(std::fs::read(&fresh)?) {
+                    stale.push(svg.display().to_string());
+                }
+            } else {
+                let png = dir.join(format!("{id}.png"));
+                cmd!(sh, "{lth} plot {id} {table} {svg} --png {png}").run()?;
+            }
+        }
+        let report = dir.join("CLAIMS.md");
         if check {
-            let fresh = scratch.path().join(format!("{id}.svg"));
-            cmd!(sh, "{lth} plot {id} {table} {fresh}").run()?;
-            let same = std::fs::read(&svg).ok() == Some(std::fs::read(&fresh)?);
-            if !same {
-                stale.push(svg.display().to_string());
+            let fresh = fresh_dir.join("CLAIMS.md");
+            cmd!(sh, "{lth} claims {dir} --output {fresh}").run()?;
+            if std::fs::read(&report).ok() != Some(std::fs::read(&fresh)?) {
+                stale.push(report.display().to_string());
             }
         } else {
-            let png = dir.join(format!("{id}.png"));
-            cmd!(sh, "{lth} plot {id} {table} {svg} --png {png}").run()?;
+            cmd!(sh, "{lth} claims {dir}").run()?;
         }
     }
     if !stale.is_empty() {
         bail!("{} do not match their committed tables; run `cargo xtask figures` and commit the result", stale.join(", "));
     }
     if check {
-        println!("figures: {} drawings match their tables", tables.len());
+        println!("figures: {drawn} drawings and their claims reports match their tables");
     }
     Ok(())
+}
+
+/// `figures/` and each folder directly inside it that holds tables (`figures/paper/`).
+fn table_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    if tables_in(root)?.is_empty() {
+        bail!("{} holds no tables; run `cargo xtask reproduce --scale quick` first", root.display());
+    }
+    let mut dirs = vec![root.to_path_buf()];
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("reading {}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    for dir in subdirs {
+        if !tables_in(&dir)?.is_empty() {
+            dirs.push(dir);
+        }
+    }
+    Ok(dirs)
+}
+
+/// The `*.csv` tables of one folder, sorted.
+fn tables_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut tables: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    tables.sort();
+    Ok(tables)
 }

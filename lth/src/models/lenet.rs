@@ -47,6 +47,18 @@ impl Network for LeNet {
         }
         Ok(xs)
     }
+
+    fn evaluates_feature_major(&self) -> bool {
+        self.layers.iter().all(Linear::on_cpu)
+    }
+
+    fn forward_feature_major(&self, xs_t: &[f32], n: usize, width: usize) -> Result<Option<Tensor>> {
+        let mut hs = std::borrow::Cow::Borrowed(xs_t);
+        for (i, layer) in self.layers.iter().enumerate() {
+            hs = std::borrow::Cow::Owned(layer.forward_feature_major(&hs, width, i + 1 < self.layers.len())?);
+        }
+        Ok(Some(super::linear::batch_major(&hs, n, width)?))
+    }
 }
 
 #[cfg(test)]

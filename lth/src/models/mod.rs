@@ -90,6 +90,18 @@ pub trait Network {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.forward_t(xs, None)
     }
+
+    /// Whether [`Network::forward_feature_major`] evaluates this network (on the CPU).
+    fn evaluates_feature_major(&self) -> bool {
+        false
+    }
+
+    /// Evaluation logits `(n, classes)` from images already transposed to feature-major rows
+    /// (`linear::feature_major`: the evaluation splits never change, so training transposes
+    /// them once); `None` for networks that evaluate batch-major through [`Network::forward`].
+    fn forward_feature_major(&self, _xs_t: &[f32], _n: usize, _width: usize) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// Builds the network of `kind` over `params` (which it shares, so optimizer updates show).

@@ -13,11 +13,11 @@ use std::path::Path;
 
 /// The statistics of one metric in one row: mean, min and max over `n` curves.
 #[derive(Debug, Clone, Copy)]
-struct Cell {
-    mean: f64,
-    min: f64,
-    max: f64,
-    n: usize,
+pub(super) struct Cell {
+    pub(super) mean: f64,
+    pub(super) min: f64,
+    pub(super) max: f64,
+    pub(super) n: usize,
 }
 
 impl Cell {
@@ -39,7 +39,7 @@ must not make every change look significant. Each table's σ comes from its tria
 1.693 for 3, 2.059 for 4, 2.326 for 5). A cell with a single curve on either side has no noise estimate and is marked `?`.";
 
 /// One table: key (the identifying columns) → metric → cell.
-type Table = BTreeMap<Vec<String>, BTreeMap<String, Cell>>;
+pub(super) type Table = BTreeMap<Vec<String>, BTreeMap<String, Cell>>;
 
 /// How a changed cell compares with the noise of both tables.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -219,8 +219,8 @@ fn num(v: f64) -> String {
 }
 
 /// Columns `<m>_mean`, `<m>_min`, `<m>_max` form metric `m`; `n` is the number of curves
-/// behind a row; the rest are keys.
-fn read(path: &Path) -> Result<(Vec<String>, Table)> {
+/// behind a row; the rest are keys. The claims report reads tables the same way.
+pub(super) fn read(path: &Path) -> Result<(Vec<String>, Table)> {
     let corrupt = |reason: String| Error::Table { path: path.to_owned(), reason };
     let mut reader = csv::Reader::from_path(path).map_err(|e| corrupt(e.to_string()))?;
     let header: Vec<String> = reader.headers().map_err(|e| corrupt(e.to_string()))?.iter().map(String::from).collect();

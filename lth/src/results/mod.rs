@@ -1,7 +1,8 @@
 //! Results: row types (`record`), the on-disk layout of runs (`store`), aggregation into
 //! tables with polars (`table`), figures with plotters (`plot`), and the figure registry with
-//! provenance (`figures`), and which run folders the current specs still use (`inventory`). Polars appears only in `table`, plotters only in `plot`.
+//! provenance (`figures`), the paper's claims checked against the tables (`claims`), and which run folders the current specs still use (`inventory`). Polars appears only in `table`, plotters only in `plot`.
 
+pub mod claims;
 pub mod compare;
 pub mod figures;
 pub mod goldens;

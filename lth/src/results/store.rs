@@ -12,7 +12,8 @@
 //! <out>/runs/<run-id>/level-NN/done             written last: each file's size, SHA-256 and tensors
 //! ```
 //!
-//! A level is finished if and only if its `done` marker exists; every file is written to a
+//! A level is finished if and only if its `done` marker exists (a folder may keep just the
+//! curves of finished levels, with their markers: see [`RunDir::has_weights`]); every file is written to a
 //! temporary name and renamed, so an interrupted run resumes at its first unfinished level.
 //! Every read of a finished file checks it against its marker, so a damaged file is named and
 //! refused, never trained from or drawn.
@@ -118,6 +119,12 @@ impl RunDir {
     }
     pub fn is_done(&self, level: usize) -> bool {
         self.done_path(level).exists()
+    }
+    /// A finished level whose mask and trained weights are here too: what later levels and
+    /// controls read. A committed results folder keeps only curves (`figures/paper/results`),
+    /// enough to draw from but not to train from.
+    pub fn has_weights(&self, level: usize) -> bool {
+        self.is_done(level) && self.mask_path(level).exists() && self.final_path(level).exists()
     }
     /// theta0 was written and recorded (a killed run may leave the file without its marker;
     /// `lth redo` or a user may remove the file and leave the marker).
