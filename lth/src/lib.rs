@@ -15,9 +15,11 @@
 //!           functions
 //! optim     masked Adam and SGD (fused CPU kernel; candle ops elsewhere); schedule: lr per iteration
 //! training  the one loop; evaluation every N iterations; observers
-//! lottery   ticket runs and their branches (one-shot, reinit, random pruning), resumable
+//! lottery   ticket runs and their branches (one-shot, reinit, random pruning), resumable;
+//!           rewind: late resetting to θk (beyond the paper)
 //! work      a plan's trainings as a queue of (run, level) tasks for worker threads;
 //!           estimate: their cost, timed before a long run starts
+//! export    a trained ticket as a compact sparse model (compressed rows), and its evaluation
 //! files     atomic writes, temporary names and digests, below everything that writes files
 //! results   record rows → store (run folders) → table (polars) → plot (plotters) → figures
 //! ```
@@ -26,6 +28,7 @@ pub mod bench;
 pub mod datasets;
 pub mod error;
 pub mod estimate;
+pub mod export;
 pub mod files;
 pub mod gpu_check;
 pub mod kernels;
@@ -37,6 +40,7 @@ pub mod optim;
 pub mod progress;
 pub mod pruning;
 pub mod results;
+pub mod rewind;
 pub mod schedule;
 pub mod seeds;
 pub mod spec;

@@ -3,6 +3,7 @@
 //! the survivors to theta0 → train → … Its branches read the ticket run of the same trial:
 //! one-shot prunes its trained dense network once per target level; reinit keeps its masks with
 //! fresh weights; random pruning draws masks with its per-layer counts and starts from theta0.
+//! With a rewind point (`rewind`, beyond the paper) θk takes theta0's place after level 0.
 
 use crate::datasets::augment::Augment;
 use crate::datasets::Dataset;
@@ -13,8 +14,9 @@ use crate::progress::Progress;
 use crate::pruning;
 use crate::results::record::{write_csv, CurveKey, CurveRecord};
 use crate::results::store::{damaged_tensors, save_weights, RunDir, Store};
+use crate::rewind;
 use crate::seeds::{self, Purpose};
-use crate::spec::{Procedure, PruningSpec, RunSpec};
+use crate::spec::{PlannedRun, Procedure, PruningSpec, RunSpec};
 use crate::training::{self, TrainConfig};
 use candle_core::Device;
 
@@ -38,8 +40,21 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, store: &Store, data: 
     let theta0 = initial_weights(spec, &arch, &trunk)?;
     let (mask, start) = level_start(spec, &arch, &run, &trunk, &theta0, level)?;
     let label = format!("{} level {level} (Pm {:.1}%)", run.id, 100.0 * mask.remaining());
-    let mut observer = progress.level(label, units, spec.iterations);
+    // A rewound level trains from its rewind point: its progress spreads over the steps it takes.
+    let mut progress = progress.level(label, units, spec.iterations - rewind::start_iteration(spec, level));
+    let mut observer = rewind::Snapshot::new(spec, level, &mut progress);
     train_level(spec, &arch, &run, &mask, &start, level, data, dev, &mut observer)
+}
+
+/// Trains every unfinished level of `planned` in order, on this thread (tests and single runs;
+/// `work` schedules a whole plan).
+pub fn run(planned: &PlannedRun, store: &Store, data: &Dataset, dev: &Device, progress: &Progress) -> Result<()> {
+    // theta0 first, as before the work queue: a ticket run whose levels are finished still
+    // redraws a removed theta0 (`lth redo …/init.safetensors`).
+    if planned.spec.procedure == Procedure::Ticket {
+        initial_weights(&planned.spec, &Architecture::of(planned.spec.method.model), &store.open(&planned.spec)?)?;
+    }
+    planned.levels.iter().try_for_each(|&level| run_level(&planned.spec, level, false, store, data, dev, progress, 1))
 }
 
 /// theta0 of the trial: drawn and saved by the ticket run, read by its branches.
@@ -66,15 +81,25 @@ pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &Ru
         }
         finished_level(trunk, l, arch, &spec.method.pruning)
     };
+    // What pruned levels reset their survivors to: theta0 (the paper), or θk when rewinding.
+    let reset = || -> Result<Weights> {
+        if spec.rewind_iteration == 0 {
+            return Ok(theta0.clone());
+        }
+        if !trunk.is_done(0) {
+            return Err(missing_trunk(spec, trunk, "level-00/rewind.safetensors"));
+        }
+        trunk.load_rewind(arch)
+    };
     Ok(match spec.procedure {
         Procedure::Ticket if level == 0 => (Mask::dense(arch), theta0.clone()),
         Procedure::Ticket => {
             let (previous, trained) = finished_level(run, level - 1, arch, &spec.method.pruning)?;
-            (pruning::prune_round(arch, &spec.method.pruning, &trained, &previous), theta0.clone())
+            (pruning::prune_round(arch, &spec.method.pruning, &trained, &previous), reset()?)
         }
         Procedure::Oneshot => {
             let (dense, trained) = trunk_level(0)?;
-            (pruning::prune_oneshot(arch, &spec.method.pruning, &trained, &dense, level), theta0.clone())
+            (pruning::prune_oneshot(arch, &spec.method.pruning, &trained, &dense, level), reset()?)
         }
         Procedure::Reinit => {
             let (mask, _) = trunk_level(level)?;
@@ -84,7 +109,7 @@ pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &Ru
         Procedure::RandomPrune => {
             let (mask, _) = trunk_level(level)?;
             let mut rng = seeds::stream(trial_seed(spec), Purpose::RandomPrune { copy: spec.copy, level });
-            (pruning::random_like(&mask, &mut rng), theta0.clone())
+            (pruning::random_like(&mask, &mut rng), reset()?)
         }
     })
 }
@@ -113,7 +138,7 @@ fn train_level(
     level: usize,
     data: &Dataset,
     dev: &Device,
-    observer: &mut dyn training::Observer,
+    observer: &mut rewind::Snapshot,
 ) -> Result<()> {
     // `training::train` zeroes the pruned weights before the first step.
     let params = models::to_params(arch, start, dev)?;
@@ -124,6 +149,7 @@ fn train_level(
         optimizer: (&spec.method.optimizer).into(),
         sparse_kernels: true,
         lr_schedule: spec.method.lr_schedule.clone(),
+        start_iteration: rewind::start_iteration(spec, level),
     };
     let data_order = seeds::stream(trial_seed(spec), Purpose::DataOrder);
     let dropout = spec.method.dropout.map(|p| models::Dropout::new(p, seeds::stream(trial_seed(spec), Purpose::Dropout)));
@@ -144,6 +170,7 @@ fn train_level(
     mask.save(&run.mask_path(level))?;
     save_weights(&models::weights_of(&params)?, arch, &run.final_path(level))?;
     write_csv(&records, &run.curve_path(level))?;
+    observer.save(run, arch)?;
     run.mark_done(level)
 }
 

@@ -157,6 +157,37 @@ enum Command {
         #[arg(long)]
         prune: bool,
     },
+    /// Write a finished level of a run as a compact sparse model (compressed rows in
+    /// safetensors, the architecture in its metadata) and print its size against the dense file.
+    Export {
+        /// The run folder, `<out>/runs/<run-id>` (`lth runs` lists them).
+        run: PathBuf,
+        /// The finished level to export.
+        #[arg(long)]
+        level: usize,
+        /// Where to write it (default: `<run-id>-level-NN.sparse.safetensors` here).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Evaluate an exported model on its test set through the sparse kernels: its accuracy
+    /// (checked against the run's final test accuracy; exits 1 if it differs), images/s and
+    /// memory against the dense masked model.
+    Infer {
+        /// A file written by `lth export`.
+        model: PathBuf,
+        /// Timed passes over the test set per model (the best is reported).
+        #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+        repeat: usize,
+        /// cpu, cuda, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Mirror of the dataset files [env: LTH_DATA_MIRROR].
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Dataset cache folder [env: LTH_DATA_DIR].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Remove a damaged level folder (`<out>/runs/<run-id>/level-NN`) or theta0
     /// (`<out>/runs/<run-id>/init.safetensors`), so that the next run of the same command
     /// retrains just that part.
@@ -378,6 +409,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Export { run, level, out } => export(&run, level, out)?,
+        Command::Infer { model, repeat, device, mirror, data_dir } => infer(&model, repeat, &device, mirror, data_dir)?,
         Command::Redo { path } => {
             lth::results::store::redo(&path)?;
             eprintln!("removed {}; run the same command again to retrain it", path.display());
@@ -525,7 +558,7 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, ra
         Some(costs) => (1000.0 * costs.training(&plan[run].spec, level, &data)).round().max(1.0) as u64,
         None => plan[run].spec.iterations as u64,
     };
-    let tasks = lth::work::pending(&plan, &store, units);
+    let tasks = lth::work::pending(&plan, &store, units)?;
     let redo = tasks.iter().filter(|(t, _)| t.redo).count();
     let finished = n_levels + redo - tasks.len();
     if finished > 0 {
@@ -614,4 +647,89 @@ fn draw(figure: &figures::Figure, out: &Path, specs: &[ExperimentSpec], provenan
     let outputs = figures::make(figure, &Store::new(out), specs, provenance, dir)?;
     eprintln!("wrote {}, {}, {} and {}", outputs.svg.display(), outputs.png.display(), outputs.csv.display(), outputs.md.display());
     Ok(())
+}
+
+/// `lth export`: one finished level of a run as a sparse model file.
+fn export(run: &Path, level: usize, out: Option<PathBuf>) -> Result<()> {
+    use lth::results::store::RunDir;
+    if !run.join("spec.json").is_file() {
+        anyhow::bail!("{}: not a run folder (`<out>/runs/<run-id>`, holding spec.json); `lth runs --out <out>` lists them", run.display());
+    }
+    let dir = RunDir { id: lth::spec::RunId(lth::files::file_name(run)), dir: run.to_path_buf() };
+    if !dir.is_done(level) {
+        let finished: Vec<String> = dir.finished_levels().iter().map(|l| l.to_string()).collect();
+        anyhow::bail!("{}: --level {level} is not finished; finished levels: [{}]", run.display(), finished.join(", "));
+    }
+    let ticket = lth::export::ticket_of(&dir, level)?;
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("{}-level-{level:02}.sparse.safetensors", dir.id)));
+    lth::export::write(&ticket, &out)?;
+    let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).with_context(|| format!("reading {}", path.display()));
+    let (sparse, dense) = (size(&out)?, size(&dir.final_path(level))?);
+    println!(
+        "wrote {}: {sparse} bytes, {:.1}% of the dense {} ({dense} bytes); Pm {:.1}%, final test accuracy {:.2}%",
+        out.display(),
+        100.0 * sparse as f64 / dense as f64,
+        dir.final_path(level).display(),
+        100.0 * ticket.mask.remaining(),
+        100.0 * ticket.final_test_acc
+    );
+    Ok(())
+}
+
+/// `lth infer`: an exported model's test accuracy, checked against its run's, and its speed and
+/// memory against the dense masked model (each timed `repeat` times, best kept).
+fn infer(model: &Path, repeat: usize, device: &str, mirror: Option<String>, data_dir: Option<PathBuf>) -> Result<()> {
+    let ticket = lth::export::load(model)?;
+    let dev = lth::device(device)?;
+    let data_args = DataArgs { mirror, data_dir, data: DataChoice::Known(ticket.spec.data) };
+    let (raw, _) = load_data(ticket.spec.method.dataset, &data_args)?;
+    let data = raw.prepare(&ticket.spec, &dev)?;
+    let n = data.test.len();
+    let timed = |sparse: bool| -> Result<(f64, f64)> {
+        let mut best = f64::INFINITY;
+        let mut acc = f64::NAN;
+        for _ in 0..repeat {
+            let start = std::time::Instant::now();
+            acc = lth::export::evaluate(&ticket, &data, &dev, sparse)?.1;
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        Ok((acc, n as f64 / best))
+    };
+    let (acc, sparse_speed) = timed(true)?;
+    let (dense_acc, dense_speed) = timed(false)?;
+    let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "{}: {} level {} (Pm {:.1}%), {n} test images on {device}\n\
+         test accuracy {:.2}% (the run's final: {:.2}%; dense masked model: {:.2}%)\n\
+         sparse kernels: {sparse_speed:.0} images/s, parameters in memory {:.2} MiB\n\
+         dense masked: {dense_speed:.0} images/s, parameters in memory {:.2} MiB\n\
+         peak resident memory of this process (data, both models): {}",
+        model.display(),
+        ticket.run,
+        ticket.level,
+        100.0 * ticket.mask.remaining(),
+        100.0 * acc,
+        100.0 * ticket.final_test_acc,
+        100.0 * dense_acc,
+        mib(lth::export::parameter_bytes(&ticket, &dev, true)),
+        mib(lth::export::parameter_bytes(&ticket, &dev, false)),
+        peak_rss().unwrap_or_else(|| "not available".into()),
+    );
+    if acc != ticket.final_test_acc {
+        anyhow::bail!(
+            "{}: test accuracy {acc} differs from the run's final {}; was the dataset ({:?}, {}) changed since the run?",
+            model.display(),
+            ticket.final_test_acc,
+            ticket.spec.method.dataset,
+            ticket.spec.data
+        );
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory (Linux `VmHWM`).
+fn peak_rss() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.trim_start_matches("VmHWM:").trim().to_string())
 }

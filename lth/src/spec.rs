@@ -65,6 +65,17 @@ pub struct Method {
     /// Training-batch augmentation (VGG-19, ResNet-18); None: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augmentation: Option<Augmentation>,
+    /// Rewinding (late resetting), BEYOND THE ICLR PAPER (Frankle et al. 2019, "Stabilizing the
+    /// Lottery Ticket Hypothesis"): every pruned level resets its survivors to the dense
+    /// network's state at this iteration of the paper-scale training instead of theta0, and
+    /// trains from there to the end of the same schedule (`rewind`). 0, the default: the paper's
+    /// reset to theta0, and nothing about the run changes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rewind_iteration: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The learning rate as a function of the iteration (PAPER.md §4, App I): linear warmup from 0
@@ -348,6 +359,10 @@ pub struct RunSpec {
     pub copy: usize,
     #[serde(default, skip_serializing_if = "DataSource::is_real")]
     pub data: DataSource,
+    /// The iteration of this scale's training that pruned levels rewind to and start from
+    /// (`method.rewind_iteration` moved to the same fraction of training); 0: theta0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rewind_iteration: usize,
 }
 
 /// A run's folder name: readable prefix plus a hash of the canonical JSON of its spec.
@@ -478,6 +493,7 @@ impl ExperimentSpec {
         if let Some(schedule) = &self.method.lr_schedule {
             schedule.validate()?;
         }
+        self.validate_rewind()?;
         if has_conv != p.conv.is_some() {
             return Err(format!("pruning.conv must be {} for model {:?}", if has_conv { "set" } else { "absent" }, self.method.model));
         }
@@ -511,6 +527,19 @@ impl ExperimentSpec {
         Ok(())
     }
 
+    /// The iteration of `scale`'s training that `method.rewind_iteration` (an iteration of the
+    /// paper's training) falls at: the same fraction of training, rounded, and at least 1 so
+    /// that a short scale still rewinds rather than resets. None for a scale the spec lacks.
+    pub fn rewind_at(&self, scale: Scale) -> Option<usize> {
+        let k = self.method.rewind_iteration;
+        if k == 0 {
+            return Some(0);
+        }
+        let paper = self.scales.get(&Scale::Paper)?.iterations;
+        let here = self.scales.get(&scale)?.iterations;
+        Some(((k as f64 * here as f64 / paper as f64).round() as usize).max(1))
+    }
+
     pub fn sizes(&self, scale: Scale) -> Result<&Sizes> {
         self.scales.get(&scale).ok_or_else(|| Error::Invalid(format!("experiment `{}` has no `{}` scale", self.name, scale.as_str())))
     }
@@ -535,6 +564,7 @@ impl ExperimentSpec {
                 trial,
                 copy,
                 data,
+                rewind_iteration: self.rewind_at(scale).unwrap_or(0),
             },
             levels,
         };
@@ -554,6 +584,37 @@ impl ExperimentSpec {
             }
         }
         Ok(runs)
+    }
+}
+
+impl ExperimentSpec {
+    /// A rewind point needs the paper's training length to scale from, and must fall inside
+    /// every scale's training (a level that starts at its last iteration would not train).
+    fn validate_rewind(&self) -> std::result::Result<(), String> {
+        let k = self.method.rewind_iteration;
+        if k == 0 {
+            return Ok(());
+        }
+        let Some(paper) = self.scales.get(&Scale::Paper) else {
+            return Err(format!("method.rewind_iteration = {k} is an iteration of the paper's training, but the spec has no [scales.paper]; add it"));
+        };
+        if k >= paper.iterations {
+            return Err(format!(
+                "method.rewind_iteration = {k} must be below scales.paper.iterations ({}), or 0 for the paper's reset to theta0",
+                paper.iterations
+            ));
+        }
+        for (scale, sizes) in &self.scales {
+            let at = self.rewind_at(*scale).unwrap_or(0);
+            if at >= sizes.iterations {
+                return Err(format!(
+                    "method.rewind_iteration = {k} falls at iteration {at} of scales.{}.iterations = {}, leaving nothing to train; raise that scale's iterations",
+                    scale.as_str(),
+                    sizes.iterations
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -682,6 +743,30 @@ mod tests {
         }
         let message = refused("seed = 0", "seed = 0\nlearning_rate = 1");
         assert!(message.contains("learning_rate"), "unknown keys are named: {message}");
+    }
+
+    #[test]
+    fn a_rewind_point_outside_training_is_refused() {
+        let rewind = |k: usize| format!("rewind_iteration = {k}\npruning = {{");
+        let message = refused("pruning = {", &rewind(50_000));
+        assert!(message.contains("method.rewind_iteration = 50000") && message.contains("scales.paper.iterations (50000)"), "{message}");
+        // 40,000 of 50,000 is iteration 48 of smoke's 60: allowed; 49,999 rounds to 60 of 60: refused.
+        let message = refused("pruning = {", &rewind(49_999));
+        assert!(message.contains("iteration 60 of scales.smoke.iterations = 60"), "{message}");
+        let mut spec = ExperimentSpec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet_rewind1000.toml")).unwrap();
+        spec.scales.remove(&Scale::Paper);
+        let message = spec.validate().unwrap_err();
+        assert!(message.contains("no [scales.paper]"), "{message}");
+    }
+
+    #[test]
+    fn a_rewind_point_moves_to_the_same_fraction_of_a_shorter_training() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/resnet18_lr0.1_rewind500.toml");
+        let spec = ExperimentSpec::load(&path).unwrap();
+        // 500 of 30,000 iterations: 50 of quick's 3,000; smoke's 3 rounds to 0 and rewinds to 1.
+        assert_eq!([Scale::Paper, Scale::Quick, Scale::Smoke].map(|s| spec.rewind_at(s)), [Some(500), Some(50), Some(1)]);
+        let plan = spec.plan(Scale::Quick, None, DataSource::Synthetic).unwrap();
+        assert!(plan.iter().all(|r| r.spec.rewind_iteration == 50 && r.spec.id().0.starts_with("resnet18_lr0.1_rewind500-")));
     }
 
     #[test]

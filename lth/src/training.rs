@@ -30,6 +30,10 @@ pub struct TrainConfig {
     pub sparse_kernels: bool,
     /// Warmup and drops of the optimizer's rate (`schedule`); None: constant.
     pub lr_schedule: Option<LrSchedule>,
+    /// The iteration training starts after (0: from the start). A rewound level (`rewind`)
+    /// starts at its rewind point: it trains the remaining iterations, the rate schedule and
+    /// the data order pick up there, and the optimizer state starts afresh.
+    pub start_iteration: usize,
 }
 
 /// One evaluation: metrics at `iteration` (train metrics are the running mean over the
@@ -49,6 +53,12 @@ pub struct CurvePoint {
 pub trait Observer {
     fn on_step(&mut self, _iteration: usize) {}
     fn on_eval(&mut self, _point: &CurvePoint) {}
+    /// The iteration after which the observer wants the network's full state (`rewind`).
+    fn snapshot_at(&self) -> Option<usize> {
+        None
+    }
+    /// Every parameter (BatchNorm's running statistics included) after `snapshot_at`'s step.
+    fn on_snapshot(&mut self, _iteration: usize, _weights: models::Weights) {}
 }
 
 /// The loss of an evaluation is averaged over chunks of at most this many input values (510
@@ -94,11 +104,16 @@ pub fn train(
     let peak = config.optimizer.lr();
     let schedule = config.lr_schedule.as_ref().map_or_else(|| Schedule::constant(peak), |s| Schedule::new(peak, s, config.iterations));
     let mut batches = Batches::new(&data.train, config.batch_size, data_order);
+    // A rewound level sees the batches the dense network would have seen after its rewind point.
+    for _ in 0..config.start_iteration {
+        batches.next_indices();
+    }
     let mut running = Running::default();
     let eval = (EvalSplit::new(net, &data.validation)?, EvalSplit::new(net, &data.test)?);
-    let mut curve = vec![evaluate_point(net, &eval, 0, &running)?];
+    let mut curve = vec![evaluate_point(net, &eval, config.start_iteration, &running)?];
     observer.on_eval(&curve[0]);
-    for iteration in 1..=config.iterations {
+    let snapshot_at = observer.snapshot_at();
+    for iteration in config.start_iteration + 1..=config.iterations {
         let (xs, ys) = batches.next_batch()?;
         let xs = match augment.as_mut() {
             Some(augment) => augment.apply(&xs)?,
@@ -111,6 +126,10 @@ pub fn train(
         optimizer.step(train_params, &grads, &step_masks)?;
         running.add(loss.to_scalar::<f32>()? as f64, correct(&logits, &ys)?, ys.dims1()?);
         observer.on_step(iteration);
+        if snapshot_at == Some(iteration) {
+            masked.write_back(params)?;
+            observer.on_snapshot(iteration, models::weights_of(params)?);
+        }
         if iteration % config.eval_every == 0 || iteration == config.iterations {
             let point = evaluate_point(net, &eval, iteration, &running)?;
             observer.on_eval(&point);

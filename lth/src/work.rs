@@ -33,7 +33,9 @@ pub struct Task {
 /// The pending tasks of `plan` in the order workers take them, each with the task (run, level)
 /// it waits for, if that one is in the plan. Finished levels are left out, unless they kept
 /// only their curves and a pending training reads them.
-pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) -> u64) -> Vec<(Task, Option<(usize, usize)>)> {
+/// Every run folder is opened first, so one that holds another spec is refused before any
+/// training, even when all its levels are finished.
+pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) -> u64) -> Result<Vec<(Task, Option<(usize, usize)>)>> {
     let trunk_of = |run: usize| {
         let trunk = plan[run].spec.trunk();
         plan.iter().position(|p| p.spec == trunk)
@@ -43,7 +45,7 @@ pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) 
         Procedure::Oneshot => trunk_of(run).map(|trunk| (trunk, 0)),
         Procedure::Reinit | Procedure::RandomPrune => trunk_of(run).map(|trunk| (trunk, level)),
     };
-    let dirs: Vec<_> = plan.iter().map(|p| store.existing(&p.spec)).collect();
+    let dirs = plan.iter().map(|p| store.open(&p.spec)).collect::<Result<Vec<_>>>()?;
     let mut todo: BTreeSet<(usize, usize, bool)> = BTreeSet::new();
     for (run, planned) in plan.iter().enumerate() {
         for &level in &planned.levels {
@@ -68,7 +70,7 @@ pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) 
         (spec.trial, spec.procedure != Procedure::Ticket, t.level, t.run)
     };
     tasks.sort_by_key(|(t, _)| rank(t));
-    tasks
+    Ok(tasks)
 }
 
 struct Queue {
@@ -146,8 +148,9 @@ mod tests {
     fn tasks_come_trial_by_trial_ticket_first_each_after_the_level_it_reads() {
         let spec = ExperimentSpec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet.toml")).unwrap();
         let plan = spec.plan(Scale::Quick, None, DataSource::Real).unwrap();
-        let store = Store::new(std::env::temp_dir().join(format!("lth-work-test-{}-absent", std::process::id())));
-        let tasks = pending(&plan, &store, |_, level| level as u64 + 1);
+        let root = std::env::temp_dir().join(format!("lth-work-test-{}", std::process::id()));
+        let store = Store::new(&root);
+        let tasks = pending(&plan, &store, |_, level| level as u64 + 1).unwrap();
         assert_eq!(tasks.len(), plan.iter().map(|p| p.levels.len()).sum::<usize>(), "nothing is finished in an empty folder");
         let (first, after) = tasks[0];
         assert_eq!((plan[first.run].spec.procedure, plan[first.run].spec.trial, first.level, after), (Procedure::Ticket, 0, 0, None));
@@ -176,5 +179,6 @@ mod tests {
                 }
             }
         }
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -50,6 +50,28 @@ fn smoke_reproduce_writes_figures_then_reuses_the_runs() {
     let second = lth(&args, &dir.join("data"));
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success() && stderr.contains("7 of 7 trainings are already finished"), "{stderr}");
+    // The ticket ships: exported, then scored on the test set to the run's own accuracy.
+    let run = std::fs::read_dir(out.join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.display().to_string().contains("-ticket-")).unwrap();
+    let model = dir.join("ticket.sparse.safetensors");
+    let export = lth(&["export", run.to_str().unwrap(), "--level", "3", "--out", model.to_str().unwrap()], &dir.join("data"));
+    assert!(export.status.success() && String::from_utf8_lossy(&export.stdout).contains("of the dense"), "{}", String::from_utf8_lossy(&export.stderr));
+    let infer = lth(&["infer", model.to_str().unwrap(), "--repeat", "1"], &dir.join("data"));
+    let stdout = String::from_utf8_lossy(&infer.stdout);
+    assert!(infer.status.success() && stdout.contains("images/s"), "{stdout}{}", String::from_utf8_lossy(&infer.stderr));
+}
+
+#[test]
+fn export_and_infer_name_a_bad_run_folder_level_or_model_file() {
+    let dir = scratch("export");
+    let line = error_line(&lth(&["export", dir.to_str().unwrap(), "--level", "0"], &dir));
+    assert!(line.contains(&dir.display().to_string()) && line.contains("not a run folder") && line.contains("lth runs"), "{line}");
+    std::fs::write(dir.join("spec.json"), "{}").unwrap();
+    let line = error_line(&lth(&["export", dir.to_str().unwrap(), "--level", "2"], &dir));
+    assert!(line.contains("--level 2 is not finished; finished levels: []"), "{line}");
+    let model = dir.join("model.sparse.safetensors");
+    std::fs::write(&model, b"\x08\0\0\0\0\0\0\0{}      ").unwrap();
+    let line = error_line(&lth(&["infer", model.to_str().unwrap()], &dir));
+    assert!(line.contains(&model.display().to_string()) && line.contains("not an lth export") && line.contains("lth export"), "{line}");
 }
 
 #[test]
@@ -261,7 +283,8 @@ fn plan_prints_each_experiment_trial_once_with_every_option() {
     assert_eq!(lines.len(), 3 * experiments, "{text}");
     for line in &lines {
         assert!(line.contains("--trials 3") && line.contains(&format!("--out {}", out.display())), "{line}");
-        assert_eq!(line.contains("--data synthetic"), !line.contains("lenet.toml"), "{line}");
+        // MNIST experiments (LeNet, with or without rewinding) are always real.
+        assert_eq!(line.contains("--data synthetic"), !line.contains("experiments/lenet"), "{line}");
     }
     // A printed line runs as printed: trial 1 exists only because the line carries --trials.
     let plan = lth(&["plan", "fig3", "--scale", "smoke", "--trials", "2", "--out", out.to_str().unwrap()], &dir.join("data"));

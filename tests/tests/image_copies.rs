@@ -181,8 +181,15 @@ fn runs_on_a_copy_name_it_in_their_table_figure_titles_and_provenance() {
         lth::lottery::run(planned, &store, &data, &candle_core::Device::Cpu, &lth::progress::Progress::new(0, 0)).unwrap();
     }
     let figure = figures::Figure { id: "figcopy", experiments: &["conv2"], title: "Conv-2", kind: figures::Kind::Sparsity(&["ticket", "reinit"]), notes: "" };
-    let provenance =
-        figures::Provenance { command: "test".into(), scale: Scale::Smoke, trials: None, data: images, device: "cpu".into(), git_revision: "test".into() };
+    let provenance = figures::Provenance {
+        command: "test".into(),
+        scale: Scale::Smoke,
+        trials: None,
+        data: images,
+        device: "cpu".into(),
+        machine: "test".into(),
+        git_revision: "test".into(),
+    };
     let out = figures::make(&figure, &store, &[spec], &provenance, &dir.join("figures")).unwrap();
     let read = |path: &Path| std::fs::read_to_string(path).unwrap();
     assert!(read(&out.csv).lines().skip(1).all(|row| row.starts_with(&format!("conv2,png-copy-{},", id.hex()))), "{}", read(&out.csv));

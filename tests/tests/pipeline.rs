@@ -57,7 +57,15 @@ fn try_run(out: &Path, spec: &ExperimentSpec) -> lth::Result<()> {
 }
 
 fn smoke_provenance() -> figures::Provenance {
-    figures::Provenance { command: "test".into(), scale: Scale::Smoke, trials: None, data: DataSource::Real, device: "cpu".into(), git_revision: "test".into() }
+    figures::Provenance {
+        command: "test".into(),
+        scale: Scale::Smoke,
+        trials: None,
+        data: DataSource::Real,
+        device: "cpu".into(),
+        machine: "test".into(),
+        git_revision: "test".into(),
+    }
 }
 
 /// One finished results folder shared by the read-only tests.
@@ -301,6 +309,7 @@ fn sparse_kernels_train_like_dense_masked_training() {
             optimizer: (&spec().method.optimizer).into(),
             sparse_kernels,
             lr_schedule: None,
+            start_iteration: 0,
         };
         struct Quiet;
         impl lth::training::Observer for Quiet {}

@@ -28,7 +28,10 @@ cargo xtask <command>
   gpu-check                    CPU-vs-CUDA parity and GPU throughput (on a GPU machine; runs
                                xtask/gpu-check.sh, which needs no Rust toolchain)
   plan [FIG...] [--scale S] [--trials N] [--device D] [--out DIR] [--mirror URL|DIR] [--data real|synthetic|folder:PATH|URL]
-        one `lth run` command per (experiment, trial), each experiment once, for Slurm arrays or GNU parallel
+       [--slurm [--slurm-script FILE] [--figures-dir DIR]]
+        one `lth run` command per (experiment, trial), each experiment once, for GNU parallel; with
+        --slurm, write them instead as a Slurm script (default target/slurm/lth-FIGS-SCALE.sh) that
+        `bash FILE` submits as a job array plus a figures job depending on it (afterok)
 
 Environment: LTH_DATA_MIRROR (mirror), LTH_DATA_DIR (dataset cache).
 ";
@@ -57,6 +60,9 @@ pub struct Reproduce {
     pub figures_dir: String,
     pub jobs: Option<String>,
     pub data: Option<String>,
+    /// `plan` only: write a Slurm script instead of printing the commands.
+    pub slurm: bool,
+    pub slurm_script: Option<String>,
 }
 
 impl Reproduce {
@@ -94,7 +100,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
     let mut it = rest.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--check" | "--vs-pytorch" => options.push((arg.clone(), None)),
+            "--check" | "--vs-pytorch" | "--slurm" => options.push((arg.clone(), None)),
             "-h" | "--help" => return Ok(Task::Help),
             flag if flag.starts_with("--") => {
                 let value = it.next().with_context(|| format!("{flag} needs a value; see `cargo xtask --help`"))?;
@@ -105,7 +111,8 @@ pub fn parse(args: &[String]) -> Result<Task> {
     }
     let take = |name: &str| options.iter().rev().find(|(k, _)| k == name).and_then(|(_, v)| v.clone());
     let known: &[&str] = match command.as_str() {
-        "reproduce" | "plan" => &["--scale", "--trials", "--jobs", "--device", "--out", "--mirror", "--figures-dir", "--data"],
+        "reproduce" => &["--scale", "--trials", "--jobs", "--device", "--out", "--mirror", "--figures-dir", "--data"],
+        "plan" => &["--scale", "--trials", "--jobs", "--device", "--out", "--mirror", "--figures-dir", "--data", "--slurm", "--slurm-script"],
         "data" => &["--mirror"],
         "figures" => &["--check"],
         "goldens" => &["--check", "--mirror"],
@@ -126,6 +133,8 @@ pub fn parse(args: &[String]) -> Result<Task> {
         figures_dir: take("--figures-dir").unwrap_or_else(|| "figures".into()),
         jobs: take("--jobs"),
         data: take("--data"),
+        slurm: options.iter().any(|(k, _)| k == "--slurm"),
+        slurm_script: take("--slurm-script"),
     };
     Ok(match command.as_str() {
         "reproduce" => Task::Reproduce(job()),

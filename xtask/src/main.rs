@@ -4,6 +4,7 @@
 
 mod cuda;
 mod flags;
+mod slurm;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -67,6 +68,7 @@ fn run() -> Result<()> {
             let mirror = mirror.map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
             cmd!(sh, "{lth} goldens {mode...} {mirror...}").run()?;
         }
+        flags::Task::Plan(r) if r.slurm => plan_slurm(&sh, &r, &args)?,
         flags::Task::Plan(r) => {
             let lth = build_lth(&sh, false)?;
             let job = r.job_args();
@@ -93,6 +95,58 @@ fn build_lth(sh: &Shell, cuda: bool) -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("target"));
     let target = if target.is_relative() { project_root().join(target) } else { target };
     Ok(target.join("release").join("lth"))
+}
+
+/// `plan --slurm`: the plan's `lth run` lines as a self-submitting Slurm script (`slurm`), with
+/// absolute paths, since its tasks run on other machines of the cluster.
+fn plan_slurm(sh: &Shell, r: &flags::Reproduce, args: &[String]) -> Result<()> {
+    if r.figures.is_empty() {
+        bail!("`cargo xtask plan --slurm` needs the figures its final job draws, e.g. `cargo xtask plan fig8 --scale paper --device cuda --slurm`");
+    }
+    let root = project_root();
+    let absolute = |path: &str| if Path::new(path).is_absolute() { PathBuf::from(path) } else { root.join(path) };
+    let (results, figures_dir) = (absolute(&r.out), absolute(&r.figures_dir));
+    let local = build_lth(sh, false)?;
+    let cuda = r.device.starts_with("cuda");
+    let (lth, build_hint) = if cuda {
+        (root.join("target/cuda/release/lth"), "build it with: cargo xtask cuda-build")
+    } else {
+        (local.clone(), "build it with: cargo build --release -p lth")
+    };
+    let figs = &r.figures;
+    let mut job = r.job_args();
+    if let Some(at) = job.iter().position(|a| a == "--out") {
+        job[at + 1] = results.display().to_string();
+    }
+    let data = r.data_args();
+    let lines = cmd!(sh, "{local} plan {figs...} {job...} {data...}").read()?;
+    let runs: Vec<String> = lines.lines().map(str::to_string).collect();
+    if runs.is_empty() {
+        bail!("`lth plan` printed no runs for {}", figs.join(" "));
+    }
+    let figures = figs.clone();
+    let command = format!("cargo xtask {}", args.join(" "));
+    let text = slurm::script(&slurm::Plan {
+        command: &command,
+        runs: &runs,
+        figures: &figures,
+        scale: &r.scale,
+        device: &r.device,
+        trials: r.trials.as_deref(),
+        data: r.data.as_deref(),
+        root: &root,
+        lth: &lth,
+        results: &results,
+        figures_dir: &figures_dir,
+        build_hint,
+    });
+    let path = r.slurm_script.as_deref().map(absolute).unwrap_or_else(|| root.join(format!("target/slurm/lth-{}-{}.sh", figures.join("-"), r.scale)));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {} ({} array tasks, then the figures job); submit it with `bash {}`", path.display(), runs.len(), path.display());
+    Ok(())
 }
 
 fn reproduce(sh: &Shell, r: &flags::Reproduce, args: &[String]) -> Result<()> {

@@ -121,6 +121,14 @@ impl Compact {
         self.patterns.contains_key(weight)
     }
 
+    /// Bytes a sparse layer holds: its kept values (f32) and its index pattern (row-major and
+    /// column-major, for the forward and backward products); None for a dense layer.
+    pub fn sparse_bytes(&self, weight: &str) -> Option<usize> {
+        let p = self.patterns.get(weight)?;
+        let usize_bytes = std::mem::size_of::<usize>();
+        Some(4 * p.len() + 4 * (p.row_cols.len() + p.col_rows.len() + p.col_entries.len()) + usize_bytes * (p.row_starts.len() + p.col_starts.len()))
+    }
+
     /// Training parameters: `dense`'s, with each sparse weight replaced by a fresh variable
     /// holding its kept values.
     pub fn params(&self, dense: &Params) -> Result<Params> {

@@ -63,7 +63,10 @@ macro_rules! conv6_note {
     };
 }
 
-pub const FIGURES: [Figure; 7] = [
+/// Said wherever rewinding is drawn.
+const REWIND_NOTE: &str = "**Beyond the ICLR paper.** Rewinding (late resetting; Frankle et al. 2019, \"Stabilizing the Lottery Ticket Hypothesis\", and the authors' open_lth): the `_rewind<k>` runs reset every pruned level's survivors to the dense network's state at iteration k of the paper-scale training (BatchNorm statistics included), not to theta0, and train from k to the end of the same schedule; the learning-rate schedule and the data order resume at k, the optimizer state restarts. Reinit controls draw fresh weights and also train from k. A smaller scale rewinds to the same fraction of its training (at least iteration 1). The other experiment is the paper's procedure, unchanged.";
+
+pub const FIGURES: [Figure; 10] = [
     Figure {
         id: "fig1",
         experiments: &["lenet", "conv2", "conv4", "conv6"],
@@ -112,6 +115,29 @@ pub const FIGURES: [Figure; 7] = [
         title: "ResNet-18 on CIFAR-10: test accuracy vs. weights remaining at 10K, 20K and 30K iterations (PAPER.md Fig 8)",
         kind: Kind::Checkpoints(&RESNET_CHECKPOINTS),
         notes: "The paper's ResNet-18 is He et al.'s 20-layer CIFAR ResNet. Global magnitude pruning of the 3x3 convolutions, 20% per round; the 1x1 shortcuts and the output layer are never pruned. SGD with momentum 0.9 and weight decay 1e-4, batch 128, rate ×0.1 at 20K and 25K of 30K iterations; the warmup variant rises linearly from 0 to 0.03 over the first 20K, so it reaches its peak exactly when the first drop fires (the paper's numbers taken literally; see `experiments/resnet18_lr0.03_warmup.toml`). Flip and pad-4 crop augmentation. Smaller scales read the checkpoints at the same fractions of training.",
+    },
+    // Beyond the ICLR paper: rewinding (late resetting, `lth::rewind`), each beside the paper's
+    // reset to theta0 on the same network.
+    Figure {
+        id: "fig4r",
+        experiments: &["lenet", "lenet_rewind1000"],
+        title: "BEYOND THE ICLR PAPER: LeNet-300-100 on MNIST, rewinding to iteration 1,000 against the paper's reset to theta0",
+        kind: Kind::Sparsity(&["ticket", "reinit"]),
+        notes: REWIND_NOTE,
+    },
+    Figure {
+        id: "fig7r",
+        experiments: &["vgg19_lr0.1", "vgg19_lr0.1_rewind1000"],
+        title: "BEYOND THE ICLR PAPER: VGG-19 lr 0.1 on CIFAR-10, rewinding to iteration 1,000 against the paper's reset to theta0 (Fig 7's checkpoints)",
+        kind: Kind::Checkpoints(&VGG_CHECKPOINTS),
+        notes: REWIND_NOTE,
+    },
+    Figure {
+        id: "fig8r",
+        experiments: &["resnet18_lr0.1", "resnet18_lr0.1_rewind500"],
+        title: "BEYOND THE ICLR PAPER: ResNet-18 lr 0.1 on CIFAR-10, rewinding to iteration 500 against the paper's reset to theta0 (Fig 8's checkpoints)",
+        kind: Kind::Checkpoints(&RESNET_CHECKPOINTS),
+        notes: REWIND_NOTE,
     },
 ];
 

@@ -320,6 +320,10 @@ fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 }
 
 fn experiment_label(name: &str) -> String {
+    // Rewinding, beyond the paper: `<experiment>_rewind<k>`.
+    if let Some((base, k)) = name.rsplit_once("_rewind") {
+        return format!("{} rewound to {k} (beyond paper)", experiment_label(base));
+    }
     // VGG-19 and ResNet-18 variants: `<net>_lr<rate>[_warmup]`.
     for (prefix, net) in [("vgg19_", "VGG-19"), ("resnet18_", "ResNet-18")] {
         if let Some(variant) = name.strip_prefix(prefix) {

@@ -8,6 +8,7 @@
 //! <out>/runs/<run-id>/level-NN/mask.safetensors
 //! <out>/runs/<run-id>/level-NN/final.safetensors   weights after training
 //! <out>/runs/<run-id>/level-NN/curve.csv        one CurveRecord per evaluation
+//! <out>/runs/<run-id>/level-00/rewind.safetensors  θk of a rewinding ticket run (`rewind`)
 //! <out>/runs/<run-id>/level-NN/done             written last: each file's size, SHA-256 and tensors
 //! ```
 //!
@@ -109,6 +110,10 @@ impl RunDir {
     pub fn curve_path(&self, level: usize) -> PathBuf {
         self.level_dir(level).join("curve.csv")
     }
+    /// The dense network's state at the rewind point, written with level 0 (`rewind`).
+    pub fn rewind_path(&self) -> PathBuf {
+        self.level_dir(0).join("rewind.safetensors")
+    }
     pub fn done_path(&self, level: usize) -> PathBuf {
         self.level_dir(level).join("done")
     }
@@ -147,7 +152,12 @@ impl RunDir {
 
     /// Marks `level` finished: its marker records what its files hold.
     pub fn mark_done(&self, level: usize) -> Result<()> {
-        marker::write(&self.done_path(level), &[self.mask_path(level), self.final_path(level), self.curve_path(level)])
+        let mut files = vec![self.mask_path(level), self.final_path(level), self.curve_path(level)];
+        // A rewinding ticket run's θk is part of its level 0.
+        if level == 0 && self.rewind_path().exists() {
+            files.push(self.rewind_path());
+        }
+        marker::write(&self.done_path(level), &files)
     }
 
     /// Records theta0 as written.
@@ -168,6 +178,12 @@ impl RunDir {
     pub fn load_final(&self, level: usize, arch: &Architecture) -> Result<Weights> {
         let path = self.final_path(level);
         weights_from(&self.read_level_file(level, &path)?, &path, arch)
+    }
+
+    /// θk of a rewinding ticket run, checked against level 0's marker.
+    pub fn load_rewind(&self, arch: &Architecture) -> Result<Weights> {
+        let path = self.rewind_path();
+        weights_from(&self.read_level_file(0, &path)?, &path, arch)
     }
 
     pub fn load_curve(&self, level: usize) -> Result<Vec<CurveRecord>> {
