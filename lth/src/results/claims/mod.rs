@@ -240,7 +240,8 @@ pub(super) fn evaluate(claim: &Claim, table: &Table) -> Outcome {
     }
     match measure(claim, table) {
         Ok(points) => judge(claim, &points, source),
-        Err(why) => not_tested(format!("{why} at this scale")),
+        // Absent: not trained at this scale, or not finished yet (a run in progress).
+        Err(why) => not_tested(format!("{why} among the finished runs of these tables")),
     }
 }
 

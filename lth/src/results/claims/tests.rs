@@ -128,7 +128,7 @@ fn a_single_pm_is_matched_to_the_nearest_level_within_ten_percent() {
     // Without the 21.07% level the nearest, 16.9%, is too far: not tested, and why.
     rows.retain(|r| r.remaining != 0.2107);
     let outcome = evaluate(c, &Table { scale: "paper".into(), rows });
-    assert_eq!(outcome.verdict, Verdict::NotTested("no `ticket` level within 10% of Pm 21.1% (nearest: 16.9%) at this scale".into()));
+    assert_eq!(outcome.verdict, Verdict::NotTested("no `ticket` level within 10% of Pm 21.1% (nearest: 16.9%) among the finished runs of these tables".into()));
 }
 
 #[test]
@@ -151,7 +151,7 @@ fn a_missing_experiment_or_control_is_not_tested_with_the_reason() {
     let lenet = Series { experiment: "lenet", procedure: "ticket" };
     let rows = rows_for(lenet, 0.2107, c.metric, 1000.0);
     let outcome = evaluate(c, &Table { scale: "quick".into(), rows: rows.clone() });
-    assert_eq!(outcome.verdict, Verdict::NotTested("no `reinit` run at level 156 (Pm 21.1%) at this scale".into()));
+    assert_eq!(outcome.verdict, Verdict::NotTested("no `reinit` run at level 156 (Pm 21.1%) among the finished runs of these tables".into()));
     let outcome = evaluate(claim("5-conv2-earlier-8.8"), &Table { scale: "quick".into(), rows });
     assert_eq!(outcome.verdict, Verdict::NotTested("fig5.csv has no `conv2` rows".into()));
 }
