@@ -121,9 +121,13 @@ pub fn run(scale: f64, pytorch: Option<&str>, only: Option<&str>) -> Result<Vec<
                 Some((name.into(), &mut || train_steps(ModelKind::Lenet300100, density, variant, steps(300.0)))),
             )?;
         }
-        for (density, label) in DENSITIES {
-            let key = Some(format!("conv2_train_{label}"));
-            measure(format!("Conv-2 train step, {label}"), "it/s", key, &mut || train_steps(ModelKind::Conv2, density, OURS, steps(4.0)), None)?;
+        // Steps per timing in inverse proportion to each net's cost (Conv-4 about 2x Conv-2's
+        // multiply-adds, Conv-6 about 3.5x).
+        for (kind, key, n) in [(ModelKind::Conv2, "conv2", 4.0), (ModelKind::Conv4, "conv4", 2.0), (ModelKind::Conv6, "conv6", 2.0)] {
+            for (density, label) in DENSITIES {
+                let key = Some(format!("{key}_train_{label}"));
+                measure(format!("{} train step, {label}", name(kind)), "it/s", key, &mut || train_steps(kind, density, OURS, steps(n)), None)?;
+            }
         }
         for (kind, key) in [(ModelKind::Resnet18, "resnet18"), (ModelKind::Vgg19, "vgg19")] {
             for (density, label) in DENSITIES {

@@ -25,11 +25,30 @@ def lenet():
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
 
 
+def convnet(widths):
+    """Conv-2/4/6: 3x3 same-padding convolutions with bias and ReLU, a 2x2 max-pool after each
+    pair, then fully connected 256-256-10."""
+    layers, channels = [], 3
+    for i, width in enumerate(widths):
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+        if i % 2 == 1:
+            layers.append(nn.MaxPool2d(2))
+        channels = width
+    side = 32 >> (len(widths) // 2)
+    layers += [nn.Flatten(), nn.Linear(channels * side * side, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)]
+    return nn.Sequential(*layers)
+
+
 def conv2():
-    return nn.Sequential(
-        nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16384, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
-    )
+    return convnet([64, 64])
+
+
+def conv4():
+    return convnet([64, 64, 128, 128])
+
+
+def conv6():
+    return convnet([64, 64, 128, 128, 256, 256])
 
 
 def vgg19():
@@ -75,7 +94,7 @@ def resnet18():
     )
 
 
-NETS = {"lenet": (lenet, 60), "conv2": (conv2, 60), "resnet18": (resnet18, 128), "vgg19": (vgg19, 64)}
+NETS = {"lenet": (lenet, 60), "conv2": (conv2, 60), "conv4": (conv4, 60), "conv6": (conv6, 60), "resnet18": (resnet18, 128), "vgg19": (vgg19, 64)}
 
 
 def images(kind, n):
@@ -176,8 +195,9 @@ def main():
         torch.set_num_threads(threads)
         for density, label in ((1.0, "dense"), (0.2, "20%"), (0.05, "5%")):
             row(f"lenet_train_{label}", threads, lambda: train_steps("lenet", density, steps(300)))
-        for density, label in ((1.0, "dense"), (0.2, "20%"), (0.05, "5%")):
-            row(f"conv2_train_{label}", threads, lambda: train_steps("conv2", density, steps(4)))
+        for kind, n in (("conv2", 4), ("conv4", 2), ("conv6", 2)):
+            for density, label in ((1.0, "dense"), (0.2, "20%"), (0.05, "5%")):
+                row(f"{kind}_train_{label}", threads, lambda: train_steps(kind, density, steps(n)))
         for kind in ("resnet18", "vgg19"):
             for density, label in ((1.0, "dense"), (0.2, "20%"), (0.05, "5%")):
                 row(f"{kind}_train_{label}", threads, lambda: train_steps(kind, density, steps(1)))

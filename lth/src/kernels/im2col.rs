@@ -41,22 +41,22 @@ pub fn conv(xs: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
 }
 
 /// Images per unit of work: threads take whole groups.
-const GROUP: usize = 8;
+pub(super) const GROUP: usize = 8;
 
 /// Whether candle may use more than one thread (`RAYON_NUM_THREADS`).
-fn parallel() -> bool {
+pub(super) fn parallel() -> bool {
     candle_core::utils::get_num_threads() > 1
 }
 
 /// A square kernel's size and stride; the padding is `kernel / 2` ("same" at stride 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geometry {
+pub(super) struct Geometry {
     kernel: usize,
     stride: usize,
 }
 
 impl Geometry {
-    fn of(w: &Tensor, stride: usize) -> Result<Self> {
+    pub(super) fn of(w: &Tensor, stride: usize) -> Result<Self> {
         let (_, _, kh, kw) = w.dims4()?;
         if kh != kw || kh % 2 == 0 || stride == 0 {
             return Err(crate::error::Error::Invalid(format!("convolution: a {kh}x{kw} kernel at stride {stride} is not supported (odd square kernels only)")));
@@ -76,16 +76,16 @@ impl Geometry {
 
 /// The sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    ho: usize,
-    wo: usize,
+pub(super) struct Dims {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub ho: usize,
+    pub wo: usize,
     /// The columns' rows: c · kernel².
-    k: usize,
+    pub k: usize,
 }
 
 /// Maps of at most this many output pixels are multiplied several images at a time.
@@ -104,7 +104,7 @@ impl Dims {
         }
     }
 
-    fn new(xs: (usize, usize, usize, usize), o: usize, g: Geometry) -> Self {
+    pub(super) fn new(xs: (usize, usize, usize, usize), o: usize, g: Geometry) -> Self {
         let (n, c, h, w) = xs;
         Dims { n, c, h, w, o, ho: g.out(h), wo: g.out(w), k: c * g.kernel * g.kernel }
     }
@@ -113,14 +113,14 @@ impl Dims {
 /// The convolution as one op for autograd, with its bias as an optional third input
 /// (candle's gradient of a broadcast bias is a strided reduction that cost as much as a
 /// convolution's backward).
-struct Conv {
-    geometry: Geometry,
+pub(super) struct Conv {
+    pub geometry: Geometry,
 }
 
 impl Conv {
     /// The output: per image, `bias + w (o, k) · columns (k, ho·wo)`, for [`Dims::batch`]
     /// images at a time.
-    fn forward(&self, xs: &[f32], w: &[f32], b: Option<&[f32]>, d: Dims) -> Vec<f32> {
+    pub(super) fn forward(&self, xs: &[f32], w: &[f32], b: Option<&[f32]>, d: Dims) -> Vec<f32> {
         let (hw, ohw) = (d.h * d.w, d.ho * d.wo);
         let mut ys = vec![0f32; d.n * d.o * ohw];
         let group = |(images, outs): (&[f32], &mut [f32])| {
@@ -159,17 +159,40 @@ impl Conv {
         ys
     }
 
-    /// The input, weight and bias gradients. Each group of images sums its own weight and
-    /// bias gradients, in image order ([`Dims::batch`] images per product); the groups' sums
-    /// are then added in group order, so the result does not depend on the number of threads.
+    /// The input, weight and bias gradients of tensors (see [`Conv::gradients`]).
     fn backward(&self, xs: &Tensor, w: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let g = self.geometry;
-        let (o, d) = (w.dim(0)?, xs.dims4()?);
-        let d = Dims::new(d, o, g);
-        let (hw, ohw, k) = (d.h * d.w, d.ho * d.wo, d.k);
+        let d = Dims::new(xs.dims4()?, w.dim(0)?, self.geometry);
         let grad = grad.contiguous()?;
+        let (grad_xs, grad_w, grad_b) = with_f32(xs, "conv", |xs| with_f32(w, "conv", |w| with_f32(&grad, "conv", |grad| self.gradients(xs, w, grad, d))))???;
+        self.gradient_tensors(grad_xs, grad_w, grad_b, d, xs.device())
+    }
+
+    /// The gradients as tensors of the input's, the weights' and the bias's shapes.
+    pub(super) fn gradient_tensors(
+        &self,
+        grad_xs: Vec<f32>,
+        grad_w: Vec<f32>,
+        grad_b: Vec<f32>,
+        d: Dims,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let kernel = self.geometry.kernel;
+        Ok((
+            Tensor::from_vec(grad_xs, (d.n, d.c, d.h, d.w), dev)?,
+            Tensor::from_vec(grad_w, (d.o, d.c, kernel, kernel), dev)?,
+            Tensor::from_vec(grad_b, d.o, dev)?,
+        ))
+    }
+
+    /// The input, weight and bias gradients, given the gradient of the output. Each group of
+    /// images sums its own weight and bias gradients, in image order ([`Dims::batch`] images
+    /// per product); the groups' sums are then added in group order, so the result does not
+    /// depend on the number of threads.
+    pub(super) fn gradients(&self, xs: &[f32], w: &[f32], grad: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let g = self.geometry;
+        let (hw, ohw, k) = (d.h * d.w, d.ho * d.wo, d.k);
         let mut grad_xs = vec![0f32; d.n * d.c * hw];
-        let group = |((images, grads), grad_images): ((&[f32], &[f32]), &mut [f32]), w: &[f32]| {
+        let group = |((images, grads), grad_images): ((&[f32], &[f32]), &mut [f32])| {
             let batch = d.batch();
             let (mut grad_w, mut grad_b) = (vec![0f32; d.o * k], vec![0f32; d.o]);
             let (mut cols, mut grad_cols) = (vec![0f32; k * batch * ohw], vec![0f32; k * batch * ohw]);
@@ -202,29 +225,18 @@ impl Conv {
             }
             (grad_w, grad_b)
         };
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = with_f32(xs, "conv", |xs| {
-            with_f32(w, "conv", |w| {
-                with_f32(&grad, "conv", |grad| {
-                    let (xs_g, grad_g) = (GROUP * d.c * hw, GROUP * d.o * ohw);
-                    if parallel() {
-                        xs.par_chunks(xs_g).zip(grad.par_chunks(grad_g)).zip(grad_xs.par_chunks_mut(xs_g)).map(|gr| group(gr, w)).collect()
-                    } else {
-                        xs.chunks(xs_g).zip(grad.chunks(grad_g)).zip(grad_xs.chunks_mut(xs_g)).map(|gr| group(gr, w)).collect()
-                    }
-                })
-            })
-        })???;
+        let (xs_g, grad_g) = (GROUP * d.c * hw, GROUP * d.o * ohw);
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = if parallel() {
+            xs.par_chunks(xs_g).zip(grad.par_chunks(grad_g)).zip(grad_xs.par_chunks_mut(xs_g)).map(group).collect()
+        } else {
+            xs.chunks(xs_g).zip(grad.chunks(grad_g)).zip(grad_xs.chunks_mut(xs_g)).map(group).collect()
+        };
         let (mut grad_w, mut grad_b) = (vec![0f32; d.o * k], vec![0f32; d.o]);
         for (partial_w, partial_b) in &partials {
             grad_w.iter_mut().zip(partial_w).for_each(|(s, v)| *s += v);
             grad_b.iter_mut().zip(partial_b).for_each(|(s, v)| *s += v);
         }
-        let dev = xs.device();
-        Ok((
-            Tensor::from_vec(grad_xs, (d.n, d.c, d.h, d.w), dev)?,
-            Tensor::from_vec(grad_w, (d.o, d.c, g.kernel, g.kernel), dev)?,
-            Tensor::from_vec(grad_b, d.o, dev)?,
-        ))
+        (grad_xs, grad_w, grad_b)
     }
 }
 

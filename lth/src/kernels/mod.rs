@@ -4,6 +4,7 @@
 //! (CUDA) the ops fall back to candle's own.
 
 pub mod batchnorm;
+pub mod conv_relu;
 pub mod gemm;
 pub(crate) mod host;
 pub mod im2col;

@@ -9,8 +9,7 @@ use super::dropout::Dropout;
 use super::linear::{Compact, Linear};
 use super::{param, Architecture, LayerKind, Network, ParamInfo, Params};
 use crate::error::Result;
-use crate::kernels::im2col::conv3x3;
-use crate::kernels::pool::max_pool2x2;
+use crate::kernels::conv_relu::conv3x3_relu;
 use crate::spec::ModelKind;
 use candle_core::Tensor;
 
@@ -72,10 +71,7 @@ impl Network for ConvNet {
     fn forward_t(&self, xs: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let mut xs = xs.clone();
         for (i, (w, b)) in self.convs.iter().enumerate() {
-            xs = conv3x3(&xs, w, b)?.relu()?;
-            if i % 2 == 1 {
-                xs = max_pool2x2(&xs)?;
-            }
+            xs = conv3x3_relu(&xs, w, b, i % 2 == 1)?;
         }
         xs = xs.flatten_from(1)?;
         for (i, layer) in self.fcs.iter().enumerate() {
