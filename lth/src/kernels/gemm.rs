@@ -205,6 +205,10 @@ fn pack(buffer: &mut [f32], width: usize, kc: usize, extent: usize, block: Block
     for (p, panel) in buffer.chunks_exact_mut(kc * width).take(extent.div_ceil(width)).enumerate() {
         let lines = width.min(extent - p * width);
         let first = start + p * width * line_stride;
+        if k_stride == 1 && line_stride != 1 {
+            pack_transposed(panel, width, lines, &data[first..], line_stride);
+            continue;
+        }
         for (kk, row) in panel.chunks_exact_mut(width).enumerate() {
             let from = first + kk * k_stride;
             if line_stride == 1 {
@@ -216,6 +220,86 @@ fn pack(buffer: &mut [f32], width: usize, kc: usize, extent: usize, block: Block
                 }
             }
             row[lines..].fill(0.0);
+        }
+    }
+}
+
+/// One panel of [`pack`] from lines that are contiguous along k (a transposed operand: the
+/// columns of a convolution, or its output gradient, in its weight gradient). Reading one
+/// value from each line per k, as [`pack`] does, missed L1 on almost every load: the lines of
+/// a 32x32 map lie 4 KB apart, so they share one cache set. Here blocks of 8 lines × 8 values
+/// of k are read with contiguous loads and transposed in registers where the CPU has AVX
+/// (0.79 → 0.2 ns per value on the development machine).
+fn pack_transposed(panel: &mut [f32], width: usize, lines: usize, data: &[f32], line_stride: usize) {
+    let kc = panel.len() / width;
+    // Values of k whose every line is packed.
+    let mut packed = 0;
+    #[cfg(target_arch = "x86_64")]
+    if Path::chosen() != Path::Portable && kc >= 8 && lines >= 8 {
+        let (l_end, kk_end) = (lines - lines % 8, kc - kc % 8);
+        assert!((l_end - 1) * line_stride + kk_end <= data.len() && (kk_end - 1) * width + l_end <= panel.len(), "pack: block out of bounds");
+        // SAFETY: the CPU has AVX (every non-portable path does); the assert bounds every
+        // read (lines < l_end, k < kk_end) and write (rows < kk_end, columns < l_end).
+        unsafe { transpose8::blocks(panel.as_mut_ptr(), width, data.as_ptr(), line_stride, l_end, kk_end) };
+        // The lines past l_end at every k; then every line past kk_end.
+        for kk in 0..kk_end {
+            for l in l_end..lines {
+                panel[kk * width + l] = data[l * line_stride + kk];
+            }
+        }
+        packed = kk_end;
+    }
+    for kk in packed..kc {
+        for l in 0..lines {
+            panel[kk * width + l] = data[l * line_stride + kk];
+        }
+    }
+    for row in panel.chunks_exact_mut(width) {
+        row[lines..].fill(0.0);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod transpose8 {
+    use std::arch::x86_64::*;
+
+    /// `panel[k · width + l] = data[l · line_stride + k]` for l < `lines`, k < `kc`, both
+    /// multiples of 8, by 8x8 register transposes.
+    #[target_feature(enable = "avx")]
+    pub unsafe fn blocks(panel: *mut f32, width: usize, data: *const f32, line_stride: usize, lines: usize, kc: usize) {
+        for l0 in (0..lines).step_by(8) {
+            for kk0 in (0..kc).step_by(8) {
+                let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(data.add((l0 + j) * line_stride + kk0)));
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let out = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (t, v) in out.iter().enumerate() {
+                    _mm256_storeu_ps(panel.add((kk0 + t) * width + l0), *v);
+                }
+            }
         }
     }
 }
