@@ -16,7 +16,7 @@
 
 use super::host::f32_slice;
 use super::im2col::{conv3x3, parallel, Conv, Dims, Geometry, GROUP};
-use super::pool::{argmax, max_pool2x2};
+use super::pool::max_pool2x2;
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -49,6 +49,35 @@ struct ConvRelu {
 #[inline(always)]
 fn relu(v: f32) -> f32 {
     v.max(0f32)
+}
+
+/// candle's ReLU gradient factor: 1 where the pre-activation is `>= 0` (0 included), else 0.
+#[inline(always)]
+fn passes(pre_activation: f32) -> f32 {
+    if pre_activation >= 0.0 {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The cells of the 2x2 window at output (y, x) of a map `width` wide, in row-major order.
+#[inline(always)]
+fn window(width: usize, y: usize, x: usize) -> [usize; 4] {
+    let top = 2 * y * width + 2 * x;
+    [top, top + 1, top + width, top + width + 1]
+}
+
+/// The first maximum of a window's values (the pool's rule: `max_pool2x2`).
+#[inline(always)]
+fn first_max(values: [f32; 4]) -> usize {
+    let mut best = 0;
+    for j in 1..4 {
+        if values[j] > values[best] {
+            best = j;
+        }
+    }
+    best
 }
 
 /// Runs `f` on each image's chunk of `a`, `b` and `out` (`a_len`, `b_len` and `out_len` values
@@ -95,12 +124,11 @@ impl CustomOp3 for ConvRelu {
                 out.iter_mut().zip(pre).for_each(|(y, &x)| *y = relu(x));
                 return;
             }
-            let mut activated = vec![0f32; map];
             for (pre, out) in pre.chunks_exact(map).zip(out.chunks_exact_mut(out_map)) {
-                activated.iter_mut().zip(pre).for_each(|(a, &x)| *a = relu(x));
                 for y in 0..ho {
                     for x in 0..wo {
-                        out[y * wo + x] = activated[argmax(&activated, d.wo, y, x)];
+                        let values = window(d.wo, y, x).map(|i| relu(pre[i]));
+                        out[y * wo + x] = values[first_max(values)];
                     }
                 }
             }
@@ -114,39 +142,37 @@ impl CustomOp3 for ConvRelu {
         let saved = self.pre_activations.lock().map_err(|_| candle_core::Error::Msg("conv-relu: a thread panicked".into()))?;
         let Some(pre) = saved.as_ref() else { candle_core::bail!("conv-relu: backward without a forward") };
         let grad = grad.contiguous()?;
+        let xs_tracked = xs.track_op();
         let (ho, wo) = self.out_side(d);
         let (map, out_map) = (d.ho * d.wo, ho * wo);
         // The gradient at the convolution's output, per image.
         let mut grad_pre = vec![0f32; d.n * d.o * map];
         let (grad_xs, grad_w, grad_b) = super::host::with_f32(&grad, self.name(), |grad| {
             per_image(grad, d.o * out_map, pre, d.o * map, &mut grad_pre, d.o * map, |grad, pre, grad_pre| {
-                let mut activated = vec![0f32; map];
-                let mut pooled_grad = vec![0f32; map];
                 for ((g, pre), grad_pre) in grad.chunks_exact(out_map).zip(pre.chunks_exact(map)).zip(grad_pre.chunks_exact_mut(map)) {
-                    let upstream: &[f32] = if self.pool {
-                        activated.iter_mut().zip(pre).for_each(|(a, &x)| *a = relu(x));
-                        pooled_grad.fill(0.0);
-                        for y in 0..ho {
-                            for x in 0..wo {
-                                pooled_grad[argmax(&activated, d.wo, y, x)] = g[y * wo + x];
+                    if !self.pool {
+                        for ((out, &x), &up) in grad_pre.iter_mut().zip(pre).zip(g) {
+                            *out = 0.0 + up * passes(x);
+                        }
+                        continue;
+                    }
+                    for y in 0..ho {
+                        for x in 0..wo {
+                            let cells = window(d.wo, y, x);
+                            let best = first_max(cells.map(|i| relu(pre[i])));
+                            for (j, &i) in cells.iter().enumerate() {
+                                // The pool's gradient, which candle's GradStore adds to zeros.
+                                let upstream = if j == best { g[y * wo + x] } else { 0.0 } + 0.0;
+                                grad_pre[i] = 0.0 + upstream * passes(pre[i]);
                             }
                         }
-                        // candle's GradStore adds the pool's gradient to zeros.
-                        pooled_grad.iter_mut().for_each(|v| *v += 0.0);
-                        &pooled_grad
-                    } else {
-                        g
-                    };
-                    for ((out, &x), &up) in grad_pre.iter_mut().zip(pre).zip(upstream) {
-                        let passes = if x >= 0.0 { 1f32 } else { 0f32 };
-                        *out = 0.0 + up * passes;
                     }
                 }
             });
-            with_slices(xs, w, |xs, w| self.conv.gradients(xs, w, &grad_pre, d))
+            with_slices(xs, w, |xs, w| self.conv.gradients(xs, w, &grad_pre, d, xs_tracked))
         })??;
         let (grad_xs, grad_w, grad_b) = self.conv.gradient_tensors(grad_xs, grad_w, grad_b, d, xs.device())?;
-        Ok((Some(grad_xs), Some(grad_w), Some(grad_b)))
+        Ok((grad_xs, Some(grad_w), Some(grad_b)))
     }
 }
 

@@ -125,8 +125,7 @@ impl Conv {
         let mut ys = vec![0f32; d.n * d.o * ohw];
         let group = |(images, outs): (&[f32], &mut [f32])| {
             let batch = d.batch();
-            let mut cols = vec![0f32; d.k * batch * ohw];
-            let mut joined = if batch > 1 { vec![0f32; d.o * batch * ohw] } else { Vec::new() };
+            with_scratch([d.k * batch * ohw, if batch > 1 { d.o * batch * ohw } else { 0 }, 0], |[cols, joined, _]| {
             for (images, outs) in images.chunks(batch * d.c * hw).zip(outs.chunks_mut(batch * d.o * ohw)) {
                 let m = images.len() / (d.c * hw);
                 let width = m * ohw;
@@ -150,6 +149,7 @@ impl Conv {
                     }
                 }
             }
+            })
         };
         if parallel() {
             xs.par_chunks(GROUP * d.c * hw).zip(ys.par_chunks_mut(GROUP * d.o * ohw)).for_each(group);
@@ -159,85 +159,113 @@ impl Conv {
         ys
     }
 
-    /// The input, weight and bias gradients of tensors (see [`Conv::gradients`]).
-    fn backward(&self, xs: &Tensor, w: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    /// The input (if it takes part in autograd), weight and bias gradients of tensors (see
+    /// [`Conv::gradients`]).
+    fn backward(&self, xs: &Tensor, w: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
         let d = Dims::new(xs.dims4()?, w.dim(0)?, self.geometry);
         let grad = grad.contiguous()?;
-        let (grad_xs, grad_w, grad_b) = with_f32(xs, "conv", |xs| with_f32(w, "conv", |w| with_f32(&grad, "conv", |grad| self.gradients(xs, w, grad, d))))???;
+        let input_grad = xs.track_op();
+        let (grad_xs, grad_w, grad_b) =
+            with_f32(xs, "conv", |xs| with_f32(w, "conv", |w| with_f32(&grad, "conv", |grad| self.gradients(xs, w, grad, d, input_grad))))???;
         self.gradient_tensors(grad_xs, grad_w, grad_b, d, xs.device())
     }
 
     /// The gradients as tensors of the input's, the weights' and the bias's shapes.
     pub(super) fn gradient_tensors(
         &self,
-        grad_xs: Vec<f32>,
+        grad_xs: Option<Vec<f32>>,
         grad_w: Vec<f32>,
         grad_b: Vec<f32>,
         d: Dims,
         dev: &candle_core::Device,
-    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
         let kernel = self.geometry.kernel;
         Ok((
-            Tensor::from_vec(grad_xs, (d.n, d.c, d.h, d.w), dev)?,
+            grad_xs.map(|g| Tensor::from_vec(g, (d.n, d.c, d.h, d.w), dev)).transpose()?,
             Tensor::from_vec(grad_w, (d.o, d.c, kernel, kernel), dev)?,
             Tensor::from_vec(grad_b, d.o, dev)?,
         ))
     }
 
-    /// The input, weight and bias gradients, given the gradient of the output. Each group of
-    /// images sums its own weight and bias gradients, in image order ([`Dims::batch`] images
-    /// per product); the groups' sums are then added in group order, so the result does not
-    /// depend on the number of threads.
-    pub(super) fn gradients(&self, xs: &[f32], w: &[f32], grad: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// The weight and bias gradients, and the input's if `input_grad` (not for images, which
+    /// no gradient reaches), given the gradient of the output. Each group of images sums its
+    /// own weight and bias gradients, in image order ([`Dims::batch`] images per product); the
+    /// groups' sums are then added in group order, so the result does not depend on the
+    /// number of threads.
+    pub(super) fn gradients(&self, xs: &[f32], w: &[f32], grad: &[f32], d: Dims, input_grad: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
         let g = self.geometry;
         let (hw, ohw, k) = (d.h * d.w, d.ho * d.wo, d.k);
-        let mut grad_xs = vec![0f32; d.n * d.c * hw];
-        let group = |((images, grads), grad_images): ((&[f32], &[f32]), &mut [f32])| {
+        let (xs_g, grad_g) = (GROUP * d.c * hw, GROUP * d.o * ohw);
+        let mut grad_xs = if input_grad { vec![0f32; d.n * d.c * hw] } else { Vec::new() };
+        // Each group's share of the input gradient, if it is wanted.
+        let grad_xs_groups: Vec<Option<&mut [f32]>> =
+            if input_grad { grad_xs.chunks_mut(xs_g).map(Some).collect() } else { xs.chunks(xs_g).map(|_| None).collect() };
+        let group = |((images, grads), mut grad_images): ((&[f32], &[f32]), Option<&mut [f32]>)| {
             let batch = d.batch();
             let (mut grad_w, mut grad_b) = (vec![0f32; d.o * k], vec![0f32; d.o]);
-            let (mut cols, mut grad_cols) = (vec![0f32; k * batch * ohw], vec![0f32; k * batch * ohw]);
-            let mut joined = if batch > 1 { vec![0f32; d.o * batch * ohw] } else { Vec::new() };
-            let per_batch = images.chunks(batch * d.c * hw).zip(grads.chunks(batch * d.o * ohw)).zip(grad_images.chunks_mut(batch * d.c * hw));
-            for (i, ((images, grads), grad_images)) in per_batch.enumerate() {
-                let m = images.len() / (d.c * hw);
-                let width = m * ohw;
-                for (j, (image, gr)) in images.chunks_exact(d.c * hw).zip(grads.chunks_exact(d.o * ohw)).enumerate() {
-                    for (sum, plane) in grad_b.iter_mut().zip(gr.chunks_exact(ohw)) {
-                        *sum += plane.iter().sum::<f32>();
+            let joined_len = if batch > 1 { d.o * batch * ohw } else { 0 };
+            with_scratch([k * batch * ohw, if input_grad { k * batch * ohw } else { 0 }, joined_len], |[cols, grad_cols, joined]| {
+                for (i, (images, grads)) in images.chunks(batch * d.c * hw).zip(grads.chunks(batch * d.o * ohw)).enumerate() {
+                    let m = images.len() / (d.c * hw);
+                    let width = m * ohw;
+                    for (j, (image, gr)) in images.chunks_exact(d.c * hw).zip(grads.chunks_exact(d.o * ohw)).enumerate() {
+                        for (sum, plane) in grad_b.iter_mut().zip(gr.chunks_exact(ohw)) {
+                            *sum += plane.iter().sum::<f32>();
+                        }
+                        im2col(image, d, g, &mut cols[j * ohw..], width);
+                        if m > 1 {
+                            for (row, plane) in joined.chunks_exact_mut(width).zip(gr.chunks_exact(ohw)) {
+                                row[j * ohw..(j + 1) * ohw].copy_from_slice(plane);
+                            }
+                        }
                     }
-                    im2col(image, d, g, &mut cols[j * ohw..], width);
-                    if m > 1 {
-                        for (row, plane) in joined.chunks_exact_mut(width).zip(gr.chunks_exact(ohw)) {
-                            row[j * ohw..(j + 1) * ohw].copy_from_slice(plane);
+                    // The upstream gradient as one (o, m·ohw) matrix.
+                    let gr = if m == 1 { grads } else { &joined[..d.o * width] };
+                    let cols = &cols[..k * width];
+                    // grad_w (o, k) += g (o, m·ohw) · colsᵀ (m·ohw, k)
+                    product(&mut grad_w, Matrix::rows(gr, width), Matrix::cols(cols, width), d.o, k, width, i > 0);
+                    if let Some(grad_images) = grad_images.as_deref_mut() {
+                        // grad_cols (k, m·ohw) = wᵀ (k, o) · g (o, m·ohw)
+                        product(&mut grad_cols[..k * width], Matrix::cols(w, k), Matrix::rows(gr, width), k, width, d.o, false);
+                        let first = i * batch * d.c * hw;
+                        for (j, grad_image) in grad_images[first..first + m * d.c * hw].chunks_exact_mut(d.c * hw).enumerate() {
+                            col2im(&grad_cols[j * ohw..], d, g, grad_image, width);
                         }
                     }
                 }
-                // The upstream gradient as one (o, m·ohw) matrix.
-                let gr = if m == 1 { grads } else { &joined[..d.o * width] };
-                let cols = &cols[..k * width];
-                // grad_w (o, k) += g (o, m·ohw) · colsᵀ (m·ohw, k)
-                product(&mut grad_w, Matrix::rows(gr, width), Matrix::cols(cols, width), d.o, k, width, i > 0);
-                // grad_cols (k, m·ohw) = wᵀ (k, o) · g (o, m·ohw)
-                product(&mut grad_cols[..k * width], Matrix::cols(w, k), Matrix::rows(gr, width), k, width, d.o, false);
-                for (j, grad_image) in grad_images.chunks_exact_mut(d.c * hw).enumerate() {
-                    col2im(&grad_cols[j * ohw..], d, g, grad_image, width);
-                }
-            }
+            });
             (grad_w, grad_b)
         };
-        let (xs_g, grad_g) = (GROUP * d.c * hw, GROUP * d.o * ohw);
         let partials: Vec<(Vec<f32>, Vec<f32>)> = if parallel() {
-            xs.par_chunks(xs_g).zip(grad.par_chunks(grad_g)).zip(grad_xs.par_chunks_mut(xs_g)).map(group).collect()
+            xs.par_chunks(xs_g).zip(grad.par_chunks(grad_g)).zip(grad_xs_groups.into_par_iter()).map(group).collect()
         } else {
-            xs.chunks(xs_g).zip(grad.chunks(grad_g)).zip(grad_xs.chunks_mut(xs_g)).map(group).collect()
+            xs.chunks(xs_g).zip(grad.chunks(grad_g)).zip(grad_xs_groups).map(group).collect()
         };
         let (mut grad_w, mut grad_b) = (vec![0f32; d.o * k], vec![0f32; d.o]);
         for (partial_w, partial_b) in &partials {
             grad_w.iter_mut().zip(partial_w).for_each(|(s, v)| *s += v);
             grad_b.iter_mut().zip(partial_b).for_each(|(s, v)| *s += v);
         }
-        (grad_xs, grad_w, grad_b)
+        (input_grad.then_some(grad_xs), grad_w, grad_b)
     }
+}
+
+/// Calls `f` with three scratch buffers of `lens` values, the calling thread's own, kept across
+/// calls: a convolution would otherwise allocate and zero megabytes of columns per group of
+/// images. Their contents are left from earlier calls; every user writes what it reads.
+fn with_scratch<R>(lens: [usize; 3], f: impl FnOnce([&mut [f32]; 3]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<[Vec<f32>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+    }
+    SCRATCH.with_borrow_mut(|buffers| {
+        for (buffer, &len) in buffers.iter_mut().zip(&lens) {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+        }
+        let [a, b, c] = buffers;
+        f([&mut a[..lens[0]], &mut b[..lens[1]], &mut c[..lens[2]]])
+    })
 }
 
 impl CustomOp3 for Conv {
@@ -253,7 +281,7 @@ impl CustomOp3 for Conv {
 
     fn bwd(&self, xs: &Tensor, w: &Tensor, _b: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (grad_xs, grad_w, grad_b) = self.backward(xs, w, grad)?;
-        Ok((Some(grad_xs), Some(grad_w), Some(grad_b)))
+        Ok((grad_xs, Some(grad_w), Some(grad_b)))
     }
 }
 
@@ -270,7 +298,7 @@ impl CustomOp2 for Conv {
 
     fn bwd(&self, xs: &Tensor, w: &Tensor, _ys: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (grad_xs, grad_w, _) = self.backward(xs, w, grad)?;
-        Ok((Some(grad_xs), Some(grad_w)))
+        Ok((grad_xs, Some(grad_w)))
     }
 }
 
@@ -305,7 +333,12 @@ fn col2im(cols: &[f32], d: Dims, g: Geometry, image: &mut [f32], row_stride: usi
         if let Some(sy) = sy {
             let from = &cols[row * row_stride + y * wo + first..row * row_stride + y * wo + end];
             let line = &mut image[channel * hw + sy * d.w..channel * hw + (sy + 1) * d.w];
-            line[sx..].iter_mut().step_by(s).zip(from).for_each(|(p, &v)| *p += v);
+            if s == 1 {
+                // The same additions, as a loop the compiler vectorises.
+                line[sx..sx + from.len()].iter_mut().zip(from).for_each(|(p, &v)| *p += v);
+            } else {
+                line[sx..].iter_mut().step_by(s).zip(from).for_each(|(p, &v)| *p += v);
+            }
         }
     });
 }

@@ -68,7 +68,7 @@ fn pool_dims(layout: &Layout) -> candle_core::Result<(usize, usize, usize, usize
 /// The index, within a map of width `w`, of the first maximum (row-major) of the 2x2 window at
 /// output (y, x).
 #[inline(always)]
-pub(super) fn argmax(map: &[f32], w: usize, y: usize, x: usize) -> usize {
+fn argmax(map: &[f32], w: usize, y: usize, x: usize) -> usize {
     let top = 2 * y * w + 2 * x;
     let mut best = top;
     for i in [top + 1, top + w, top + w + 1] {
