@@ -325,6 +325,38 @@ pub const CLAIMS: &[Claim] = &[
         compare: Difference,
         bound: AtLeast(0.0),
     },
+    // Figure 5's reinit: it "loses accuracy faster" than the tickets, read as below the ticket
+    // at every size both were trained at.
+    Claim {
+        id: "5-conv2-reinit-less-accurate",
+        figure: "fig5",
+        paper: "Conv-2 reinitialised at random loses accuracy faster than the winning tickets (§3, Fig 5)",
+        metric: EarlyStopTestAcc,
+        subject: (series("conv2", "reinit"), Pm::Every(0.0, 1.0)),
+        reference: Reference::SameLevel("ticket"),
+        compare: Difference,
+        bound: LessThan(0.0),
+    },
+    Claim {
+        id: "5-conv4-reinit-less-accurate",
+        figure: "fig5",
+        paper: "Conv-4 reinitialised at random loses accuracy faster than the winning tickets (§3, Fig 5)",
+        metric: EarlyStopTestAcc,
+        subject: (series("conv4", "reinit"), Pm::Every(0.0, 1.0)),
+        reference: Reference::SameLevel("ticket"),
+        compare: Difference,
+        bound: LessThan(0.0),
+    },
+    Claim {
+        id: "5-conv6-reinit-less-accurate",
+        figure: "fig5",
+        paper: "Conv-6 reinitialised at random loses accuracy faster than the winning tickets (§3, Fig 5)",
+        metric: EarlyStopTestAcc,
+        subject: (series("conv6", "reinit"), Pm::Every(0.0, 1.0)),
+        reference: Reference::SameLevel("ticket"),
+        compare: Difference,
+        bound: LessThan(0.0),
+    },
     // Figure 6: dropout. "Up to" gains: some pruned level reaches them.
     Claim {
         id: "6-conv2-dropout-gain",
