@@ -568,11 +568,11 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, ra
         eprintln!("{redo} of them kept only their curves, and trainings still to run read their weights: they are trained again (to the same bits)");
     }
     if let (Some(_), false) = (&costs, tasks.is_empty()) {
-        let seconds: f64 = tasks.iter().map(|(t, _)| t.units as f64 / 1000.0).sum();
+        let seconds = lth::work::makespan(&tasks, jobs) as f64 / 1000.0;
         eprintln!(
-            "estimated time for the {} trainings left: {} on {jobs} worker{} (timed on this machine just now; the ETA below follows the actual rate)",
+            "estimated time for the {} trainings left: {} on {jobs} worker{} (timed on this machine just now, in the order the workers will take them; the ETA below follows the actual rate)",
             tasks.len(),
-            lth::estimate::human(seconds / jobs as f64),
+            lth::estimate::human(seconds),
             if jobs == 1 { "" } else { "s" }
         );
     }

@@ -135,6 +135,29 @@ fn next(queue: &Mutex<Queue>, changed: &Condvar) -> Result<Option<Task>> {
     }
 }
 
+/// The wall time, in task units, that [`run`] takes on `jobs` workers if every task takes its
+/// `units`: the queue's own rule (a free worker takes the first ready task), simulated. With
+/// fewer trials than workers a trial's ticket levels are a chain that no worker count shortens,
+/// so the total divided by the workers can be far too optimistic.
+pub fn makespan(tasks: &[(Task, Option<(usize, usize)>)], jobs: usize) -> u64 {
+    let mut pending = tasks.to_vec();
+    let mut unfinished: BTreeSet<(usize, usize)> = tasks.iter().map(|(t, _)| (t.run, t.level)).collect();
+    // (end, task) of the tasks in progress.
+    let mut running: Vec<(u64, (usize, usize))> = Vec::new();
+    let mut now = 0;
+    loop {
+        while running.len() < jobs.max(1) {
+            let Some(i) = pending.iter().position(|(_, after)| after.is_none_or(|dep| !unfinished.contains(&dep))) else { break };
+            let (task, _) = pending.remove(i);
+            running.push((now + task.units, (task.run, task.level)));
+        }
+        let Some(first) = (0..running.len()).min_by_key(|&i| running[i].0) else { return now };
+        let (end, done) = running.swap_remove(first);
+        now = end;
+        unfinished.remove(&done);
+    }
+}
+
 fn poisoned() -> Error {
     Error::Invalid("a training thread panicked while holding the work queue".into())
 }
@@ -143,6 +166,26 @@ fn poisoned() -> Error {
 mod tests {
     use super::*;
     use crate::spec::{DataSource, ExperimentSpec, Scale};
+
+    #[test]
+    fn the_makespan_follows_the_chain_of_ticket_levels() {
+        let task = |run, level, units| Task { run, level, units, redo: false };
+        // A ticket's levels 0-2 (10 each), a control reading level 1 (5) and one reading level 2 (5).
+        let tasks = vec![
+            (task(0, 0, 10), None),
+            (task(0, 1, 10), Some((0, 0))),
+            (task(0, 2, 10), Some((0, 1))),
+            (task(1, 1, 5), Some((0, 1))),
+            (task(1, 2, 5), Some((0, 2))),
+        ];
+        // 40 units on 2 workers are not 20: the chain takes 30 and the last control 5 more.
+        assert_eq!(makespan(&tasks, 2), 35);
+        assert_eq!(makespan(&tasks, 1), 40);
+        // Independent tasks share the workers.
+        let independent: Vec<_> = (0..4).map(|run| (task(run, 0, 10), None)).collect();
+        assert_eq!(makespan(&independent, 2), 20);
+        assert_eq!(makespan(&[], 2), 0);
+    }
 
     #[test]
     fn tasks_come_trial_by_trial_ticket_first_each_after_the_level_it_reads() {
