@@ -126,29 +126,29 @@ impl Conv {
         let group = |(images, outs): (&[f32], &mut [f32])| {
             let batch = d.batch();
             with_scratch([d.k * batch * ohw, if batch > 1 { d.o * batch * ohw } else { 0 }, 0], |[cols, joined, _]| {
-            for (images, outs) in images.chunks(batch * d.c * hw).zip(outs.chunks_mut(batch * d.o * ohw)) {
-                let m = images.len() / (d.c * hw);
-                let width = m * ohw;
-                for (j, image) in images.chunks_exact(d.c * hw).enumerate() {
-                    im2col(image, d, self.geometry, &mut cols[j * ohw..], width);
-                }
-                // One image writes its (o, ohw) output in place; several share one wider
-                // product whose column blocks are then copied out image by image.
-                let target = if m == 1 { &mut *outs } else { &mut joined[..d.o * width] };
-                if let Some(b) = b {
-                    for (row, &bias) in target.chunks_exact_mut(width).zip(b) {
-                        row.fill(bias);
+                for (images, outs) in images.chunks(batch * d.c * hw).zip(outs.chunks_mut(batch * d.o * ohw)) {
+                    let m = images.len() / (d.c * hw);
+                    let width = m * ohw;
+                    for (j, image) in images.chunks_exact(d.c * hw).enumerate() {
+                        im2col(image, d, self.geometry, &mut cols[j * ohw..], width);
                     }
-                }
-                product(target, Matrix::rows(w, d.k), Matrix::rows(&cols[..d.k * width], width), d.o, width, d.k, b.is_some());
-                if m > 1 {
-                    for (j, out) in outs.chunks_exact_mut(d.o * ohw).enumerate() {
-                        for (plane, row) in out.chunks_exact_mut(ohw).zip(joined.chunks_exact(width)) {
-                            plane.copy_from_slice(&row[j * ohw..(j + 1) * ohw]);
+                    // One image writes its (o, ohw) output in place; several share one wider
+                    // product whose column blocks are then copied out image by image.
+                    let target = if m == 1 { &mut *outs } else { &mut joined[..d.o * width] };
+                    if let Some(b) = b {
+                        for (row, &bias) in target.chunks_exact_mut(width).zip(b) {
+                            row.fill(bias);
+                        }
+                    }
+                    product(target, Matrix::rows(w, d.k), Matrix::rows(&cols[..d.k * width], width), d.o, width, d.k, b.is_some());
+                    if m > 1 {
+                        for (j, out) in outs.chunks_exact_mut(d.o * ohw).enumerate() {
+                            for (plane, row) in out.chunks_exact_mut(ohw).zip(joined.chunks_exact(width)) {
+                                plane.copy_from_slice(&row[j * ohw..(j + 1) * ohw]);
+                            }
                         }
                     }
                 }
-            }
             })
         };
         if parallel() {
