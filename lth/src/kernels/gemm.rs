@@ -50,17 +50,20 @@ pub enum Path {
 impl Path {
     /// Every path this CPU can run.
     pub fn available() -> Vec<Path> {
-        let mut paths = vec![Path::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                paths.push(Path::Avx2);
-            }
-            if std::is_x86_feature_detected!("avx512f") {
-                paths.push(Path::Avx512);
-            }
+        [Path::Portable, Path::Avx2, Path::Avx512].into_iter().filter(|p| p.is_available()).collect()
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_available(self) -> bool {
+        match self {
+            Path::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => std::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Path::Avx2 | Path::Avx512 => false,
         }
-        paths
     }
 
     /// The widest available path, or the one `LTH_KERNELS` names if the CPU has it.

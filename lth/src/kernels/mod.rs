@@ -10,3 +10,4 @@ pub(crate) mod host;
 pub mod im2col;
 pub mod loss;
 pub mod pool;
+pub mod sparse;

@@ -16,7 +16,8 @@
 use super::{param, Params};
 use crate::error::{Error, Result};
 use crate::kernels::host::{f32_slice, product_threaded, with_f32, Matrix};
-use crate::masks::{LayerMask, Mask};
+use crate::kernels::sparse::{self, Pattern, BLOCK};
+use crate::masks::Mask;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, Var};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -34,66 +35,6 @@ pub enum Product {
     Sparse(Arc<Pattern>),
 }
 
-/// The kept weights of an (out, in) matrix. Entry `k` of the compact vector (row-major order)
-/// is weight (o, `row_cols[k]`) for `row_starts[o] <= k < row_starts[o + 1]`. The same entries
-/// by column: input `i` feeds rows `col_rows[c]`, whose compact entries are `col_entries[c]`,
-/// for `col_starts[i] <= c < col_starts[i + 1]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pattern {
-    pub rows: usize,
-    pub cols: usize,
-    row_starts: Vec<usize>,
-    row_cols: Vec<u32>,
-    col_starts: Vec<usize>,
-    col_rows: Vec<u32>,
-    col_entries: Vec<u32>,
-}
-
-impl Pattern {
-    pub fn of(mask: &LayerMask) -> Self {
-        let cols = mask.shape.get(1).copied().unwrap_or(1).max(1);
-        let rows = mask.keep.len() / cols;
-        let (mut row_starts, mut row_cols) = (vec![0], Vec::new());
-        for row in mask.keep.chunks_exact(cols) {
-            row_cols.extend(row.iter().enumerate().filter(|(_, &k)| k != 0.0).map(|(c, _)| c as u32));
-            row_starts.push(row_cols.len());
-        }
-        // Counting sort of the entries by column, rows ascending within each column.
-        let mut col_starts = vec![0usize; cols + 1];
-        for &c in &row_cols {
-            col_starts[c as usize + 1] += 1;
-        }
-        for i in 0..cols {
-            col_starts[i + 1] += col_starts[i];
-        }
-        let mut next = col_starts.clone();
-        let (mut col_rows, mut col_entries) = (vec![0u32; row_cols.len()], vec![0u32; row_cols.len()]);
-        for o in 0..rows {
-            for k in row_starts[o]..row_starts[o + 1] {
-                let slot = &mut next[row_cols[k] as usize];
-                col_rows[*slot] = o as u32;
-                col_entries[*slot] = k as u32;
-                *slot += 1;
-            }
-        }
-        Pattern { rows, cols, row_starts, row_cols, col_starts, col_rows, col_entries }
-    }
-
-    /// The number of kept weights.
-    pub fn len(&self) -> usize {
-        self.row_cols.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.row_cols.is_empty()
-    }
-
-    /// The index of every compact entry in the dense (out, in) matrix.
-    fn dense_indices(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.rows).flat_map(move |o| self.row_cols[self.row_starts[o]..self.row_starts[o + 1]].iter().map(move |&c| o * self.cols + c as usize))
-    }
-}
-
 /// The layers of a network that train sparse, with their compact parameters (CPU only).
 pub struct Compact {
     patterns: BTreeMap<String, Arc<Pattern>>,
@@ -107,7 +48,7 @@ impl Compact {
             .layers
             .iter()
             .filter(|(_, l)| cpu && l.shape.len() == 2 && (l.remaining() as f64) < SPARSE_BELOW * l.keep.len() as f64)
-            .map(|(name, l)| (name.clone(), Arc::new(Pattern::of(l))))
+            .map(|(name, l)| (name.clone(), Arc::new(Pattern::of(&l.keep, l.shape.get(1).copied().unwrap_or(1)))))
             .collect();
         Compact { patterns }
     }
@@ -125,8 +66,7 @@ impl Compact {
     /// column-major, for the forward and backward products); None for a dense layer.
     pub fn sparse_bytes(&self, weight: &str) -> Option<usize> {
         let p = self.patterns.get(weight)?;
-        let usize_bytes = std::mem::size_of::<usize>();
-        Some(4 * p.len() + 4 * (p.row_cols.len() + p.col_rows.len() + p.col_entries.len()) + usize_bytes * (p.row_starts.len() + p.col_starts.len()))
+        Some(4 * p.len() + p.index_bytes())
     }
 
     /// Training parameters: `dense`'s, with each sparse weight replaced by a fresh variable
@@ -197,7 +137,7 @@ impl Linear {
         with_f32(&w, "linear-feature-major", |w| match &self.product {
             // ys_t (out, width) = w (out, in) · xs_t (in, width)
             Product::Dense => product_threaded(&mut ys_t, Matrix::rows(w, inputs), Matrix::rows(xs_t, width), outputs, width, inputs, false),
-            Product::Sparse(pattern) => kernels::rows_product(pattern, w, xs_t, width, &mut ys_t),
+            Product::Sparse(pattern) => sparse::rows_product(pattern, w, xs_t, width, &mut ys_t),
         })?;
         with_f32(&b, "linear-feature-major", |b| {
             for (row, &bias) in ys_t.chunks_exact_mut(width).zip(b) {
@@ -294,13 +234,6 @@ impl CustomOp2 for DenseProduct {
     }
 }
 
-/// The sparse kernels work on feature-major copies of the activations, `(features, width)`,
-/// with the batch padded with zeros to a multiple of `BLOCK`, so that each block of the batch
-/// accumulates in registers across a whole row or column of kept weights. Padding with zeros
-/// leaves every sum unchanged.
-const BLOCK: usize = 32;
-const _: () = assert!(BLOCK == 32, "kernels::dot sums exactly 32 lanes");
-
 /// `xs wᵀ` over the kept weights: `xs` (batch, in), `w` compact → (batch, out).
 struct SparseProduct {
     pattern: Arc<Pattern>,
@@ -324,7 +257,7 @@ impl CustomOp2 for SparseProduct {
         let width = batch.next_multiple_of(BLOCK);
         let xs_t = to_feature_major(xs, batch, inputs, width);
         let mut ys_t = vec![0f32; p.rows * width];
-        kernels::rows_product(p, w, &xs_t, width, &mut ys_t);
+        sparse::rows_product(p, w, &xs_t, width, &mut ys_t);
         let ys = to_batch_major(&ys_t, batch, p.rows, width);
         if let Ok(mut saved) = self.xs_t.lock() {
             *saved = xs_t;
@@ -343,11 +276,11 @@ impl CustomOp2 for SparseProduct {
             xs_t = with_f32(&xs.contiguous()?, "linear-sparse", |x| to_feature_major(x, batch, p.cols, width))?;
         }
         let mut grad_w = vec![0f32; p.len()];
-        kernels::kept_dots(p, &grad_t, &xs_t, width, &mut grad_w);
+        sparse::kept_dots(p, &grad_t, &xs_t, width, &mut grad_w);
         let grad_w = Tensor::from_vec(grad_w, p.len(), xs.device())?;
         let grad_xs = if self.input_grad {
             let mut grad_xs_t = vec![0f32; p.cols * width];
-            with_f32(&w.contiguous()?, "linear-sparse", |w| kernels::cols_product(p, w, &grad_t, width, &mut grad_xs_t))?;
+            with_f32(&w.contiguous()?, "linear-sparse", |w| sparse::cols_product(p, w, &grad_t, width, &mut grad_xs_t))?;
             Some(Tensor::from_vec(to_batch_major(&grad_xs_t, batch, p.cols, width), (batch, p.cols), xs.device())?)
         } else {
             None
@@ -359,196 +292,13 @@ impl CustomOp2 for SparseProduct {
 /// A row-major (batch, features) matrix as (features, width), zero-padded past `batch`.
 fn to_feature_major(m: &[f32], batch: usize, features: usize, width: usize) -> Vec<f32> {
     let mut t = vec![0f32; features * width];
-    kernels::transpose(m, batch, features, features, &mut t, width);
+    sparse::transpose(m, batch, features, features, &mut t, width);
     t
 }
 
 /// The inverse of [`to_feature_major`]: (features, width) → (batch, features).
 fn to_batch_major(t: &[f32], batch: usize, features: usize, width: usize) -> Vec<f32> {
     let mut m = vec![0f32; batch * features];
-    kernels::transpose(t, features, batch, width, &mut m, features);
+    sparse::transpose(t, features, batch, width, &mut m, features);
     m
-}
-
-/// The loops, each compiled twice: as is, and for AVX2, chosen at run time where the CPU has
-/// it (the default x86-64 target stops at SSE2; candle's GEMM dispatches the same way). It is
-/// the same code either way, without FMA, so results do not depend on the CPU.
-mod kernels {
-    use super::{Pattern, BLOCK};
-
-    macro_rules! dispatched {
-        ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-            $(#[$doc])*
-            pub fn $name($($arg: $ty),*) {
-                #[inline(always)]
-                fn kernel($($arg: $ty),*) $body
-                #[cfg(target_arch = "x86_64")]
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    kernel($($arg),*)
-                }
-                #[cfg(target_arch = "x86_64")]
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: only reached on CPUs that have AVX2.
-                    return unsafe { avx2($($arg),*) };
-                }
-                kernel($($arg),*)
-            }
-        };
-    }
-
-    dispatched! {
-        /// Row `o` of `out` = Σ over the kept (o, i): `w[k] · xs_t` row `i` (the forward product).
-        fn rows_product(p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
-            for block in 0..width / BLOCK {
-                for o in 0..p.rows {
-                    let entries = p.row_starts[o]..p.row_starts[o + 1];
-                    let terms = p.row_cols[entries.clone()].iter().zip(&w[entries]).map(|(&i, &wv)| (wv, i as usize));
-                    accumulate(&mut out[o * width..(o + 1) * width], xs_t, width, block, terms);
-                }
-            }
-        }
-    }
-
-    dispatched! {
-        /// Row `i` of `out` = Σ over the kept (o, i): `w[k] · grad_t` row `o` (the input gradient).
-        fn cols_product(p: &Pattern, w: &[f32], grad_t: &[f32], width: usize, out: &mut [f32]) {
-            for block in 0..width / BLOCK {
-                for i in 0..p.cols {
-                    let entries = p.col_starts[i]..p.col_starts[i + 1];
-                    let terms = p.col_rows[entries.clone()].iter().zip(&p.col_entries[entries]).map(|(&o, &k)| (w[k as usize], o as usize));
-                    accumulate(&mut out[i * width..(i + 1) * width], grad_t, width, block, terms);
-                }
-            }
-        }
-    }
-
-    /// Entry k = (o, i) of `out` = grad_t row `o` · xs_t row `i` (the weight gradient). Its
-    /// dot products are written with AVX2 intrinsics where the CPU has them (the compiler
-    /// vectorised them only 4 wide), summing in the same order as [`dot`].
-    pub fn kept_dots(p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
-        #[inline(always)]
-        fn each(p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, out: &mut [f32], dot: impl Fn(&[f32], &[f32]) -> f32) {
-            for o in 0..p.rows {
-                let g = &grad_t[o * width..(o + 1) * width];
-                let entries = p.row_starts[o]..p.row_starts[o + 1];
-                for (out, &i) in out[entries.clone()].iter_mut().zip(&p.row_cols[entries]) {
-                    let i = i as usize;
-                    *out = dot(g, &xs_t[i * width..(i + 1) * width]);
-                }
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
-            // SAFETY: `avx2` itself is only called on CPUs that have AVX2.
-            each(p, grad_t, xs_t, width, out, |a, b| unsafe { dot_avx2(a, b) })
-        }
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: only reached on CPUs that have AVX2.
-            return unsafe { avx2(p, grad_t, xs_t, width, out) };
-        }
-        each(p, grad_t, xs_t, width, out, dot)
-    }
-
-    /// [`dot`] with AVX2: four 8-lane accumulators are its 32 partial sums, reduced in its order.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub(super) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-        use std::arch::x86_64::*;
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for (a, b) in a.as_chunks::<BLOCK>().0.iter().zip(b.as_chunks::<BLOCK>().0) {
-            for (q, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: q · 8 + 8 ≤ BLOCK, inside both arrays.
-                let (x, y) = (_mm256_loadu_ps(a.as_ptr().add(q * 8)), _mm256_loadu_ps(b.as_ptr().add(q * 8)));
-                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, y));
-            }
-        }
-        let lanes = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let halves = _mm_add_ps(_mm256_castps256_ps128(lanes), _mm256_extractf128_ps(lanes, 1));
-        let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
-        _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
-    }
-
-    dispatched! {
-        /// `out[c · out_stride + r] = m[r · stride + c]` for `r < rows`, `c < cols`, eight rows
-        /// at a time so that writes go out in runs.
-        fn transpose(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32], out_stride: usize) {
-            let mut r = 0;
-            while r + 8 <= rows {
-                for c in 0..cols {
-                    let dst = &mut out[c * out_stride + r..c * out_stride + r + 8];
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        *d = m[(r + j) * stride + c];
-                    }
-                }
-                r += 8;
-            }
-            for r in r..rows {
-                for c in 0..cols {
-                    out[c * out_stride + r] = m[r * stride + c];
-                }
-            }
-        }
-    }
-
-    /// Block `block` of `out` = Σ weight · the same block of `rows[row]` over `terms` (the
-    /// block's sums stay in registers). Callers loop over blocks outermost: one block of every
-    /// input row (128 bytes each) stays in cache while all the outputs read it, however wide
-    /// the batch (a 5,000-image evaluation batch is 15 MB of inputs). Every output is the same
-    /// sum in the same order whichever loop runs outermost.
-    #[inline(always)]
-    fn accumulate(out: &mut [f32], rows: &[f32], width: usize, block: usize, terms: impl Iterator<Item = (f32, usize)>) {
-        let blocks = rows.as_chunks::<BLOCK>().0;
-        let per_row = width / BLOCK;
-        let mut acc = [0f32; BLOCK];
-        for (weight, row) in terms {
-            let xs = &blocks[row * per_row + block];
-            for j in 0..BLOCK {
-                acc[j] += weight * xs[j];
-            }
-        }
-        out.as_chunks_mut::<BLOCK>().0[block] = acc;
-    }
-
-    /// A dot product of two padded rows with `BLOCK` partial sums (so it vectorises), summed
-    /// in a fixed order.
-    #[inline(always)]
-    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = [0f32; BLOCK];
-        for (a, b) in a.as_chunks::<BLOCK>().0.iter().zip(b.as_chunks::<BLOCK>().0) {
-            for j in 0..BLOCK {
-                acc[j] += a[j] * b[j];
-            }
-        }
-        // A fixed tree: vector adds down to eight lanes, then halves, then pairs (a running sum
-        // would be a chain of 32 dependent additions). `dot_avx2` adds in this order too.
-        let mut lanes = [0f32; 8];
-        for j in 0..8 {
-            lanes[j] = (acc[j] + acc[j + 8]) + (acc[j + 16] + acc[j + 24]);
-        }
-        ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::kernels;
-
-    #[test]
-    fn the_avx2_dot_product_adds_in_the_portable_order() {
-        // Bit-identical, so results do not depend on which path a CPU takes.
-        let a: Vec<f32> = (0..96).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
-        let b: Vec<f32> = (0..96).map(|i| ((i * 53 % 97) as f32 - 48.0) / 3.0).collect();
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            for len in [32, 64, 96] {
-                // SAFETY: the CPU has AVX2.
-                let fast = unsafe { kernels::dot_avx2(&a[..len], &b[..len]) };
-                assert_eq!(fast.to_bits(), kernels::dot(&a[..len], &b[..len]).to_bits(), "{len} values");
-            }
-        }
-    }
 }
