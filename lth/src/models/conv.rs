@@ -75,12 +75,13 @@ impl Network for ConvNet {
         }
         xs = xs.flatten_from(1)?;
         for (i, layer) in self.fcs.iter().enumerate() {
-            xs = layer.forward(&xs, true)?;
             if i + 1 < self.fcs.len() {
-                xs = xs.relu()?;
+                xs = layer.forward_relu(&xs, true)?;
                 if let Some(d) = dropout.as_deref_mut() {
                     xs = d.apply(&xs)?;
                 }
+            } else {
+                xs = layer.forward(&xs, true)?;
             }
         }
         Ok(xs)

@@ -40,10 +40,7 @@ impl Network for LeNet {
         let mut xs = xs.flatten_from(1)?;
         for (i, layer) in self.layers.iter().enumerate() {
             // The first layer's input is the data: no gradient needed.
-            xs = layer.forward(&xs, i > 0)?;
-            if i + 1 < self.layers.len() {
-                xs = xs.relu()?;
-            }
+            xs = if i + 1 < self.layers.len() { layer.forward_relu(&xs, i > 0)? } else { layer.forward(&xs, i > 0)? };
         }
         Ok(xs)
     }

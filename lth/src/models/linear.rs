@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::kernels::host::{f32_slice, product_threaded, with_f32, Matrix};
 use crate::kernels::sparse::{self, Pattern, BLOCK};
 use crate::masks::Mask;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, Var};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -124,6 +124,20 @@ impl Linear {
         linear(xs, &self.w, &self.b, &self.product, input_grad)
     }
 
+    /// `relu(forward(xs))`, the same bits forward and backward; on the CPU as one op.
+    pub fn forward_relu(&self, xs: &Tensor, input_grad: bool) -> Result<Tensor> {
+        if !self.on_cpu() {
+            return Ok(self.forward(xs, input_grad)?.relu()?);
+        }
+        let (xs, w) = (xs.contiguous()?, self.w.contiguous()?);
+        Ok(match &self.product {
+            Product::Dense => xs.apply_op3(&w, &self.b, LinearRelu::new(DenseProduct { input_grad }))?,
+            Product::Sparse(pattern) => {
+                xs.apply_op3(&w, &self.b, LinearRelu::new(SparseProduct { pattern: pattern.clone(), input_grad, xs_t: Mutex::default() }))?
+            }
+        })
+    }
+
     /// Evaluation on the CPU in feature-major layout: `xs_t` (in, width) → (out, width), plus
     /// the bias, through ReLU if `relu`. Every output is the sum [`Linear::forward`] computes, in
     /// the same order (a dense entry is the same chain of fused multiply-adds with the factors
@@ -182,6 +196,70 @@ fn linear(xs: &Tensor, w: &Tensor, b: &Tensor, product: &Product, input_grad: bo
         }
     };
     Ok(ys.broadcast_add(b)?)
+}
+
+/// `relu(product(xs, w) + b)` as one op. Under candle's autograd the bias addition and the ReLU
+/// were five graph nodes per layer, each gradient starting as a zeroed tensor that the next
+/// was added to, and the bias gradient a `sum_keepdim` that computed an index by division for
+/// every value. This op repeats their arithmetic exactly: forward `max(p + b, 0)`; backward,
+/// for the product's output, `0 + (0 + g · [p + b >= 0])` (the ReLU node's and the addition
+/// node's accumulations), and for the bias, the column sums of that over the batch in
+/// ascending order from 0 (candle's reduction), which candle then adds to its zero as before.
+struct LinearRelu<P> {
+    product: P,
+    /// The pre-activations `p + b` of the forward pass, for the backward pass's mask.
+    pre: Mutex<Vec<f32>>,
+}
+
+impl<P: CustomOp2> LinearRelu<P> {
+    fn new(product: P) -> Self {
+        LinearRelu { product, pre: Mutex::default() }
+    }
+}
+
+impl<P: CustomOp2> CustomOp3 for LinearRelu<P> {
+    fn name(&self) -> &'static str {
+        "linear-relu"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xs_l: &Layout, w: &CpuStorage, w_l: &Layout, b: &CpuStorage, b_l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (ys, shape) = self.product.cpu_fwd(xs, xs_l, w, w_l)?;
+        let (CpuStorage::F32(mut pre), b) = (ys, f32_slice(b, b_l, self.name())?) else { candle_core::bail!("linear-relu: f32 only") };
+        let (_, outputs) = shape.dims2()?;
+        if b.len() != outputs {
+            candle_core::bail!("linear-relu: {} biases for {outputs} outputs", b.len())
+        }
+        for row in pre.chunks_exact_mut(outputs) {
+            for (p, &bias) in row.iter_mut().zip(b) {
+                *p += bias;
+            }
+        }
+        // candle's ReLU, value by value.
+        let ys = pre.iter().map(|&v| v.max(0.0)).collect();
+        if let Ok(mut saved) = self.pre.lock() {
+            *saved = pre;
+        }
+        Ok((CpuStorage::F32(ys), shape))
+    }
+
+    fn bwd(&self, xs: &Tensor, w: &Tensor, _b: &Tensor, ys: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (batch, outputs) = ys.dims2()?;
+        let pre = self.pre.lock().map(|mut saved| std::mem::take(&mut *saved)).unwrap_or_default();
+        if pre.len() != batch * outputs {
+            candle_core::bail!("linear-relu: backward without its forward pass")
+        }
+        let grad_p: Vec<f32> =
+            with_f32(&grad.contiguous()?, self.name(), |g| g.iter().zip(&pre).map(|(&g, &p)| 0.0 + (0.0 + g * if p >= 0.0 { 1.0 } else { 0.0 })).collect())?;
+        let mut grad_b = vec![0f32; outputs];
+        for row in grad_p.chunks_exact(outputs) {
+            for (sum, &g) in grad_b.iter_mut().zip(row) {
+                *sum += g;
+            }
+        }
+        let grad_p = Tensor::from_vec(grad_p, (batch, outputs), ys.device())?;
+        let (grad_xs, grad_w) = self.product.bwd(xs, w, ys, &grad_p)?;
+        Ok((grad_xs, grad_w, Some(Tensor::from_vec(grad_b, outputs, ys.device())?)))
+    }
 }
 
 /// `xs wᵀ` for a dense `w` (out, in), with candle's GEMM called directly: one split by output
@@ -301,4 +379,52 @@ fn to_batch_major(t: &[f32], batch: usize, features: usize, width: usize) -> Vec
     let mut m = vec![0f32; batch * features];
     sparse::transpose(t, features, batch, width, &mut m, features);
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5).collect()
+    }
+
+    fn bits(t: Option<&Tensor>) -> Vec<u32> {
+        t.map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("an f32 tensor").iter().map(|v| v.to_bits()).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn linear_relu_as_one_op_gives_the_bits_of_candle_ops() {
+        let (batch, inputs, outputs) = (7, 19, 13);
+        let keep: Vec<f32> = (0..outputs * inputs).map(|i| if i % 3 == 0 { 0.0 } else { 1.0 }).collect();
+        let pattern = Arc::new(Pattern::of(&keep, inputs));
+        // Image 0 is all zeros and output 0's bias is 0, so its pre-activation is exactly 0: the
+        // ReLU's gradient passes there (`>= 0`), which the bias and input gradients show.
+        let mut images = values(batch * inputs, 3);
+        images[..inputs].fill(0.0);
+        let mut biases = values(outputs, 2);
+        biases[0] = 0.0;
+        // Weights of the loss of both signs, so that gradients are negative and positive.
+        let weights = Tensor::from_vec(values(batch * outputs, 4), (batch, outputs), &Device::Cpu).expect("weights");
+        for product in [Product::Dense, Product::Sparse(pattern.clone())] {
+            let w = match &product {
+                Product::Dense => Var::from_vec(values(outputs * inputs, 1), (outputs, inputs), &Device::Cpu),
+                Product::Sparse(p) => Var::from_vec(values(p.len(), 1), p.len(), &Device::Cpu),
+            }
+            .expect("w");
+            let b = Var::from_vec(biases.clone(), outputs, &Device::Cpu).expect("b");
+            let xs = Var::from_vec(images.clone(), (batch, inputs), &Device::Cpu).expect("xs");
+            let layer = Linear { w: w.as_tensor().clone(), b: b.as_tensor().clone(), product };
+            let run = |fused: bool| -> Result<[Vec<u32>; 4]> {
+                let ys = if fused { layer.forward_relu(&xs, true)? } else { layer.forward(&xs, true)?.relu()? };
+                let grads = (&ys * &weights)?.sum_all()?.backward()?;
+                Ok([bits(Some(&ys)), bits(grads.get(&w)), bits(grads.get(&b)), bits(grads.get(&xs))])
+            };
+            let (fused, ops) = (run(true).expect("fused"), run(false).expect("candle ops"));
+            for (name, (a, b)) in ["output", "weight gradient", "bias gradient", "input gradient"].iter().zip(fused.iter().zip(&ops)) {
+                assert!(!a.is_empty() && a == b, "{name} differs");
+            }
+        }
+    }
 }
