@@ -11,7 +11,8 @@
 //!   parameter store and the compact vectors. Pruned weights are exactly 0, so this equals dense
 //!   masked training up to float summation order (tests compare the two).
 //!
-//! Both are CPU custom ops; on other devices (CUDA) every layer is candle's dense matmul.
+//! Both are CPU custom ops, and a hidden layer's product, bias and ReLU are one op
+//! ([`Linear::forward_relu`]); on other devices (CUDA) every layer is candle's dense matmul.
 
 use super::{param, Params};
 use crate::error::{Error, Result};
@@ -199,8 +200,9 @@ fn linear(xs: &Tensor, w: &Tensor, b: &Tensor, product: &Product, input_grad: bo
 }
 
 /// `relu(product(xs, w) + b)` as one op. Under candle's autograd the bias addition and the ReLU
-/// were five graph nodes per layer, each gradient starting as a zeroed tensor that the next
-/// was added to, and the bias gradient a `sum_keepdim` that computed an index by division for
+/// were three graph nodes per layer (broadcast, addition, ReLU), each gradient starting as a
+/// zeroed tensor that the next was added to, the ReLU's gradient a comparison, a conversion and
+/// a product, and the bias gradient a `sum_keepdim` that computed an index by division for
 /// every value. This op repeats their arithmetic exactly: forward `max(p + b, 0)`; backward,
 /// for the product's output, `0 + (0 + g · [p + b >= 0])` (the ReLU node's and the addition
 /// node's accumulations), and for the bias, the column sums of that over the batch in
