@@ -121,17 +121,126 @@ pub unsafe fn multiply(path: Path, dst: *mut f32, dst_stride: usize, lhs: Stride
         return;
     }
     let (mr, nr) = path.tile();
-    // Packing buffers are reused across calls on the same thread: a small product would
-    // otherwise spend as long allocating and zeroing them as multiplying. Packing overwrites
-    // every value the kernels then read.
-    thread_local! {
-        static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-    }
     BUFFERS.with_borrow_mut(|(packed_a, packed_b)| {
         let kc_max = KC.min(k);
         grow(packed_b, kc_max * NC.min(n).next_multiple_of(nr));
         grow(packed_a, MC.min(m).next_multiple_of(mr) * kc_max);
-        blocks(path, dst, dst_stride, lhs, rhs, m, n, k, accumulate, packed_a, packed_b)
+        blocks(path, dst, dst_stride, lhs, Rhs::Strided(rhs), m, n, k, accumulate, packed_a, packed_b)
+    })
+}
+
+thread_local! {
+    /// Packing buffers, reused across calls on the same thread: a small product would otherwise
+    /// spend as long allocating and zeroing them as multiplying. Packing overwrites every value
+    /// the kernels then read.
+    static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The right operand of [`blocks`]: packed there block by block, or already packed.
+#[derive(Clone, Copy)]
+enum Rhs<'a> {
+    Strided(Strided<'a>),
+    Packed(&'a [f32], PackedLayout),
+}
+
+/// Where [`multiply_packed`] reads each value of a `k × n` right operand that its caller wrote
+/// straight into the panels [`multiply`] would otherwise pack it into (a convolution's columns,
+/// built from the image): that saves a copy of the whole operand per product. Column blocks of
+/// `NC`, then k-blocks of `KC`, then panels of the path's `NR` columns, each stored k by k.
+#[derive(Debug, Clone, Copy)]
+pub struct PackedLayout {
+    k: usize,
+    n: usize,
+    nr: usize,
+    /// log2 of `nr` (a power of two): callers index value by value, where a division costs.
+    nr_log2: u32,
+}
+
+impl PackedLayout {
+    /// The layout of a `k × n` right operand for `path`'s kernels.
+    pub fn new(path: Path, k: usize, n: usize) -> Self {
+        let nr = path.tile().1;
+        assert!(nr.is_power_of_two() && NC % nr == 0, "gemm: panels of {nr} columns");
+        PackedLayout { k, n, nr, nr_log2: nr.trailing_zeros() }
+    }
+
+    /// Values the packed operand takes, padding included.
+    pub fn len(&self) -> usize {
+        let full = self.n / NC;
+        full * self.k * NC + self.k * (self.n - full * NC).next_multiple_of(self.nr)
+    }
+
+    /// Whether the operand is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The start of the column block holding `col`, its width padded to whole panels, and
+    /// where k-block `pc` of it starts.
+    fn block(&self, col: usize, pc: usize) -> (usize, usize) {
+        let first = col / NC * NC;
+        let nc_padded = NC.min(self.n - first).next_multiple_of(self.nr);
+        (first * self.k + pc * nc_padded, nc_padded)
+    }
+
+    /// Where value (`row`, `col`) goes.
+    #[inline(always)]
+    pub fn index(&self, row: usize, col: usize) -> usize {
+        let pc = row / KC * KC;
+        let kc = KC.min(self.k - pc);
+        let (block, _) = self.block(col, pc);
+        let in_block = col % NC;
+        block + (((in_block >> self.nr_log2) * kc + row - pc) << self.nr_log2) + (in_block & (self.nr - 1))
+    }
+
+    /// How many columns from `col` on (in one row) are stored one after another: to the end of
+    /// `col`'s panel.
+    #[inline(always)]
+    pub fn run(&self, col: usize) -> usize {
+        self.nr - (col & (self.nr - 1))
+    }
+
+    /// Zeroes the padding columns past `n` in the last panel, as [`pack`] does: their products
+    /// are never stored, and zeros keep stale values (or NaNs) of an earlier use out of them.
+    pub fn zero_padding(&self, packed: &mut [f32]) {
+        let padded = self.n.next_multiple_of(self.nr);
+        if padded == self.n {
+            return;
+        }
+        for row in 0..self.k {
+            for col in self.n..padded {
+                packed[self.index(row, col)] = 0.0;
+            }
+        }
+    }
+}
+
+/// `dst (m × n) = [dst +] lhs (m × k) · rhs` where `rhs` was written in `layout` (of `k × n`
+/// for `path`), the same bits as [`multiply`] on the same values.
+///
+/// # Safety
+/// As [`multiply`]; `layout` must be `PackedLayout::new(path, k, n)` and `rhs` hold its `len()`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn multiply_packed(
+    path: Path,
+    dst: *mut f32,
+    dst_stride: usize,
+    lhs: Strided,
+    rhs: &[f32],
+    layout: PackedLayout,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) {
+    assert!(layout.k == k && layout.n == n && layout.nr == path.tile().1 && rhs.len() >= layout.len(), "gemm: packed operand of another shape or path");
+    if m == 0 || n == 0 || k == 0 {
+        return multiply(path, dst, dst_stride, lhs, Strided { data: &[], row_stride: 0, col_stride: 0 }, m, n, k, accumulate);
+    }
+    let (mr, _) = path.tile();
+    BUFFERS.with_borrow_mut(|(packed_a, _)| {
+        grow(packed_a, MC.min(m).next_multiple_of(mr) * KC.min(k));
+        blocks(path, dst, dst_stride, lhs, Rhs::Packed(rhs, layout), m, n, k, accumulate, packed_a, &mut [])
     })
 }
 
@@ -148,7 +257,7 @@ unsafe fn blocks(
     dst: *mut f32,
     dst_stride: usize,
     lhs: Strided,
-    rhs: Strided,
+    rhs: Rhs,
     m: usize,
     n: usize,
     k: usize,
@@ -163,8 +272,18 @@ unsafe fn blocks(
             let kc = KC.min(k - pc);
             // After the first k-block the destination holds each chain so far.
             let load = accumulate || pc > 0;
-            let b_block = Block { data: rhs.data, start: pc * rhs.row_stride + jc * rhs.col_stride, k_stride: rhs.row_stride, line_stride: rhs.col_stride };
-            pack(packed_b, nr, kc, nc, b_block);
+            let packed_b: &[f32] = match rhs {
+                Rhs::Strided(rhs) => {
+                    let b_block =
+                        Block { data: rhs.data, start: pc * rhs.row_stride + jc * rhs.col_stride, k_stride: rhs.row_stride, line_stride: rhs.col_stride };
+                    pack(packed_b, nr, kc, nc, b_block);
+                    packed_b
+                }
+                Rhs::Packed(data, layout) => {
+                    let (start, nc_padded) = layout.block(jc, pc);
+                    &data[start..start + kc * nc_padded]
+                }
+            };
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
                 let a_block = Block { data: lhs.data, start: ic * lhs.row_stride + pc * lhs.col_stride, k_stride: lhs.col_stride, line_stride: lhs.row_stride };
@@ -464,7 +583,7 @@ mod tests {
     #[test]
     fn every_path_gives_the_bits_of_one_fma_chain_per_output() {
         // Sizes that leave partial tiles and several k-blocks, operands plain and transposed.
-        for &(m, n, k) in &[(1, 1, 1), (7, 19, 3), (61, 300, 784), (13, 45, 600), (100, 33, 257)] {
+        for &(m, n, k) in &[(1, 1, 1), (7, 19, 3), (61, 300, 784), (13, 45, 600), (100, 33, 257), (5, 2100, 300)] {
             let (a, b) = (values(m * k, 1), values(k * n, 2));
             let start = values(m * n, 3);
             for (lhs, rhs) in [
@@ -480,6 +599,21 @@ mod tests {
                         unsafe { multiply(path, out.as_mut_ptr(), n, lhs, rhs, m, n, k, accumulate) };
                         let same = out.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
                         assert!(same, "{path:?} {m}x{n}x{k} accumulate={accumulate}");
+                        // The same operand written straight into the packed layout, over a
+                        // buffer of NaNs (every value the kernels read must be written).
+                        let layout = PackedLayout::new(path, k, n);
+                        let mut packed = vec![f32::NAN; layout.len()];
+                        for row in 0..k {
+                            for col in 0..n {
+                                packed[layout.index(row, col)] = rhs.at(row, col);
+                            }
+                        }
+                        layout.zero_padding(&mut packed);
+                        let mut out = start.clone();
+                        // SAFETY: as above; `packed` holds the layout's values.
+                        unsafe { multiply_packed(path, out.as_mut_ptr(), n, lhs, &packed, layout, m, n, k, accumulate) };
+                        let same = out.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "packed {path:?} {m}x{n}x{k} accumulate={accumulate}");
                     }
                 }
             }

@@ -2,8 +2,9 @@
 //! matrix products on slices (`gemm`: the same bits on every machine), so that an op writes
 //! straight into its output and chooses its own threading.
 
-use super::gemm::{multiply, Path, Strided};
+use super::gemm::{multiply, multiply_packed, PackedLayout, Path, Strided};
 use candle_core::{CpuStorage, Layout, Tensor};
+use std::mem::MaybeUninit;
 
 /// The values of a contiguous f32 CPU storage.
 pub fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
@@ -55,13 +56,72 @@ pub fn product(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k:
 /// split does not change the arithmetic.
 pub fn product_threaded(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize, accumulate: bool) {
     check(dst, lhs, rhs, m, n, k);
+    // SAFETY: `check` keeps every access in bounds; `dst` is borrowed mutably, so it aliases
+    // neither operand.
+    unsafe { product_threaded_into(dst.as_mut_ptr(), lhs, rhs, m, n, k, accumulate) }
+}
+
+/// [`product`] with `rhs` already written in `layout` (see [`PackedLayout`]), on the calling thread.
+#[allow(clippy::too_many_arguments)]
+pub fn product_packed(dst: &mut [f32], lhs: Matrix, rhs: &[f32], layout: PackedLayout, m: usize, n: usize, k: usize, accumulate: bool) {
+    assert!(dst.len() >= m * n, "gemm: destination too small");
+    check_operands(lhs, Matrix::rows(&[], 0), m, 0, k);
+    // SAFETY: the destination and `lhs` are bounded above, `rhs` by `multiply_packed`; `dst` is
+    // borrowed mutably, so it aliases neither operand.
+    unsafe { multiply_packed(Path::chosen(), dst.as_mut_ptr(), n, lhs, rhs, layout, m, n, k, accumulate) }
+}
+
+/// `lhs (m, k) · rhs (k, n)` as a new row-major vector, threaded as [`product_threaded`]. The
+/// product writes every entry before anything reads it, so the vector is not zeroed first: a
+/// fully connected layer's weight gradient (16 MB in Conv-2) was otherwise zeroed on the calling
+/// thread alone while the other waited.
+pub fn new_product(lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize) -> Vec<f32> {
+    if k == 0 {
+        return vec![0f32; m * n];
+    }
+    let mut dst = Vec::with_capacity(m * n);
+    check_operands(lhs, rhs, m, n, k);
+    // SAFETY: the capacity holds m·n values and the operands are bounded (`check_operands`);
+    // with k > 0 and no accumulation the product stores every entry without reading it first
+    // (`gemm::multiply`), so all m·n are initialised when the length is set.
+    unsafe {
+        product_threaded_into(dst.as_mut_ptr(), lhs, rhs, m, n, k, false);
+        dst.set_len(m * n);
+    }
+    dst
+}
+
+/// Writes `value` into every entry and returns them as initialised values: for an op's output
+/// that its own threads fill, chunk by chunk, instead of zeroing all of it on one thread first.
+pub fn fill_uninit(entries: &mut [MaybeUninit<f32>], value: f32) -> &mut [f32] {
+    fill_planes(entries, entries.len().max(1), |_| value)
+}
+
+/// Writes `value(p)` into every entry of plane `p` (the `p`-th run of `plane` entries) and returns
+/// them all as initialised values.
+pub fn fill_planes(entries: &mut [MaybeUninit<f32>], plane: usize, value: impl Fn(usize) -> f32) -> &mut [f32] {
+    assert!(entries.len() % plane == 0, "fill_planes: {} entries are not whole planes of {plane}", entries.len());
+    for (p, run) in entries.chunks_exact_mut(plane).enumerate() {
+        run.fill(MaybeUninit::new(value(p)));
+    }
+    // SAFETY: every entry was just written, and MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(entries as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// [`product_threaded`] into `m × n` entries at `dst` (row-major).
+///
+/// # Safety
+/// `dst` must be valid for writes of `m × n` values (and reads, if `accumulate`) and alias
+/// neither operand, whose extents must have been checked.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_threaded_into(dst: *mut f32, lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize, accumulate: bool) {
     let threads = candle_core::utils::get_num_threads();
     if threads < 2 || m * n * k < PARALLEL_FROM || n < 32 {
-        return product(dst, lhs, rhs, m, n, k, accumulate);
+        return gemm_into(dst, n, lhs, rhs, m, n, k, accumulate);
     }
     let per_block = n.div_ceil(threads).next_multiple_of(16);
     // The address travels as an integer: the blocks write disjoint columns of `dst`.
-    let dst_addr = dst.as_mut_ptr() as usize;
+    let dst_addr = dst as usize;
     rayon::scope(|scope| {
         for first in (0..n).step_by(per_block) {
             let width = per_block.min(n - first);
@@ -76,8 +136,13 @@ pub fn product_threaded(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: 
 }
 
 fn check(dst: &[f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize) {
+    assert!(dst.len() >= m * n, "gemm: destination too small");
+    check_operands(lhs, rhs, m, n, k);
+}
+
+fn check_operands(lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize) {
     let extent = |x: Matrix, rows: usize, cols: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * x.row_stride + (cols - 1) * x.col_stride + 1 };
-    assert!(dst.len() >= m * n && lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operands too small");
+    assert!(lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operands too small");
 }
 
 /// `m × n` entries of a row-major destination with row stride `dst_stride`.

@@ -12,13 +12,19 @@
 //! 60) would stream through memory several times per step. The backward rebuilds it per image:
 //! the weight gradient accumulates `grad · columnsᵀ`, the input gradient is `Wᵀ · grad`
 //! scattered back onto the pixels (`col2im`). Products go to the project's GEMM
-//! (`host::product`). Gradients are checked against candle's conv2d in tests. On other devices
-//! (CUDA) candle's conv2d is used as is.
+//! (`host::product`). For maps of at least [`JOIN_BELOW`] pixels the columns are written
+//! straight into the panels the GEMM multiplies (`gemm::PackedLayout`), in the forward as they
+//! are and in the weight gradient transposed, from a channels-last copy of the image: the GEMM
+//! would otherwise copy them there again (and transpose them, for the weight gradient), a
+//! tenth of a Conv-2 step. Gradients are checked against candle's conv2d in tests, and the
+//! golden runs keep their bits. On other devices (CUDA) candle's conv2d is used as is.
 
-use super::host::{f32_slice, product, with_f32, Matrix};
+use super::gemm::{PackedLayout, Path};
+use super::host::{f32_slice, fill_planes, fill_uninit, product, product_packed, with_f32, Matrix};
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// `xs` (n, c, h, w) convolved with `w` (o, c, 3, 3) plus bias `b` (o): (n, o, h, w).
 pub fn conv3x3(xs: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -122,20 +128,36 @@ impl Conv {
     /// images at a time.
     pub(super) fn forward(&self, xs: &[f32], w: &[f32], b: Option<&[f32]>, d: Dims) -> Vec<f32> {
         let (hw, ohw) = (d.h * d.w, d.ho * d.wo);
-        let mut ys = vec![0f32; d.n * d.o * ohw];
-        let group = |(images, outs): (&[f32], &mut [f32])| {
+        let len = d.n * d.o * ohw;
+        let mut ys = Vec::with_capacity(len);
+        let group = |(images, outs): (&[f32], &mut [MaybeUninit<f32>])| {
+            // Every output starts as its channel's bias (0 without one), written by the thread
+            // that computes it rather than zeroed beforehand on the calling thread alone.
+            let outs = fill_planes(outs, ohw, |plane| b.map_or(0.0, |b| b[plane % d.o]));
             let batch = d.batch();
-            with_scratch([d.k * batch * ohw, if batch > 1 { d.o * batch * ohw } else { 0 }, 0], |[cols, joined, _]| {
+            if batch == 1 {
+                // One image at a time: its columns go straight into the product's panels, and
+                // the product adds onto the bias in place.
+                let layout = PackedLayout::new(Path::chosen(), d.k, ohw);
+                return with_scratch([layout.len(), 0, 0], |[cols, _, _]| {
+                    for (image, out) in images.chunks_exact(d.c * hw).zip(outs.chunks_exact_mut(d.o * ohw)) {
+                        im2col_packed(image, d, self.geometry, cols, layout);
+                        product_packed(out, Matrix::rows(w, d.k), cols, layout, d.o, ohw, d.k, b.is_some());
+                    }
+                });
+            }
+            with_scratch([d.k * batch * ohw, d.o * batch * ohw, 0], |[cols, joined, _]| {
                 for (images, outs) in images.chunks(batch * d.c * hw).zip(outs.chunks_mut(batch * d.o * ohw)) {
                     let m = images.len() / (d.c * hw);
                     let width = m * ohw;
                     for (j, image) in images.chunks_exact(d.c * hw).enumerate() {
                         im2col(image, d, self.geometry, &mut cols[j * ohw..], width);
                     }
-                    // One image writes its (o, ohw) output in place; several share one wider
-                    // product whose column blocks are then copied out image by image.
+                    // One image writes its (o, ohw) output in place, where the bias already is;
+                    // several share one wider product whose column blocks are then copied out
+                    // image by image.
                     let target = if m == 1 { &mut *outs } else { &mut joined[..d.o * width] };
-                    if let Some(b) = b {
+                    if let (Some(b), true) = (b, m > 1) {
                         for (row, &bias) in target.chunks_exact_mut(width).zip(b) {
                             row.fill(bias);
                         }
@@ -151,11 +173,15 @@ impl Conv {
                 }
             })
         };
+        let outs = &mut ys.spare_capacity_mut()[..len];
         if parallel() {
-            xs.par_chunks(GROUP * d.c * hw).zip(ys.par_chunks_mut(GROUP * d.o * ohw)).for_each(group);
+            xs.par_chunks(GROUP * d.c * hw).zip(outs.par_chunks_mut(GROUP * d.o * ohw)).for_each(group);
         } else {
-            xs.chunks(GROUP * d.c * hw).zip(ys.chunks_mut(GROUP * d.o * ohw)).for_each(group);
+            xs.chunks(GROUP * d.c * hw).zip(outs.chunks_mut(GROUP * d.o * ohw)).for_each(group);
         }
+        // SAFETY: the groups cover all `len` entries (one per image's chunk) and each wrote
+        // all of its own (`fill_planes`).
+        unsafe { ys.set_len(len) };
         ys
     }
 
@@ -196,13 +222,19 @@ impl Conv {
         let g = self.geometry;
         let (hw, ohw, k) = (d.h * d.w, d.ho * d.wo, d.k);
         let (xs_g, grad_g) = (GROUP * d.c * hw, GROUP * d.o * ohw);
-        let mut grad_xs = if input_grad { vec![0f32; d.n * d.c * hw] } else { Vec::new() };
-        // Each group's share of the input gradient, if it is wanted.
-        let grad_xs_groups: Vec<Option<&mut [f32]>> =
-            if input_grad { grad_xs.chunks_mut(xs_g).map(Some).collect() } else { xs.chunks(xs_g).map(|_| None).collect() };
-        let group = |((images, grads), mut grad_images): ((&[f32], &[f32]), Option<&mut [f32]>)| {
+        let xs_len = if input_grad { d.n * d.c * hw } else { 0 };
+        let mut grad_xs = Vec::with_capacity(xs_len);
+        // Each group's share of the input gradient, if it is wanted: zeroed image by image just
+        // before its columns are added onto it, by the thread that adds them.
+        let grad_xs_groups: Vec<Option<&mut [MaybeUninit<f32>]>> =
+            if input_grad { grad_xs.spare_capacity_mut()[..xs_len].chunks_mut(xs_g).map(Some).collect() } else { xs.chunks(xs_g).map(|_| None).collect() };
+        let group = |((images, grads), mut grad_images): ((&[f32], &[f32]), Option<&mut [MaybeUninit<f32>]>)| {
             let batch = d.batch();
             let (mut grad_w, mut grad_b) = (vec![0f32; d.o * k], vec![0f32; d.o]);
+            if batch == 1 {
+                self.image_by_image_gradients(images, grads, w, d, &mut grad_w, &mut grad_b, grad_images);
+                return (grad_w, grad_b);
+            }
             let joined_len = if batch > 1 { d.o * batch * ohw } else { 0 };
             with_scratch([k * batch * ohw, if input_grad { k * batch * ohw } else { 0 }, joined_len], |[cols, grad_cols, joined]| {
                 for (i, (images, grads)) in images.chunks(batch * d.c * hw).zip(grads.chunks(batch * d.o * ohw)).enumerate() {
@@ -229,7 +261,7 @@ impl Conv {
                         product(&mut grad_cols[..k * width], Matrix::cols(w, k), Matrix::rows(gr, width), k, width, d.o, false);
                         let first = i * batch * d.c * hw;
                         for (j, grad_image) in grad_images[first..first + m * d.c * hw].chunks_exact_mut(d.c * hw).enumerate() {
-                            col2im(&grad_cols[j * ohw..], d, g, grad_image, width);
+                            col2im(&grad_cols[j * ohw..], d, g, fill_uninit(grad_image, 0.0), width);
                         }
                     }
                 }
@@ -241,6 +273,9 @@ impl Conv {
         } else {
             xs.chunks(xs_g).zip(grad.chunks(grad_g)).zip(grad_xs_groups).map(group).collect()
         };
+        // SAFETY: with `input_grad`, the groups cover all `xs_len` entries and each zeroed (then
+        // added to) every image of its own; otherwise the length stays 0.
+        unsafe { grad_xs.set_len(xs_len) };
         let (mut grad_w, mut grad_b) = (vec![0f32; d.o * k], vec![0f32; d.o]);
         for (partial_w, partial_b) in &partials {
             grad_w.iter_mut().zip(partial_w).for_each(|(s, v)| *s += v);
@@ -248,6 +283,130 @@ impl Conv {
         }
         (input_grad.then_some(grad_xs), grad_w, grad_b)
     }
+
+    /// [`Conv::gradients`] for one group of images of at least [`JOIN_BELOW`] output pixels,
+    /// image by image. The weight gradient's right operand, the columns transposed, is written
+    /// straight into the product's panels from a channels-last copy of the image, with its rows
+    /// (the weights) taken tap by tap, so that each run of channels is one contiguous copy; the
+    /// result is put back in (channel, tap) order at the end. Which row an output sits in is not
+    /// part of its sum, so the bits are those of [`im2col`] and a transposing pack, which cost a
+    /// tenth of a Conv-2 step.
+    #[allow(clippy::too_many_arguments)]
+    fn image_by_image_gradients(
+        &self,
+        images: &[f32],
+        grads: &[f32],
+        w: &[f32],
+        d: Dims,
+        grad_w: &mut [f32],
+        grad_b: &mut [f32],
+        mut grad_images: Option<&mut [MaybeUninit<f32>]>,
+    ) {
+        let g = self.geometry;
+        let (hw, ohw, k, taps) = (d.h * d.w, d.ho * d.wo, d.k, g.kernel * g.kernel);
+        let layout = PackedLayout::new(Path::chosen(), ohw, k);
+        let grad_cols_len = if grad_images.is_some() { k * ohw } else { 0 };
+        with_scratch([layout.len(), grad_cols_len, d.c * hw + d.o * k], |[cols_t, grad_cols, rest]| {
+            let (image_t, by_tap) = rest.split_at_mut(d.c * hw);
+            for (i, (image, gr)) in images.chunks_exact(d.c * hw).zip(grads.chunks_exact(d.o * ohw)).enumerate() {
+                for (sum, plane) in grad_b.iter_mut().zip(gr.chunks_exact(ohw)) {
+                    *sum += plane.iter().sum::<f32>();
+                }
+                channels_last(image, d, image_t);
+                im2row_packed(image_t, d, g, cols_t, layout);
+                // grad_w (o, k; rows tap by tap) += g (o, ohw) · colsᵀ (ohw, k)
+                product_packed(by_tap, Matrix::rows(gr, ohw), cols_t, layout, d.o, k, ohw, i > 0);
+                if let Some(grad_images) = grad_images.as_deref_mut() {
+                    // grad_cols (k, ohw) = wᵀ (k, o) · g (o, ohw)
+                    product(grad_cols, Matrix::cols(w, k), Matrix::rows(gr, ohw), k, ohw, d.o, false);
+                    col2im(grad_cols, d, g, fill_uninit(&mut grad_images[i * d.c * hw..(i + 1) * d.c * hw], 0.0), ohw);
+                }
+            }
+            for (out, row) in grad_w.chunks_exact_mut(k).zip(by_tap.chunks_exact(k)) {
+                for tap in 0..taps {
+                    for channel in 0..d.c {
+                        out[channel * taps + tap] = row[tap * d.c + channel];
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// [`im2col`] of one image straight into the panels of `layout` (its `k × ho·wo` right operand):
+/// each output line is one or a few contiguous runs there.
+fn im2col_packed(image: &[f32], d: Dims, g: Geometry, packed: &mut [f32], layout: PackedLayout) {
+    let (hw, wo, s) = (d.h * d.w, d.wo, g.stride);
+    for_each_line(d, g, |row, channel, sy, y, (first, end, sx)| {
+        let line = sy.map(|sy| &image[channel * hw + sy * d.w..channel * hw + (sy + 1) * d.w]);
+        let mut x = 0;
+        while x < wo {
+            let len = layout.run(y * wo + x).min(wo - x);
+            let at = layout.index(row, y * wo + x);
+            let out = &mut packed[at..at + len];
+            match line {
+                None => out.fill(0.0),
+                Some(line) => {
+                    // Output x reads the image inside first..end, and 0 outside it.
+                    let (a, b) = (first.clamp(x, x + len), end.clamp(x, x + len));
+                    out[..a - x].fill(0.0);
+                    out[b - x..].fill(0.0);
+                    let from = sx + (a - first) * s;
+                    if s == 1 {
+                        out[a - x..b - x].copy_from_slice(&line[from..from + b - a]);
+                    } else {
+                        out[a - x..b - x].iter_mut().zip(line[from..].iter().step_by(s)).for_each(|(o, &v)| *o = v);
+                    }
+                }
+            }
+            x += len;
+        }
+    });
+    layout.zero_padding(packed);
+}
+
+/// `image` (c, h, w) as (h, w, c): each pixel's channels side by side.
+fn channels_last(image: &[f32], d: Dims, out: &mut [f32]) {
+    let hw = d.h * d.w;
+    for (channel, plane) in image.chunks_exact(hw).enumerate() {
+        for (pixel, &v) in plane.iter().enumerate() {
+            out[pixel * d.c + channel] = v;
+        }
+    }
+}
+
+/// The transposed columns (ho·wo, kernel²·c) of a channels-last image, straight into the panels
+/// of `layout`: row p holds, for each tap (ky, kx) in turn, the c channels of the pixel that
+/// output p reads through it (zeros outside the image).
+fn im2row_packed(image_t: &[f32], d: Dims, g: Geometry, packed: &mut [f32], layout: PackedLayout) {
+    let (k, s, pad) = (g.kernel, g.stride, g.padding());
+    for y in 0..d.ho {
+        for x in 0..d.wo {
+            let p = y * d.wo + x;
+            for ky in 0..k {
+                let sy = (y * s + ky).checked_sub(pad).filter(|&v| v < d.h);
+                for kx in 0..k {
+                    let sx = (x * s + kx).checked_sub(pad).filter(|&v| v < d.w);
+                    let source = match (sy, sx) {
+                        (Some(sy), Some(sx)) => Some(&image_t[(sy * d.w + sx) * d.c..(sy * d.w + sx + 1) * d.c]),
+                        _ => None,
+                    };
+                    let first = (ky * k + kx) * d.c;
+                    let mut channel = 0;
+                    while channel < d.c {
+                        let len = layout.run(first + channel).min(d.c - channel);
+                        let at = layout.index(p, first + channel);
+                        match source {
+                            Some(source) => packed[at..at + len].copy_from_slice(&source[channel..channel + len]),
+                            None => packed[at..at + len].fill(0.0),
+                        }
+                        channel += len;
+                    }
+                }
+            }
+        }
+    }
+    layout.zero_padding(packed);
 }
 
 /// Calls `f` with three scratch buffers of `lens` values, the calling thread's own, kept across
@@ -363,6 +522,78 @@ fn for_each_line(d: Dims, g: Geometry, mut f: impl FnMut(usize, usize, Option<us
                     f(row, channel, sy, y, (first, end, sx));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wave(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| (((i * 7919 + seed * 104_729) % 211) as f32 - 105.0) / 53.0).collect()
+    }
+
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// The output and the input, weight and bias gradients from plain im2col columns and plain
+    /// products, image by image, weight and bias gradients summed per group of [`GROUP`] images
+    /// and then group by group: the arithmetic before the columns were written in packed form.
+    fn plain(conv: &Conv, xs: &[f32], w: &[f32], b: Option<&[f32]>, grad: &[f32], d: Dims) -> [Vec<f32>; 4] {
+        let (hw, ohw, k, g) = (d.h * d.w, d.ho * d.wo, d.k, conv.geometry);
+        let (mut cols, mut grad_cols) = (vec![0f32; k * ohw], vec![0f32; k * ohw]);
+        let mut ys = vec![0f32; d.n * d.o * ohw];
+        for (image, out) in xs.chunks_exact(d.c * hw).zip(ys.chunks_exact_mut(d.o * ohw)) {
+            for (o, plane) in out.chunks_exact_mut(ohw).enumerate() {
+                plane.fill(b.map_or(0.0, |b| b[o]));
+            }
+            im2col(image, d, g, &mut cols, ohw);
+            product(out, Matrix::rows(w, k), Matrix::rows(&cols, ohw), d.o, ohw, k, b.is_some());
+        }
+        let (mut grad_xs, mut grad_w, mut grad_b) = (vec![0f32; xs.len()], vec![0f32; d.o * k], vec![0f32; d.o]);
+        for (group, (images, grads)) in xs.chunks(GROUP * d.c * hw).zip(grad.chunks(GROUP * d.o * ohw)).enumerate() {
+            let (mut partial_w, mut partial_b) = (vec![0f32; d.o * k], vec![0f32; d.o]);
+            for (i, (image, gr)) in images.chunks_exact(d.c * hw).zip(grads.chunks_exact(d.o * ohw)).enumerate() {
+                for (sum, plane) in partial_b.iter_mut().zip(gr.chunks_exact(ohw)) {
+                    *sum += plane.iter().sum::<f32>();
+                }
+                im2col(image, d, g, &mut cols, ohw);
+                product(&mut partial_w, Matrix::rows(gr, ohw), Matrix::cols(&cols, ohw), d.o, k, ohw, i > 0);
+                product(&mut grad_cols, Matrix::cols(w, k), Matrix::rows(gr, ohw), k, ohw, d.o, false);
+                let first = (group * GROUP + i) * d.c * hw;
+                col2im(&grad_cols, d, g, &mut grad_xs[first..first + d.c * hw], ohw);
+            }
+            grad_w.iter_mut().zip(&partial_w).for_each(|(s, v)| *s += v);
+            grad_b.iter_mut().zip(&partial_b).for_each(|(s, v)| *s += v);
+        }
+        [ys, grad_xs, grad_w, grad_b]
+    }
+
+    /// Columns written straight into the product's panels (transposed and tap by tap for the
+    /// weight gradient) give the bits of plain columns, for 3x3 and 1x1 kernels at strides 1
+    /// and 2, with and without bias, a last group of fewer than [`GROUP`] images, and channel
+    /// counts that split panels (5) and fill them (32), on the chosen kernel path (`LTH_KERNELS`
+    /// picks another; the golden runs check both vector paths end to end).
+    #[test]
+    fn packed_columns_give_the_bits_of_plain_columns() {
+        for (c, side, kernel, stride, bias) in [(5, 16, 3, 1, true), (32, 16, 3, 1, false), (3, 32, 3, 2, false), (6, 32, 1, 2, false)] {
+            let (n, o) = (10, 7);
+            let conv = Conv { geometry: Geometry { kernel, stride } };
+            let d = Dims::new((n, c, side, side), o, conv.geometry);
+            assert_eq!(d.batch(), 1, "the packed path is the one under test");
+            let (xs, w, b) = (wave(n * c * side * side, 1), wave(o * d.k, 2), wave(o, 3));
+            let grad = wave(n * o * d.ho * d.wo, 4);
+            let b = bias.then_some(&b[..]);
+            let [ys, grad_xs, grad_w, grad_b] = plain(&conv, &xs, &w, b, &grad, d);
+            let packed_ys = conv.forward(&xs, &w, b, d);
+            let (packed_grad_xs, packed_grad_w, packed_grad_b) = conv.gradients(&xs, &w, &grad, d, true);
+            let case = format!("{c} channels, {side}x{side}, {kernel}x{kernel} at stride {stride}, bias {bias}, {:?}", crate::kernels::gemm::Path::chosen());
+            assert_eq!(bits(&packed_ys), bits(&ys), "forward: {case}");
+            assert_eq!(bits(&packed_grad_xs.unwrap_or_default()), bits(&grad_xs), "input gradient: {case}");
+            assert_eq!(bits(&packed_grad_w), bits(&grad_w), "weight gradient: {case}");
+            assert_eq!(bits(&packed_grad_b), bits(&grad_b), "bias gradient: {case}");
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use super::{param, Params};
 use crate::error::{Error, Result};
-use crate::kernels::host::{f32_slice, product_threaded, with_f32, Matrix};
+use crate::kernels::host::{f32_slice, new_product, product_threaded, with_f32, Matrix};
 use crate::kernels::sparse::{self, Pattern, BLOCK};
 use crate::masks::Mask;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, Var};
@@ -283,9 +283,8 @@ impl CustomOp2 for DenseProduct {
             candle_core::bail!("linear-dense: input width {inputs}, weight {:?}", w_l.shape())
         }
         let (xs, w) = (f32_slice(xs, xs_l, self.name())?, f32_slice(w, w_l, self.name())?);
-        let mut ys = vec![0f32; batch * outputs];
         // ys (batch, out) = xs (batch, in) · wᵀ (in, out)
-        product_threaded(&mut ys, Matrix::rows(xs, inputs), Matrix::cols(w, inputs), batch, outputs, inputs, false);
+        let ys = new_product(Matrix::rows(xs, inputs), Matrix::cols(w, inputs), batch, outputs, inputs);
         Ok((CpuStorage::F32(ys), Shape::from((batch, outputs))))
     }
 
@@ -293,23 +292,19 @@ impl CustomOp2 for DenseProduct {
         let (batch, inputs) = xs.dims2()?;
         let outputs = w.dim(0)?;
         let grad = grad.contiguous()?;
-        let mut grad_w = vec![0f32; outputs * inputs];
-        let mut grad_xs = vec![0f32; if self.input_grad { batch * inputs } else { 0 }];
-        with_f32(&grad, self.name(), |g| {
-            with_f32(xs, "linear-dense", |x| {
-                // grad_w (out, in) = gᵀ (out, batch) · xs (batch, in)
-                product_threaded(&mut grad_w, Matrix::cols(g, outputs), Matrix::rows(x, inputs), outputs, inputs, batch, false)
-            })?;
-            if self.input_grad {
-                with_f32(w, "linear-dense", |w| {
-                    // grad_xs (batch, in) = g (batch, out) · w (out, in)
-                    product_threaded(&mut grad_xs, Matrix::rows(g, outputs), Matrix::rows(w, inputs), batch, inputs, outputs, false)
-                })?;
-            }
-            Ok::<_, candle_core::Error>(())
+        let (grad_w, grad_xs) = with_f32(&grad, self.name(), |g| {
+            // grad_w (out, in) = gᵀ (out, batch) · xs (batch, in)
+            let grad_w = with_f32(xs, "linear-dense", |x| new_product(Matrix::cols(g, outputs), Matrix::rows(x, inputs), outputs, inputs, batch))?;
+            // grad_xs (batch, in) = g (batch, out) · w (out, in)
+            let grad_xs = if self.input_grad {
+                Some(with_f32(w, "linear-dense", |w| new_product(Matrix::rows(g, outputs), Matrix::rows(w, inputs), batch, inputs, outputs))?)
+            } else {
+                None
+            };
+            Ok::<_, candle_core::Error>((grad_w, grad_xs))
         })??;
         let grad_w = Tensor::from_vec(grad_w, (outputs, inputs), xs.device())?;
-        let grad_xs = if self.input_grad { Some(Tensor::from_vec(grad_xs, (batch, inputs), xs.device())?) } else { None };
+        let grad_xs = grad_xs.map(|g| Tensor::from_vec(g, (batch, inputs), xs.device())).transpose()?;
         Ok((grad_xs, Some(grad_w)))
     }
 }
