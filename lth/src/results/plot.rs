@@ -382,7 +382,9 @@ pub fn sparsity<DB: DrawingBackend>(rows: &[SparsityRow], procedures: &[&str], m
                 } else {
                     (format!("{} {}", experiment_label(experiment), procedure_label(procedure)), LEVEL_COLOURS[e % 6], p > 0)
                 };
-                if points.len() > 1 {
+                // Every series also holds the dense network (level 0): a control with no level of
+                // its own is left out, but a ticket of the dense network alone is one point.
+                if rows.iter().any(|r| r.experiment == *experiment && r.procedure == *procedure) {
                     series.push(Points { label, colour, dashed, points });
                 }
             }
@@ -450,4 +452,51 @@ fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
     }
     chart.configure_series_labels().position(legend).label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(draw_error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(procedure: &str, level: usize, remaining: f64) -> SparsityRow {
+        SparsityRow {
+            experiment: "conv2_dropout".into(),
+            data: "real".into(),
+            procedure: procedure.into(),
+            level,
+            remaining,
+            n: 1,
+            early_stop_iteration_mean: 4250.0,
+            early_stop_iteration_min: 4250.0,
+            early_stop_iteration_max: 4250.0,
+            early_stop_test_acc_mean: 0.695,
+            early_stop_test_acc_min: 0.695,
+            early_stop_test_acc_max: 0.695,
+            final_test_acc_mean: 0.70,
+            final_test_acc_min: 0.70,
+            final_test_acc_max: 0.70,
+        }
+    }
+
+    /// Circles drawn (one per point and panel) for `rows`, as Figure 6 draws them.
+    fn circles(rows: &[SparsityRow]) -> usize {
+        register_font();
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (1200, 400)).into_drawing_area();
+            sparsity(rows, &["ticket", "reinit"], &METRICS, &root).unwrap();
+            root.present().unwrap();
+        }
+        svg.matches("<circle").count()
+    }
+
+    /// A run with only its dense network finished is drawn as one point per panel (it was left
+    /// out as a one-point series, which drew three empty panels); a control whose only point
+    /// would be the dense network it shares is still left out.
+    #[test]
+    fn a_ticket_of_the_dense_network_alone_is_drawn_and_an_empty_control_is_not() {
+        assert_eq!(circles(&[row("ticket", 0, 1.0)]), 3);
+        assert_eq!(circles(&[row("ticket", 0, 1.0), row("ticket", 1, 0.8)]), 6);
+        assert_eq!(circles(&[row("ticket", 0, 1.0), row("ticket", 1, 0.8), row("reinit", 1, 0.8)]), 6 + 6);
+    }
 }
