@@ -21,6 +21,7 @@
 
 use super::gemm::{PackedLayout, Path};
 use super::host::{f32_slice, fill_planes, fill_uninit, product, product_packed, with_f32, Matrix};
+use super::sparse;
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -312,7 +313,8 @@ impl Conv {
                 for (sum, plane) in grad_b.iter_mut().zip(gr.chunks_exact(ohw)) {
                     *sum += plane.iter().sum::<f32>();
                 }
-                channels_last(image, d, image_t);
+                // The image (c, h·w) as (h·w, c): each pixel's channels side by side.
+                sparse::transpose(image, d.c, hw, hw, image_t, d.c);
                 im2row_packed(image_t, d, g, cols_t, layout);
                 // grad_w (o, k; rows tap by tap) += g (o, ohw) · colsᵀ (ohw, k)
                 product_packed(by_tap, Matrix::rows(gr, ohw), cols_t, layout, d.o, k, ohw, i > 0);
@@ -363,16 +365,6 @@ fn im2col_packed(image: &[f32], d: Dims, g: Geometry, packed: &mut [f32], layout
         }
     });
     layout.zero_padding(packed);
-}
-
-/// `image` (c, h, w) as (h, w, c): each pixel's channels side by side.
-fn channels_last(image: &[f32], d: Dims, out: &mut [f32]) {
-    let hw = d.h * d.w;
-    for (channel, plane) in image.chunks_exact(hw).enumerate() {
-        for (pixel, &v) in plane.iter().enumerate() {
-            out[pixel * d.c + channel] = v;
-        }
-    }
 }
 
 /// The transposed columns (ho·wo, kernel²·c) of a channels-last image, straight into the panels
