@@ -91,9 +91,9 @@ fn seconds_per_step(spec: &RunSpec, masked: &MaskedNetwork, data: &Dataset) -> R
     let mut batches = Batches::new(&data.train, spec.method.batch_size.min(data.train.len()).max(1), stream(0, Purpose::DataOrder));
     let mut step = || -> Result<()> {
         let (xs, ys) = batches.next_batch()?;
-        let loss = crate::kernels::loss::cross_entropy(&masked.net.forward_t(&xs, None)?, &ys)?;
-        optimizer.step(&masked.params, &loss.backward()?, &step_masks)?;
-        loss.to_scalar::<f32>()?;
+        let step = masked.net.train_step(&xs, &ys, None)?;
+        optimizer.step(&masked.params, &step.grads, &step_masks)?;
+        step.loss.to_scalar::<f32>()?;
         Ok(())
     };
     step()?;

@@ -81,9 +81,9 @@ fn train(kind: ModelKind, density: f64, dev: &Device, implementation: Implementa
     for step in 0..STEPS {
         let xs = all.narrow(0, step * batch, batch)?;
         let ys = Tensor::from_vec((0..batch as u32).map(|i| (i * 7 + step as u32) % 10).collect::<Vec<_>>(), batch, dev)?;
-        let loss = crate::kernels::loss::cross_entropy(&net.forward_t(&xs, None)?, &ys)?;
-        optimizer.step(train_params, &loss.backward()?, &step_masks)?;
-        losses.push(loss.to_scalar::<f32>()? as f64);
+        let step = net.train_step(&xs, &ys, None)?;
+        optimizer.step(train_params, &step.grads, &step_masks)?;
+        losses.push(step.loss.to_scalar::<f32>()? as f64);
     }
     masked.write_back(&params)?;
     Ok((losses, models::weights_of(&params)?))
@@ -101,9 +101,9 @@ pub fn throughput(dev: &Device, kind: ModelKind) -> Result<(f64, f64)> {
     let ys = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, dev)?;
     let steps = if dev.is_cpu() && kind != ModelKind::Lenet300100 { 2 } else { 50 };
     let train = per_second(steps, || {
-        let loss = crate::kernels::loss::cross_entropy(&net.forward_t(&xs, None)?, &ys)?;
-        optimizer.step(&params, &loss.backward()?, &BTreeMap::new())?;
-        loss.to_scalar::<f32>()?;
+        let step = net.train_step(&xs, &ys, None)?;
+        optimizer.step(&params, &step.grads, &BTreeMap::new())?;
+        step.loss.to_scalar::<f32>()?;
         Ok(())
     })?;
     let n = if kind == ModelKind::Lenet300100 { 510 } else { 130 };

@@ -120,11 +120,9 @@ pub fn train(
             None => xs,
         };
         optimizer.set_lr(schedule.lr(iteration - 1));
-        let logits = net.forward_t(&xs, dropout.as_mut())?;
-        let loss = crate::kernels::loss::cross_entropy(&logits, &ys)?;
-        let grads = loss.backward()?;
-        optimizer.step(train_params, &grads, &step_masks)?;
-        running.add(loss.to_scalar::<f32>()? as f64, correct(&logits, &ys)?, ys.dims1()?);
+        let step = net.train_step(&xs, &ys, dropout.as_mut())?;
+        optimizer.step(train_params, &step.grads, &step_masks)?;
+        running.add(step.loss.to_scalar::<f32>()? as f64, correct(&step.logits, &ys)?, ys.dims1()?);
         observer.on_step(iteration);
         if snapshot_at == Some(iteration) {
             masked.write_back(params)?;

@@ -14,6 +14,7 @@
 //! (`0 + g` turns a -0 into +0): the gradient reaching the convolution is
 //! `0 + (0 + g_pool) · [pre-activation >= 0]`.
 
+use super::applied::Applied;
 use super::host::f32_slice;
 use super::im2col::{conv3x3, parallel, Conv, Dims, Geometry, GROUP};
 use super::pool::max_pool2x2;
@@ -30,12 +31,17 @@ pub fn conv3x3_relu(xs: &Tensor, w: &Tensor, b: &Tensor, pool: bool) -> Result<T
         let ys = conv3x3(xs, w, b)?.relu()?;
         return if pool { max_pool2x2(&ys) } else { Ok(ys) };
     }
+    Ok(conv3x3_relu_applied(xs, w, b, pool)?.out)
+}
+
+/// [`conv3x3_relu`] on the CPU, with the op kept for a backward by hand.
+pub fn conv3x3_relu_applied(xs: &Tensor, w: &Tensor, b: &Tensor, pool: bool) -> Result<Applied> {
     let (_, _, h, width) = xs.dims4()?;
     if pool && (h % 2 != 0 || width % 2 != 0) {
         return Err(crate::error::Error::Invalid(format!("max-pool 2x2: maps of {h}x{width} are not even")));
     }
     let op = ConvRelu { conv: Conv { geometry: Geometry::of(w, 1)? }, pool, pre_activations: Mutex::new(None) };
-    Ok(xs.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)?)
+    Applied::new([xs.contiguous()?, w.contiguous()?, b.contiguous()?], op)
 }
 
 struct ConvRelu {

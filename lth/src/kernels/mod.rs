@@ -3,6 +3,7 @@
 //! width or the cache sizes), so results are the same bits on every machine. On other devices
 //! (CUDA) the ops fall back to candle's own.
 
+pub mod applied;
 pub mod batchnorm;
 pub mod conv_relu;
 pub mod gemm;

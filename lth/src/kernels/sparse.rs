@@ -13,6 +13,8 @@
 //! give the same bits (the tests compare them); the path is `gemm::Path::chosen()`.
 
 use super::gemm::Path;
+use rayon::prelude::*;
+use std::ops::Range;
 
 /// Batch columns per register block of the kernels.
 pub const BLOCK: usize = 32;
@@ -84,10 +86,9 @@ impl Pattern {
             + std::mem::size_of::<usize>() * (self.row_starts.len() + self.col_starts.len())
     }
 
-    /// The compact entries of row `o` and their columns.
-    fn row(&self, o: usize) -> (std::ops::Range<usize>, &[u32]) {
-        let entries = self.row_starts[o]..self.row_starts[o + 1];
-        (entries.clone(), &self.row_cols[entries])
+    /// The end of row `o`'s entries from entry `from` on whose columns are below `end`.
+    fn row_end_before(&self, o: usize, from: usize, end: usize) -> usize {
+        from + self.row_cols[from..self.row_starts[o + 1]].partition_point(|&c| (c as usize) < end)
     }
 
     /// The rows fed by column `i` and their compact entries.
@@ -109,18 +110,18 @@ impl Pattern {
 /// `out` (rows, width): row `o` = Σ over the kept (o, i), in order, of `w[k] · xs_t` row `i`
 /// (the forward product).
 pub fn rows_product(p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
-    rows_product_on(Path::chosen(), p, w, xs_t, width, out)
+    rows_product_on(Path::chosen(), p, w, xs_t, width, out, tasks(p.len() * width))
 }
 
 /// `out` (cols, width): row `i` = Σ over the kept (o, i), in order of `o`, of `w[k] · grad_t`
 /// row `o` (the input gradient).
 pub fn cols_product(p: &Pattern, w: &[f32], grad_t: &[f32], width: usize, out: &mut [f32]) {
-    cols_product_on(Path::chosen(), p, w, grad_t, width, out)
+    cols_product_on(Path::chosen(), p, w, grad_t, width, out, tasks(p.len() * width))
 }
 
 /// `out[k]` for the kept (o, i) = `grad_t` row `o` · `xs_t` row `i` (the weight gradient).
 pub fn kept_dots(p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
-    kept_dots_on(Path::chosen(), p, grad_t, xs_t, width, out)
+    kept_dots_on(Path::chosen(), p, grad_t, xs_t, width, out, tasks(p.len() * width))
 }
 
 /// `out[c · out_stride + r] = m[r · stride + c]` for `r < rows`, `c < cols`.
@@ -133,38 +134,107 @@ pub fn transpose(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [
     }
 }
 
-fn rows_product_on(path: Path, p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
+fn rows_product_on(path: Path, p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, out: &mut [f32], tasks: usize) {
     p.check(w.len(), xs_t, p.cols, out, p.rows, width);
-    match usable(path) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `usable` returns only paths this CPU has; `check` passed.
-        Path::Avx512 => unsafe { avx512::rows_product(p, w, xs_t, width, out) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Path::Avx2 => unsafe { avx2::rows_product(p, w, xs_t, width, out) },
-        _ => portable::rows_product(p, w, xs_t, width, out),
-    }
+    let path = usable(path);
+    by_rows(
+        p.rows,
+        tasks,
+        out,
+        |o| o * width,
+        |rows, out| match path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `usable` returns only paths this CPU has; `check` passed.
+            Path::Avx512 => unsafe { avx512::rows_product(p, w, xs_t, width, rows, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Path::Avx2 => unsafe { avx2::rows_product(p, w, xs_t, width, rows, out) },
+            _ => portable::rows_product(p, w, xs_t, width, rows, out),
+        },
+    )
 }
 
-fn cols_product_on(path: Path, p: &Pattern, w: &[f32], grad_t: &[f32], width: usize, out: &mut [f32]) {
+fn cols_product_on(path: Path, p: &Pattern, w: &[f32], grad_t: &[f32], width: usize, out: &mut [f32], tasks: usize) {
     p.check(w.len(), grad_t, p.rows, out, p.cols, width);
-    match usable(path) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `usable` returns only paths this CPU has, and AVX-512 includes AVX2.
-        Path::Avx2 | Path::Avx512 => unsafe { avx2::cols_product(p, w, grad_t, width, out) },
-        _ => portable::cols_product(p, w, grad_t, width, out),
-    }
+    let path = usable(path);
+    by_rows(
+        p.cols,
+        tasks,
+        out,
+        |i| i * width,
+        |cols, out| match path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `usable` returns only paths this CPU has, and AVX-512 includes AVX2.
+            Path::Avx2 | Path::Avx512 => unsafe { avx2::cols_product(p, w, grad_t, width, cols, out) },
+            _ => portable::cols_product(p, w, grad_t, width, cols, out),
+        },
+    )
 }
 
-fn kept_dots_on(path: Path, p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
+fn kept_dots_on(path: Path, p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, out: &mut [f32], tasks: usize) {
     assert!(width.is_multiple_of(BLOCK), "sparse weight gradient: width {width} is not a multiple of {BLOCK}");
     assert_eq!(out.len(), p.len(), "sparse weight gradient: {} outputs for a pattern of {}", out.len(), p.len());
-    match usable(path) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `usable` returns only paths this CPU has, and AVX-512 includes AVX2.
-        Path::Avx2 | Path::Avx512 => unsafe { avx2::kept_dots(p, grad_t, xs_t, width, out) },
-        _ => portable::kept_dots(p, grad_t, xs_t, width, out, portable::dot),
+    let path = usable(path);
+    by_rows(
+        p.rows,
+        tasks,
+        out,
+        |o| p.row_starts[o],
+        |rows, out| match path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `usable` returns only paths this CPU has, and AVX-512 includes AVX2.
+            Path::Avx2 | Path::Avx512 => unsafe { avx2::kept_dots(p, grad_t, xs_t, width, rows, out) },
+            _ => portable::kept_dots(p, grad_t, xs_t, width, rows, out, portable::dot),
+        },
+    )
+}
+
+/// Products of at least this many multiply-adds (kept weights × batch columns) are split
+/// across threads: Conv-2's first fully connected layer at 20% (54 million per product) kept
+/// the second core idle for a tenth of a training step; LeNet's (3 million at 20%) stays on
+/// one thread, where waking another costs more than it saves.
+const PARALLEL_FROM: usize = 8 << 20;
+
+/// Bytes of the input rows one tile of the forward product or the weight gradient reads: a
+/// Conv-2 first layer's inputs (16,384 rows of 256 bytes for a batch of 60) are 4 MB, which
+/// every output row read again from the shared cache; in tiles of 512 KB they stay in the
+/// core's own (2 MB here). A row's sums carry on from tile to tile in the same order.
+const TILE_BYTES: usize = 512 << 10;
+
+/// Input rows per tile when each tile reads `bytes` of an input row.
+fn tile_inputs(bytes: usize) -> usize {
+    (TILE_BYTES / bytes.max(1)).max(1)
+}
+
+/// How many parts a product of `work` multiply-adds is split into: a few per thread of candle's
+/// (`RAYON_NUM_THREADS`) from [`PARALLEL_FROM`] on, since rows keep different numbers of
+/// weights; else 1, the calling thread.
+fn tasks(work: usize) -> usize {
+    let threads = candle_core::utils::get_num_threads();
+    if threads < 2 || work < PARALLEL_FROM {
+        1
+    } else {
+        4 * threads
     }
+}
+
+/// Runs `kernel` on `tasks` ranges of the `rows` output rows (in parallel if more than one),
+/// each with its own part of `out`: row `r` starts at `start(r)`, and `start(rows)` is
+/// `out.len()`. Each output is computed whole by one call, so the split changes no sum.
+fn by_rows(rows: usize, tasks: usize, out: &mut [f32], start: impl Fn(usize) -> usize, kernel: impl Fn(Range<usize>, &mut [f32]) + Sync) {
+    if tasks < 2 || rows < 2 {
+        return kernel(0..rows, out);
+    }
+    let per_task = rows.div_ceil(tasks);
+    let mut parts = Vec::with_capacity(tasks);
+    let mut rest = out;
+    for first in (0..rows).step_by(per_task) {
+        let last = (first + per_task).min(rows);
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(start(last) - start(first));
+        parts.push((first..last, part));
+        rest = tail;
+    }
+    parts.into_par_iter().for_each(|(rows, out)| kernel(rows, out));
 }
 
 /// `path` if this CPU has it, else the portable one.
@@ -179,38 +249,52 @@ fn usable(path: Path) -> Path {
 /// The loops as plain Rust: the portable path, and (inlined into `avx2`'s functions) the AVX2
 /// one, where the compiler vectorises them 8 lanes wide.
 mod portable {
-    use super::{Pattern, BLOCK};
+    use super::{tile_inputs, Pattern, Range, BLOCK};
 
+    /// Output rows `rows` (`out` holds just those).
     #[inline(always)]
-    pub fn rows_product(p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
+    pub fn rows_product(p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, rows: Range<usize>, out: &mut [f32]) {
+        let tile = tile_inputs(BLOCK * 4);
         for block in 0..width / BLOCK {
-            for o in 0..p.rows {
-                let (entries, cols) = p.row(o);
-                let terms = cols.iter().zip(&w[entries]).map(|(&i, &wv)| (wv, i as usize));
-                accumulate(&mut out[o * width..(o + 1) * width], xs_t, width, block, terms);
+            // Each row's next entry: the tiles take the entries of every row in column order.
+            let mut next: Vec<usize> = rows.clone().map(|o| p.row_starts[o]).collect();
+            for first in (0..p.cols.max(1)).step_by(tile) {
+                for ((o, out), from) in rows.clone().zip(out.chunks_exact_mut(width)).zip(&mut next) {
+                    let end = p.row_end_before(o, *from, first + tile);
+                    let terms = p.row_cols[*from..end].iter().zip(&w[*from..end]).map(|(&i, &wv)| (wv, i as usize));
+                    accumulate(out, xs_t, width, block, first > 0, terms);
+                    *from = end;
+                }
             }
         }
     }
 
+    /// Input gradient rows `cols` (`out` holds just those).
     #[inline(always)]
-    pub fn cols_product(p: &Pattern, w: &[f32], grad_t: &[f32], width: usize, out: &mut [f32]) {
+    pub fn cols_product(p: &Pattern, w: &[f32], grad_t: &[f32], width: usize, cols: Range<usize>, out: &mut [f32]) {
         for block in 0..width / BLOCK {
-            for i in 0..p.cols {
+            for (i, out) in cols.clone().zip(out.chunks_exact_mut(width)) {
                 let (rows, entries) = p.col(i);
                 let terms = rows.iter().zip(entries).map(|(&o, &k)| (w[k as usize], o as usize));
-                accumulate(&mut out[i * width..(i + 1) * width], grad_t, width, block, terms);
+                accumulate(out, grad_t, width, block, false, terms);
             }
         }
     }
 
+    /// The kept weights of rows `rows` (`out` holds just theirs).
     #[inline(always)]
-    pub fn kept_dots(p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, out: &mut [f32], dot: impl Fn(&[f32], &[f32]) -> f32) {
-        for o in 0..p.rows {
-            let g = &grad_t[o * width..(o + 1) * width];
-            let (entries, cols) = p.row(o);
-            for (out, &i) in out[entries].iter_mut().zip(cols) {
-                let i = i as usize;
-                *out = dot(g, &xs_t[i * width..(i + 1) * width]);
+    pub fn kept_dots(p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, rows: Range<usize>, out: &mut [f32], dot: impl Fn(&[f32], &[f32]) -> f32) {
+        let (offset, tile) = (p.row_starts[rows.start], tile_inputs(width * 4));
+        let mut next: Vec<usize> = rows.clone().map(|o| p.row_starts[o]).collect();
+        for first in (0..p.cols.max(1)).step_by(tile) {
+            for (o, from) in rows.clone().zip(&mut next) {
+                let end = p.row_end_before(o, *from, first + tile);
+                let g = &grad_t[o * width..(o + 1) * width];
+                for (out, &i) in out[*from - offset..end - offset].iter_mut().zip(&p.row_cols[*from..end]) {
+                    let i = i as usize;
+                    *out = dot(g, &xs_t[i * width..(i + 1) * width]);
+                }
+                *from = end;
             }
         }
     }
@@ -235,16 +319,16 @@ mod portable {
         }
     }
 
-    /// Block `block` of `out` = Σ weight · the same block of `rows[row]` over `terms` (the
-    /// block's sums stay in registers). Callers loop over blocks outermost: one block of every
+    /// Block `block` of `out` = Σ weight · the same block of `rows[row]` over `terms`, from 0,
+    /// or if `resume` from the block's sums so far (which stay in registers meanwhile). Callers loop over blocks outermost: one block of every
     /// input row (128 bytes each) stays in cache while all the outputs read it, however wide
     /// the batch (a 5,000-image evaluation batch is 15 MB of inputs). Every output is the same
     /// sum in the same order whichever loop runs outermost.
     #[inline(always)]
-    fn accumulate(out: &mut [f32], rows: &[f32], width: usize, block: usize, terms: impl Iterator<Item = (f32, usize)>) {
+    fn accumulate(out: &mut [f32], rows: &[f32], width: usize, block: usize, resume: bool, terms: impl Iterator<Item = (f32, usize)>) {
         let blocks = rows.as_chunks::<BLOCK>().0;
         let per_row = width / BLOCK;
-        let mut acc = [0f32; BLOCK];
+        let mut acc = if resume { out.as_chunks::<BLOCK>().0[block] } else { [0f32; BLOCK] };
         for (weight, row) in terms {
             let xs = &blocks[row * per_row + block];
             for j in 0..BLOCK {
@@ -278,17 +362,17 @@ mod portable {
 /// compiler vectorised it only 4 wide).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{portable, Pattern, BLOCK};
+    use super::{portable, Pattern, Range, BLOCK};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
-    pub unsafe fn rows_product(p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
-        portable::rows_product(p, w, xs_t, width, out)
+    pub unsafe fn rows_product(p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, rows: Range<usize>, out: &mut [f32]) {
+        portable::rows_product(p, w, xs_t, width, rows, out)
     }
 
     #[target_feature(enable = "avx2")]
-    pub unsafe fn cols_product(p: &Pattern, w: &[f32], grad_t: &[f32], width: usize, out: &mut [f32]) {
-        portable::cols_product(p, w, grad_t, width, out)
+    pub unsafe fn cols_product(p: &Pattern, w: &[f32], grad_t: &[f32], width: usize, cols: Range<usize>, out: &mut [f32]) {
+        portable::cols_product(p, w, grad_t, width, cols, out)
     }
 
     #[target_feature(enable = "avx2")]
@@ -297,9 +381,9 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2")]
-    pub unsafe fn kept_dots(p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
+    pub unsafe fn kept_dots(p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: usize, rows: Range<usize>, out: &mut [f32]) {
         // SAFETY: this function only runs on CPUs that have AVX2.
-        portable::kept_dots(p, grad_t, xs_t, width, out, |a, b| unsafe { dot(a, b) })
+        portable::kept_dots(p, grad_t, xs_t, width, rows, out, |a, b| unsafe { dot(a, b) })
     }
 
     /// [`portable::dot`]: four 8-lane accumulators are its 32 partial sums, reduced in its order.
@@ -334,17 +418,23 @@ mod avx2 {
 /// way, the two backward kernels made a training step no faster, so they stay AVX2.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Pattern, BLOCK};
+    use super::{tile_inputs, Pattern, Range, BLOCK};
     use std::arch::x86_64::*;
 
     const LANES: usize = 16;
 
+    /// Output rows `rows` (`out` holds just those).
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn rows_product(p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, out: &mut [f32]) {
+    pub unsafe fn rows_product(p: &Pattern, w: &[f32], xs_t: &[f32], width: usize, rows: Range<usize>, out: &mut [f32]) {
+        let tile = tile_inputs(2 * BLOCK * 4);
         for (block, blocks) in passes(width) {
-            for o in 0..p.rows {
-                let (entries, cols) = p.row(o);
-                accumulate(&mut out[o * width..(o + 1) * width], xs_t, width, block, blocks, cols, &w[entries]);
+            let mut next: Vec<usize> = rows.clone().map(|o| p.row_starts[o]).collect();
+            for first in (0..p.cols.max(1)).step_by(tile) {
+                for ((o, out), from) in rows.clone().zip(out.chunks_exact_mut(width)).zip(&mut next) {
+                    let end = p.row_end_before(o, *from, first + tile);
+                    accumulate(out, xs_t, width, block, blocks, first > 0, &p.row_cols[*from..end], &w[*from..end]);
+                    *from = end;
+                }
             }
         }
     }
@@ -357,22 +447,31 @@ mod avx512 {
 
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn accumulate(out: &mut [f32], rows: &[f32], width: usize, block: usize, blocks: usize, sources: &[u32], weights: &[f32]) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn accumulate(out: &mut [f32], rows: &[f32], width: usize, block: usize, blocks: usize, resume: bool, sources: &[u32], weights: &[f32]) {
         if blocks == 2 {
-            accumulate_n::<4>(out, rows, width, block, sources, weights)
+            accumulate_n::<4>(out, rows, width, block, resume, sources, weights)
         } else {
-            accumulate_n::<2>(out, rows, width, block, sources, weights)
+            accumulate_n::<2>(out, rows, width, block, resume, sources, weights)
         }
     }
 
     /// `N` registers of 16 lanes from `block` on: `acc + weights[t] · rows[sources[t]]`, term
-    /// by term, as the portable `accumulate` adds each lane. Plain index loops: an iterator's
+    /// by term, as the portable `accumulate` adds each lane, `acc` starting at 0 or, if
+    /// `resume`, at `out`. Plain index loops: an iterator's
     /// `next` was not inlined here, which kept the sums in memory (5x slower).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn accumulate_n<const N: usize>(out: &mut [f32], rows: &[f32], width: usize, block: usize, sources: &[u32], weights: &[f32]) {
+    unsafe fn accumulate_n<const N: usize>(out: &mut [f32], rows: &[f32], width: usize, block: usize, resume: bool, sources: &[u32], weights: &[f32]) {
         let start = block * BLOCK;
         let mut acc = [_mm512_setzero_ps(); N];
+        if resume {
+            let sums = &out[start..][..N * LANES];
+            for (q, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: q · 16 + 16 ≤ N · 16, inside `sums`.
+                *acc = _mm512_loadu_ps(sums.as_ptr().add(q * LANES));
+            }
+        }
         for (&row, &weight) in sources.iter().zip(weights) {
             let xs = &rows[row as usize * width + start..][..N * LANES];
             let weight = _mm512_set1_ps(weight);
@@ -410,21 +509,25 @@ mod tests {
 
     #[test]
     fn every_path_gives_the_bits_of_the_portable_loops() {
-        // Widths with an odd number of blocks test the AVX-512 path's single-block pass.
-        for &(rows, cols, every, width) in &[(300, 784, 5, 64), (100, 300, 2, 32), (10, 100, 1, 96), (37, 53, 9, 160), (5, 7, 40, 64)] {
+        // Widths with an odd number of blocks test the AVX-512 path's single-block pass; 9,000
+        // inputs take several tiles (`TILE_BYTES`).
+        for &(rows, cols, every, width) in &[(300, 784, 5, 64), (100, 300, 2, 32), (10, 100, 1, 96), (37, 53, 9, 160), (5, 7, 40, 64), (6, 9000, 7, 64)] {
             let p = pattern(rows, cols, every);
             let w = values(p.len(), 1);
             let (xs_t, grad_t) = (values(cols * width, 2), values(rows * width, 3));
-            let reference = |path| {
+            let reference = |path, tasks| {
                 let (mut ys, mut gx, mut gw) = (vec![0f32; rows * width], vec![0f32; cols * width], vec![0f32; p.len()]);
-                rows_product_on(path, &p, &w, &xs_t, width, &mut ys);
-                cols_product_on(path, &p, &w, &grad_t, width, &mut gx);
-                kept_dots_on(path, &p, &grad_t, &xs_t, width, &mut gw);
+                rows_product_on(path, &p, &w, &xs_t, width, &mut ys, tasks);
+                cols_product_on(path, &p, &w, &grad_t, width, &mut gx, tasks);
+                kept_dots_on(path, &p, &grad_t, &xs_t, width, &mut gw, tasks);
                 (bits(&ys), bits(&gx), bits(&gw))
             };
-            let portable = reference(Path::Portable);
+            let portable = reference(Path::Portable, 1);
             for path in Path::available() {
-                assert!(portable == reference(path), "{} differs from portable at {rows}x{cols}, width {width}", path.name());
+                // Split across threads in 1, 3 or 8 parts (uneven ones included): the same bits.
+                for tasks in [1, 3, 8] {
+                    assert!(portable == reference(path, tasks), "{} in {tasks} parts differs from portable at {rows}x{cols}, width {width}", path.name());
+                }
             }
         }
     }

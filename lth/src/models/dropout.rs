@@ -18,8 +18,14 @@ impl Dropout {
     }
 
     pub fn apply(&mut self, xs: &Tensor) -> Result<Tensor> {
+        Ok(xs.mul(&self.mask(xs)?)?)
+    }
+
+    /// The next mask for `xs`: 0 for a dropped unit, 1/(1-p) for a kept one. Its gradient is
+    /// the upstream gradient times the same mask.
+    pub fn mask(&mut self, xs: &Tensor) -> Result<Tensor> {
         let scale = (1.0 / (1.0 - self.p)) as f32;
         let mask: Vec<f32> = (0..xs.elem_count()).map(|_| if self.rng.random::<f64>() < self.p { 0.0 } else { scale }).collect();
-        Ok(xs.mul(&Tensor::from_vec(mask, xs.shape(), xs.device())?)?)
+        Ok(Tensor::from_vec(mask, xs.shape(), xs.device())?)
     }
 }

@@ -16,6 +16,7 @@
 
 use super::{param, Params};
 use crate::error::{Error, Result};
+use crate::kernels::applied::Applied;
 use crate::kernels::host::{f32_slice, new_product, product_threaded, with_f32, Matrix};
 use crate::kernels::sparse::{self, Pattern, BLOCK};
 use crate::masks::Mask;
@@ -130,13 +131,16 @@ impl Linear {
         if !self.on_cpu() {
             return Ok(self.forward(xs, input_grad)?.relu()?);
         }
-        let (xs, w) = (xs.contiguous()?, self.w.contiguous()?);
-        Ok(match &self.product {
-            Product::Dense => xs.apply_op3(&w, &self.b, LinearRelu::new(DenseProduct { input_grad }))?,
-            Product::Sparse(pattern) => {
-                xs.apply_op3(&w, &self.b, LinearRelu::new(SparseProduct { pattern: pattern.clone(), input_grad, xs_t: Mutex::default() }))?
-            }
-        })
+        Ok(self.forward_relu_applied(xs, input_grad)?.out)
+    }
+
+    /// [`Linear::forward_relu`] on the CPU, with the op kept for a backward by hand.
+    pub fn forward_relu_applied(&self, xs: &Tensor, input_grad: bool) -> Result<Applied> {
+        let args = [xs.contiguous()?, self.w.contiguous()?, self.b.contiguous()?];
+        match &self.product {
+            Product::Dense => Applied::new(args, LinearRelu::new(DenseProduct { input_grad })),
+            Product::Sparse(pattern) => Applied::new(args, LinearRelu::new(SparseProduct { pattern: pattern.clone(), input_grad, xs_t: Mutex::default() })),
+        }
     }
 
     /// Evaluation on the CPU in feature-major layout: `xs_t` (in, width) → (out, width), plus

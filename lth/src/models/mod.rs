@@ -14,6 +14,7 @@ pub use dropout::Dropout;
 
 use crate::error::Result;
 use crate::spec::ModelKind;
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use std::collections::BTreeMap;
 
@@ -86,6 +87,13 @@ pub trait Network {
     /// statistics (updating its running ones).
     fn forward_t(&self, xs: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor>;
 
+    /// One training step's logits, mean cross-entropy and gradients for `labels`. By default
+    /// candle's autograd differentiates [`Network::forward_t`]; a network may run (part of) its
+    /// backward by hand, with the same bits.
+    fn train_step(&self, xs: &Tensor, labels: &Tensor, dropout: Option<&mut Dropout>) -> Result<Step> {
+        autograd_step(self.forward_t(xs, dropout)?, labels)
+    }
+
     /// Evaluation: no dropout; BatchNorm uses its running statistics.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.forward_t(xs, None)
@@ -102,6 +110,22 @@ pub trait Network {
     fn forward_feature_major(&self, _xs_t: &[f32], _n: usize, _width: usize) -> Result<Option<Tensor>> {
         Ok(None)
     }
+}
+
+/// What one training step computed.
+pub struct Step {
+    pub logits: Tensor,
+    /// The mean cross-entropy over the batch (a scalar).
+    pub loss: Tensor,
+    /// The gradients of the loss, by parameter.
+    pub grads: GradStore,
+}
+
+/// The loss of `logits` for `labels` and its gradients by candle's autograd.
+pub fn autograd_step(logits: Tensor, labels: &Tensor) -> Result<Step> {
+    let loss = crate::kernels::loss::cross_entropy(&logits, labels)?;
+    let grads = loss.backward()?;
+    Ok(Step { logits, loss, grads })
 }
 
 /// Builds the network of `kind` over `params` (which it shares, so optimizer updates show).
