@@ -55,6 +55,23 @@ pub(super) fn parallel() -> bool {
     candle_core::utils::get_num_threads() > 1
 }
 
+/// `sums[p] += Σ plane p` over the planes of `planes`, `plane` values each: every plane summed
+/// in order from -0, as `Iterator::sum` does, but eight planes side by side, so that their
+/// chains of dependent additions overlap (one plane at a time, the bias gradients waited on
+/// each addition's latency: 1,024 per 32x32 plane).
+pub(super) fn add_plane_sums(sums: &mut [f32], planes: &[f32], plane: usize) {
+    const SIDE_BY_SIDE: usize = 8;
+    for (sums, planes) in sums.chunks_mut(SIDE_BY_SIDE).zip(planes.chunks(SIDE_BY_SIDE * plane.max(1))) {
+        let mut acc = [-0f32; SIDE_BY_SIDE];
+        for t in 0..plane {
+            for (j, acc) in acc.iter_mut().enumerate().take(sums.len()) {
+                *acc += planes[j * plane + t];
+            }
+        }
+        sums.iter_mut().zip(acc).for_each(|(s, a)| *s += a);
+    }
+}
+
 /// A square kernel's size and stride; the padding is `kernel / 2` ("same" at stride 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Geometry {
@@ -242,9 +259,7 @@ impl Conv {
                     let m = images.len() / (d.c * hw);
                     let width = m * ohw;
                     for (j, (image, gr)) in images.chunks_exact(d.c * hw).zip(grads.chunks_exact(d.o * ohw)).enumerate() {
-                        for (sum, plane) in grad_b.iter_mut().zip(gr.chunks_exact(ohw)) {
-                            *sum += plane.iter().sum::<f32>();
-                        }
+                        add_plane_sums(&mut grad_b, gr, ohw);
                         im2col(image, d, g, &mut cols[j * ohw..], width);
                         if m > 1 {
                             for (row, plane) in joined.chunks_exact_mut(width).zip(gr.chunks_exact(ohw)) {
@@ -322,9 +337,7 @@ impl Conv {
         with_scratch([layout.len(), grad_cols_len, d.c * hw + d.o * k], |[cols_t, grad_cols, rest]| {
             let (image_t, by_tap) = rest.split_at_mut(d.c * hw);
             for (i, (image, gr)) in images.chunks_exact(d.c * hw).zip(grads.chunks_exact(d.o * ohw)).enumerate() {
-                for (sum, plane) in grad_b.iter_mut().zip(gr.chunks_exact(ohw)) {
-                    *sum += plane.iter().sum::<f32>();
-                }
+                add_plane_sums(grad_b, gr, ohw);
                 // The image (c, h·w) as (h·w, c): each pixel's channels side by side.
                 sparse::transpose(image, d.c, hw, hw, image_t, d.c);
                 im2row_packed(image_t, d, g, cols_t, layout);
