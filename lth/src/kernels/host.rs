@@ -65,7 +65,7 @@ pub fn product_threaded(dst: &mut [f32], lhs: Matrix, rhs: Matrix, m: usize, n: 
 #[allow(clippy::too_many_arguments)]
 pub fn product_packed(dst: &mut [f32], lhs: Matrix, rhs: &[f32], layout: PackedLayout, m: usize, n: usize, k: usize, accumulate: bool) {
     assert!(dst.len() >= m * n, "gemm: destination too small");
-    check_operands(lhs, Matrix::rows(&[], 0), m, 0, k);
+    check_operand(lhs, m, k);
     // SAFETY: the destination and `lhs` are bounded above, `rhs` by `multiply_packed`; `dst` is
     // borrowed mutably, so it aliases neither operand.
     unsafe { multiply_packed(Path::chosen(), dst.as_mut_ptr(), n, lhs, rhs, layout, m, n, k, accumulate) }
@@ -141,8 +141,14 @@ fn check(dst: &[f32], lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize) {
 }
 
 fn check_operands(lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize) {
-    let extent = |x: Matrix, rows: usize, cols: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * x.row_stride + (cols - 1) * x.col_stride + 1 };
-    assert!(lhs.data.len() >= extent(lhs, m, k) && rhs.data.len() >= extent(rhs, k, n), "gemm: operands too small");
+    check_operand(lhs, m, k);
+    check_operand(rhs, k, n);
+}
+
+/// Panics unless `x` holds every entry of a `rows × cols` matrix at its strides.
+fn check_operand(x: Matrix, rows: usize, cols: usize) {
+    let extent = if rows == 0 || cols == 0 { 0 } else { (rows - 1) * x.row_stride + (cols - 1) * x.col_stride + 1 };
+    assert!(x.data.len() >= extent, "gemm: operands too small");
 }
 
 /// `m × n` entries of a row-major destination with row stride `dst_stride`.

@@ -593,6 +593,24 @@ mod tests {
     /// and 2, with and without bias, a last group of fewer than [`GROUP`] images, and channel
     /// counts that split panels (5) and fill them (32), on the chosen kernel path (`LTH_KERNELS`
     /// picks another; the golden runs check both vector paths end to end).
+    /// Eight planes side by side give each plane's `Iterator::sum` bit for bit: a partial last
+    /// group of planes, a plane of -0s (whose sum from -0 stays -0), and empty planes.
+    #[test]
+    fn plane_sums_are_the_bits_of_iterator_sums() {
+        for (planes, plane) in [(13, 37), (8, 1024), (3, 0)] {
+            let mut values = wave(planes * plane, 5);
+            values[..plane].fill(-0.0);
+            let start = wave(planes, 6);
+            let mut sums = start.clone();
+            add_plane_sums(&mut sums, &values, plane);
+            let expected: Vec<f32> = start.iter().enumerate().map(|(p, &s)| s + values[p * plane..(p + 1) * plane].iter().sum::<f32>()).collect();
+            assert_eq!(bits(&sums), bits(&expected), "{planes} planes of {plane}");
+        }
+        let mut zero = [-0.0f32];
+        add_plane_sums(&mut zero, &[-0.0; 4], 4);
+        assert!(zero[0].is_sign_negative(), "-0 plus a sum of -0s stays -0, as with Iterator::sum");
+    }
+
     #[test]
     fn packed_columns_give_the_bits_of_plain_columns() {
         for (c, side, kernel, stride, bias) in [(5, 16, 3, 1, true), (32, 16, 3, 1, false), (3, 32, 3, 2, false), (6, 32, 1, 2, false)] {

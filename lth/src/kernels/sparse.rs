@@ -190,8 +190,8 @@ fn kept_dots_on(path: Path, p: &Pattern, grad_t: &[f32], xs_t: &[f32], width: us
 }
 
 /// Products of at least this many multiply-adds (kept weights × batch columns) are split
-/// across threads: Conv-2's first fully connected layer at 20% (54 million per product) kept
-/// the second core idle for a tenth of a training step; LeNet's (3 million at 20%) stays on
+/// across threads: Conv-2's first fully connected layer at 20% (54 million per product) ran on
+/// the calling thread alone while the second core waited; LeNet's (3 million at 20%) stays on
 /// one thread, where waking another costs more than it saves.
 const PARALLEL_FROM: usize = 8 << 20;
 
