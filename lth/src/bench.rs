@@ -21,11 +21,11 @@ use std::time::Instant;
 
 const BATCH: usize = 60;
 const ADAM: Rule = Rule::Adam(AdamConfig { lr: 1.2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 });
-/// VGG-19's and ResNet-18's optimizer (PAPER.md Fig 2).
+/// VGG-19's and ResNet-18's optimizer (docs/paper.md Fig 2).
 const SGD: Rule = Rule::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 });
 const DENSITIES: [(f64, &str); 3] = [(1.0, "dense"), (0.2, "20%"), (0.05, "5%")];
 
-/// The optimizer and batch size a network trains with (PAPER.md Fig 2).
+/// The optimizer and batch size a network trains with (docs/paper.md Fig 2).
 pub(crate) fn recipe(kind: ModelKind) -> (Rule, usize) {
     match kind {
         ModelKind::Vgg19 => (SGD, 64),
@@ -377,7 +377,7 @@ fn evaluate(kind: ModelKind, batches: usize) -> Result<f64> {
 
 /// LeNet's evaluation at paper scale: validation and test, 15,000 images, every 100 iterations.
 const EVAL_IMAGES: usize = 15_000;
-/// The densities where LeNet's evaluation speed matters: dense, and the Pm values PAPER.md
+/// The densities where LeNet's evaluation speed matters: dense, and the Pm values docs/paper.md
 /// discusses (21.1% and 3.6%, levels 7 and 15).
 const EVAL_DENSITIES: [(f64, &str); 3] = [(1.0, "100%"), (0.211, "21.1%"), (0.036, "3.6%")];
 

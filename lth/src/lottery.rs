@@ -1,4 +1,4 @@
-//! The lottery-ticket procedure (PAPER.md §1, Strategy 1) and its controls, one level at a
+//! The lottery-ticket procedure (docs/paper.md §1, Strategy 1) and its controls, one level at a
 //! time, resumable. A ticket run: theta0 → train → prune the smallest surviving weights → reset
 //! the survivors to theta0 → train → … Its branches read the ticket run of the same trial:
 //! one-shot prunes its trained dense network once per target level; reinit keeps its masks with

@@ -196,7 +196,7 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct JobArgs {
-    /// smoke (seconds), quick (minutes on a laptop) or paper (PAPER.md exactly).
+    /// smoke (seconds), quick (minutes on a laptop) or paper (docs/paper.md exactly).
     #[arg(long, value_enum, default_value = "quick")]
     scale: Scale,
     /// Override the scale's number of trials.

@@ -1,6 +1,6 @@
 //! Choosing which weights to remove, as pure functions of weights and masks. Layerwise
 //! magnitude pruning removes, in each layer, a fixed fraction of the weights that survive so
-//! far, smallest magnitude first (PAPER.md §1 step 3); ties go to the lower index, so the result
+//! far, smallest magnitude first (docs/paper.md §1 step 3); ties go to the lower index, so the result
 //! is deterministic. Global pruning (VGG-19, ResNet-18) removes a fixed fraction of the
 //! convolutions' surviving weights together, under one threshold: the smallest magnitudes
 //! across all of them go first, and of equal magnitudes the one in the later layer (by name),
@@ -21,7 +21,7 @@ pub fn rates(arch: &Architecture, spec: &PruningSpec) -> Vec<(String, f64)> {
                 Some(LayerKind::Conv) => spec.conv.unwrap_or(0.0),
                 Some(LayerKind::Fc) => spec.fc,
                 Some(LayerKind::Output) => spec.output,
-                // 1x1 shortcuts are never pruned (PAPER.md App I.3).
+                // 1x1 shortcuts are never pruned (docs/paper.md App I.3).
                 Some(LayerKind::Shortcut) | None => 0.0,
             };
             (p.name.clone(), rate)

@@ -1,5 +1,5 @@
 //! The learning rate as one function of the iteration: linear warmup from 0 to the peak rate
-//! over `warmup` iterations, times the drop factor for every drop already passed (PAPER.md §4,
+//! over `warmup` iterations, times the drop factor for every drop already passed (docs/paper.md §4,
 //! App I). `lr(t)` is the rate of the step taken after `t` steps, so step 1 uses `lr(0)` (0
 //! under warmup, as PyTorch's per-iteration `LambdaLR` gives) and a drop at `d` first applies
 //! to step `d + 1`, as `MultiStepLR` stepped every iteration does.

@@ -16,7 +16,7 @@ pub enum Scale {
     Smoke,
     /// Real data, fewer iterations, levels and trials: minutes on a laptop CPU.
     Quick,
-    /// Exactly PAPER.md.
+    /// Exactly docs/paper.md.
     Paper,
 }
 
@@ -41,7 +41,7 @@ pub struct ExperimentSpec {
     pub scales: BTreeMap<Scale, Sizes>,
 }
 
-/// Everything the paper fixes for an experiment (PAPER.md §1-2).
+/// Everything the paper fixes for an experiment (docs/paper.md §1-2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Method {
@@ -78,7 +78,7 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-/// The learning rate as a function of the iteration (PAPER.md §4, App I): linear warmup from 0
+/// The learning rate as a function of the iteration (docs/paper.md §4, App I): linear warmup from 0
 /// to the optimizer's rate over `warmup` iterations, times `drop_factor` for every drop passed.
 /// The iterations are those of a training of `iterations` (the paper's length); a scale that
 /// trains for fewer iterations moves every point to the same fraction of its training.
@@ -114,9 +114,9 @@ pub enum ModelKind {
     Conv2,
     Conv4,
     Conv6,
-    /// VGG-19 for CIFAR-10 (Liu et al. 2019's variant, PAPER.md §2).
+    /// VGG-19 for CIFAR-10 (Liu et al. 2019's variant, docs/paper.md §2).
     Vgg19,
-    /// The paper's "ResNet-18": He et al.'s 20-layer CIFAR-10 ResNet (PAPER.md §2).
+    /// The paper's "ResNet-18": He et al.'s 20-layer CIFAR-10 ResNet (docs/paper.md §2).
     Resnet18,
 }
 
@@ -282,7 +282,7 @@ pub enum PruningScope {
     /// Each layer loses its own rate of its own weights.
     Layerwise,
     /// The convolutions lose `conv` of their surviving weights together, under one magnitude
-    /// threshold (VGG-19, ResNet-18: PAPER.md §4, App I.1); other layers keep their own rates.
+    /// threshold (VGG-19, ResNet-18: docs/paper.md §4, App I.1); other layers keep their own rates.
     Global,
 }
 

@@ -1,7 +1,7 @@
 //! The one training loop: minibatch (augmented where the spec asks), forward, cross-entropy,
 //! backward, masked optimizer step at the scheduled learning rate (`schedule`).
 //! It always trains for the full budget and evaluates validation and test loss/accuracy every
-//! `eval_every` iterations (PAPER.md §1, App C); the early-stop iteration is read from the
+//! `eval_every` iterations (docs/paper.md §1, App C); the early-stop iteration is read from the
 //! curve afterwards (`results::table`), never used to stop. Progress goes to an [`Observer`].
 
 use crate::datasets::augment::Augment;

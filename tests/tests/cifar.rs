@@ -129,7 +129,7 @@ fn the_pm_grid_matches_the_paper() {
         let kept: usize = arch.prunable().zip(&rates).map(|(p, (_, r))| pruning::survivors_after(p.numel(), *r, rounds)).sum();
         100.0 * kept as f64 / arch.n_weights() as f64
     };
-    // PAPER.md §2 [derived]: Conv-2 8.8% after 11 rounds and 4.6% after 14; Conv-4 11.1% after
+    // docs/paper.md §2 [derived]: Conv-2 8.8% after 11 rounds and 4.6% after 14; Conv-4 11.1% after
     // 11 and 9.2% after 12.
     for (kind, rounds, expected) in [(ModelKind::Conv2, 11, 8.8), (ModelKind::Conv2, 14, 4.6), (ModelKind::Conv4, 11, 11.1), (ModelKind::Conv4, 12, 9.2)] {
         let got = pm(kind, 0.1, rounds);

@@ -121,7 +121,7 @@ fn batchnorm_matches_candle_ops_in_training_and_uses_running_statistics_in_evalu
 #[test]
 fn weight_counts_match_the_paper() {
     let count = |kind: ModelKind, layer: LayerKind| Architecture::of(kind).prunable().filter(|p| p.prunable == Some(layer)).map(|p| p.numel()).sum::<usize>();
-    // PAPER.md §2 [derived].
+    // docs/paper.md §2 [derived].
     assert_eq!(Architecture::of(ModelKind::Vgg19).n_weights(), 20_024_000);
     assert_eq!((count(ModelKind::Vgg19, LayerKind::Conv), count(ModelKind::Vgg19, LayerKind::Output)), (20_018_880, 5_120));
     assert_eq!(Architecture::of(ModelKind::Resnet18).n_weights(), 270_896);
@@ -140,7 +140,7 @@ fn weight_counts_match_the_paper() {
 
 #[test]
 fn the_pm_grid_matches_the_paper() {
-    // PAPER.md §2 [derived]: ResNet-18 41.7 / 27.1 / 21.9 / 11.8% after 4 / 6 / 7 / 10 rounds;
+    // docs/paper.md §2 [derived]: ResNet-18 41.7 / 27.1 / 21.9 / 11.8% after 4 / 6 / 7 / 10 rounds;
     // VGG-19 6.9 / 3.5 / 1.5% after 12 / 15 / 19, with the pruner's own rounded counts.
     for (kind, grid) in [(ModelKind::Resnet18, &[(4, 41.7), (6, 27.1), (7, 21.9), (10, 11.8)][..]), (ModelKind::Vgg19, &[(12, 6.9), (15, 3.5), (19, 1.5)][..])]
     {
@@ -216,7 +216,7 @@ fn the_schedules_of_all_six_variants_follow_the_formula() {
         };
         let s = spec.method.lr_schedule.clone().unwrap();
         let (vgg, warmup) = (name.starts_with("vgg"), name.ends_with("warmup"));
-        // The paper's numbers (PAPER.md §2).
+        // The paper's numbers (docs/paper.md §2).
         assert_eq!(s.iterations, if vgg { 112_480 } else { 30_000 }, "{name}");
         assert_eq!(s.drops, if vgg { vec![56_240, 84_360] } else { vec![20_000, 25_000] }, "{name}");
         let k = match (vgg, warmup) {

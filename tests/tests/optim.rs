@@ -8,7 +8,7 @@ use rand::Rng;
 use std::collections::BTreeMap;
 
 const CONFIG: AdamConfig = AdamConfig { lr: 1.2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
-// VGG-19's settings (PAPER.md): momentum 0.9, weight decay 1e-4; lr 0.1 after warmup.
+// VGG-19's settings (docs/paper.md): momentum 0.9, weight decay 1e-4; lr 0.1 after warmup.
 const SGD: SgdConfig = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
 
 fn random(rng: &mut impl Rng, n: usize) -> Vec<f32> {

@@ -30,7 +30,7 @@ fn iterative_rounds_keep_the_papers_fractions() {
         }
         mask = next;
     }
-    // The paper's Pm grid for LeNet (PAPER.md §2): 51.3% after 3 rounds, 21.1% after 7, 3.6% after 15.
+    // The paper's Pm grid for LeNet (docs/paper.md §2): 51.3% after 3 rounds, 21.1% after 7, 3.6% after 15.
     let pm = |k: usize| (0..k).fold(Mask::dense(&arch), |m, _| pruning::magnitude_round(&weights, &m, &rates)).remaining() * 100.0;
     assert_eq!(format!("{:.1}", pm(3)), "51.3");
     assert_eq!(format!("{:.1}", pm(7)), "21.1");

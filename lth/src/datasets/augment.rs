@@ -1,4 +1,4 @@
-//! Augmentation of training batches (VGG-19, ResNet-18; PAPER.md §2): each image is cropped
+//! Augmentation of training batches (VGG-19, ResNet-18; docs/paper.md §2): each image is cropped
 //! at a random offset from a copy zero-padded by `pad` pixels on every side, then flipped
 //! left-right with probability 1/2 (torchvision's `RandomCrop(32, padding=4)` then
 //! `RandomHorizontalFlip()`, as the reference implementations apply them). The padding is zero

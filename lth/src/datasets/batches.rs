@@ -1,4 +1,4 @@
-//! Seeded minibatch order: the training set is reshuffled every epoch (PAPER.md §1) from the
+//! Seeded minibatch order: the training set is reshuffled every epoch (docs/paper.md §1) from the
 //! run's data-order stream. An epoch's last partial batch is dropped, so every step sees
 //! exactly `batch_size` examples.
 

@@ -74,7 +74,7 @@ pub fn load(kind: DatasetKind, data: DataSource, source: &fetch::Source) -> Resu
 }
 
 impl RawDataset {
-    /// The run's view of the data: the fixed validation split (PAPER.md §1: 5,000 training
+    /// The run's view of the data: the fixed validation split (docs/paper.md §1: 5,000 training
     /// examples sampled at random), then the scale's subsets, normalised, on `dev`.
     pub fn prepare(&self, run: &RunSpec, dev: &Device) -> Result<Dataset> {
         let method = &run.method;

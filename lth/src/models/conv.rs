@@ -1,9 +1,9 @@
-//! Conv-2, Conv-4 and Conv-6 (PAPER.md Fig 2, after Simonyan & Zisserman): pairs of 3x3
+//! Conv-2, Conv-4 and Conv-6 (docs/paper.md Fig 2, after Simonyan & Zisserman): pairs of 3x3
 //! same-padding convolutions (64, then 128, then 256 channels), a 2x2 max-pool after each pair,
 //! then fully connected 256-256-10; ReLU throughout. With dropout (Fig 6), p applies after each
 //! hidden fully connected layer: the paper does not say which layers, and the fc layers hold
 //! 99/89/49% of the weights. Conv-6 is built as described (2,261,184 weights), not as Fig 2's
-//! 1.7M count (PAPER.md §2 explains the discrepancy).
+//! 1.7M count (docs/paper.md §2 explains the discrepancy).
 
 use super::dropout::Dropout;
 use super::linear::{Compact, Linear};
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn weight_counts_match_the_architectures() {
-        // PAPER.md §2 [derived]: all / conv weights.
+        // docs/paper.md §2 [derived]: all / conv weights.
         for (kind, all, conv) in [(ModelKind::Conv2, 4_300_992, 38_592), (ModelKind::Conv4, 2_425_024, 259_776), (ModelKind::Conv6, 2_261_184, 1_144_512)] {
             let arch = architecture(kind);
             let conv_weights: usize = arch.prunable().filter(|p| p.prunable == Some(LayerKind::Conv)).map(ParamInfo::numel).sum();

@@ -1,4 +1,4 @@
-//! Seeded initial weights: Gaussian Glorot for every weight, zeros for biases (PAPER.md §1:
+//! Seeded initial weights: Gaussian Glorot for every weight, zeros for biases (docs/paper.md §1:
 //! "Gaussian Glorot" for all networks; bias init is not stated, zeros is the usual choice).
 //! candle-nn's own initialisers are not used: candle's CPU RNG cannot be seeded.
 

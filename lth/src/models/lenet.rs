@@ -1,4 +1,4 @@
-//! LeNet-300-100 (PAPER.md Fig 2): 784 → 300 → 100 → 10, fully connected, ReLU.
+//! LeNet-300-100 (docs/paper.md Fig 2): 784 → 300 → 100 → 10, fully connected, ReLU.
 //! 266,200 prunable weights; `fc3` is the output layer (pruned at half the fc rate).
 
 use super::linear::{Compact, Linear};
@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn weight_count_matches_the_paper() {
-        // 784·300 + 300·100 + 100·10 = 266,200 ("266K", PAPER.md §1).
+        // 784·300 + 300·100 + 100·10 = 266,200 ("266K", docs/paper.md §1).
         assert_eq!(architecture().n_weights(), 266_200);
     }
 }

@@ -24,7 +24,7 @@ pub type Params = BTreeMap<String, Var>;
 /// Host copies of parameter values, by name.
 pub type Weights = BTreeMap<String, Vec<f32>>;
 
-/// How a layer is pruned: each kind has its own rate (PAPER.md Fig 2).
+/// How a layer is pruned: each kind has its own rate (docs/paper.md Fig 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LayerKind {
     /// A convolution.
@@ -33,7 +33,7 @@ pub enum LayerKind {
     Fc,
     /// The output layer.
     Output,
-    /// A 1x1 projection shortcut of a residual network (never pruned, PAPER.md App I.3).
+    /// A 1x1 projection shortcut of a residual network (never pruned, docs/paper.md App I.3).
     Shortcut,
 }
 
@@ -74,7 +74,7 @@ impl Architecture {
         self.params.iter().filter(|p| p.prunable.is_some())
     }
 
-    /// The number of prunable weights (biases excluded, PAPER.md §1).
+    /// The number of prunable weights (biases excluded, docs/paper.md §1).
     pub fn n_weights(&self) -> usize {
         self.prunable().map(ParamInfo::numel).sum()
     }

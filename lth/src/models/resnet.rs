@@ -1,4 +1,4 @@
-//! The paper's "ResNet-18": the CIFAR-10 ResNet of He et al. with 20 layers (PAPER.md §2, App
+//! The paper's "ResNet-18": the CIFAR-10 ResNet of He et al. with 20 layers (docs/paper.md §2, App
 //! I.3; open_lth's `cifar_resnet_20`). A 3x3 convolution 3 → 16 with BatchNorm and ReLU; three
 //! stages of three basic blocks at 16, 32 and 64 channels (conv-BN-ReLU-conv-BN, plus the
 //! shortcut, then ReLU); the first block of stages 2 and 3 has stride 2 and a 1x1 stride-2

@@ -1,4 +1,4 @@
-//! VGG-19 for CIFAR-10 as the paper uses it (Liu et al. 2019's variant, PAPER.md §2, App I.2):
+//! VGG-19 for CIFAR-10 as the paper uses it (Liu et al. 2019's variant, docs/paper.md §2, App I.2):
 //! 3x3 same-padding convolutions in the plan 64, 64, M, 128, 128, M, 256 ×4, M, 512 ×4, M,
 //! 512 ×4, each followed by BatchNorm and ReLU, a 2x2 max-pool at each M, then the 2x2 average
 //! pool of the last 2x2 maps and one fully connected layer 512 → 10. 20,024,000 weights:

@@ -42,14 +42,14 @@ pub struct Checkpoint {
     pub label: &'static str,
 }
 
-/// VGG-19's checkpoints: 30K, 60K and 112,480 (the last) of 112,480 iterations (PAPER.md Fig 7).
+/// VGG-19's checkpoints: 30K, 60K and 112,480 (the last) of 112,480 iterations (docs/paper.md Fig 7).
 const VGG_CHECKPOINTS: [Checkpoint; 3] = [
     Checkpoint { fraction: 30_000.0 / 112_480.0, label: "30K of 112K iterations" },
     Checkpoint { fraction: 60_000.0 / 112_480.0, label: "60K of 112K iterations" },
     Checkpoint { fraction: 1.0, label: "112K of 112K iterations (the last)" },
 ];
 
-/// ResNet-18's checkpoints: 10K, 20K and 30K of 30K iterations (PAPER.md Fig 8).
+/// ResNet-18's checkpoints: 10K, 20K and 30K of 30K iterations (docs/paper.md Fig 8).
 const RESNET_CHECKPOINTS: [Checkpoint; 3] = [
     Checkpoint { fraction: 10_000.0 / 30_000.0, label: "10K of 30K iterations" },
     Checkpoint { fraction: 20_000.0 / 30_000.0, label: "20K of 30K iterations" },
@@ -59,7 +59,7 @@ const RESNET_CHECKPOINTS: [Checkpoint; 3] = [
 /// Said wherever Conv-6 is drawn (a macro, so `concat!` can join it to other notes).
 macro_rules! conv6_note {
     () => {
-        "Conv-6 is built as PAPER.md's table describes it: 2,261,184 prunable weights, 49% of them fully connected. Fig 2 of the paper says 1.7M, and the architecture does not give that (PAPER.md §2), so Conv-6's Pm grid differs slightly from the paper's: 26.6/15.3% where the paper quotes 26.4/15.1%."
+        "Conv-6 is built as docs/paper.md's table describes it: 2,261,184 prunable weights, 49% of them fully connected. Fig 2 of the paper says 1.7M, and the architecture does not give that (docs/paper.md §2), so Conv-6's Pm grid differs slightly from the paper's: 26.6/15.3% where the paper quotes 26.4/15.1%."
     };
 }
 
@@ -70,49 +70,49 @@ pub const FIGURES: [Figure; 10] = [
     Figure {
         id: "fig1",
         experiments: &["lenet", "conv2", "conv4", "conv6"],
-        title: "Winning tickets vs. randomly sampled sparse networks (PAPER.md Fig 1)",
+        title: "Winning tickets vs. randomly sampled sparse networks (docs/paper.md Fig 1)",
         kind: Kind::Sparsity(&["ticket", "random_prune"]),
         notes: concat!("Random sparse networks keep the ticket's per-layer weight counts at random positions and start from theta0. ", conv6_note!()),
     },
     Figure {
         id: "fig3",
         experiments: &["lenet"],
-        title: "LeNet-300-100 on MNIST: test accuracy during training (PAPER.md Fig 3)",
+        title: "LeNet-300-100 on MNIST: test accuracy during training (docs/paper.md Fig 3)",
         kind: Kind::Curves,
         notes: "",
     },
     Figure {
         id: "fig4",
         experiments: &["lenet"],
-        title: "LeNet-300-100 on MNIST: early stopping and accuracy vs. weights remaining (PAPER.md Fig 4)",
+        title: "LeNet-300-100 on MNIST: early stopping and accuracy vs. weights remaining (docs/paper.md Fig 4)",
         kind: Kind::Sparsity(&["ticket", "reinit", "oneshot"]),
         notes: "",
     },
     Figure {
         id: "fig5",
         experiments: &["conv2", "conv4", "conv6"],
-        title: "Conv-2/4/6 on CIFAR-10: early stopping and accuracy vs. weights remaining (PAPER.md Fig 5)",
+        title: "Conv-2/4/6 on CIFAR-10: early stopping and accuracy vs. weights remaining (docs/paper.md Fig 5)",
         kind: Kind::Sparsity(&["ticket", "reinit"]),
         notes: conv6_note!(),
     },
     Figure {
         id: "fig6",
         experiments: &["conv2_dropout", "conv4_dropout", "conv6_dropout"],
-        title: "Conv-2/4/6 with dropout on CIFAR-10 (PAPER.md Fig 6)",
+        title: "Conv-2/4/6 with dropout on CIFAR-10 (docs/paper.md Fig 6)",
         kind: Kind::Sparsity(&["ticket", "reinit"]),
         notes: concat!("Dropout p = 0.5 follows each hidden fully connected layer; the paper does not say which layers. ", conv6_note!()),
     },
     Figure {
         id: "fig7",
         experiments: &["vgg19_lr0.1", "vgg19_lr0.01", "vgg19_lr0.1_warmup"],
-        title: "VGG-19 on CIFAR-10: test accuracy vs. weights remaining at 30K, 60K and 112K iterations (PAPER.md Fig 7)",
+        title: "VGG-19 on CIFAR-10: test accuracy vs. weights remaining at 30K, 60K and 112K iterations (docs/paper.md Fig 7)",
         kind: Kind::Checkpoints(&VGG_CHECKPOINTS),
         notes: "Global magnitude pruning of the convolutions, 20% per round; the output layer is never pruned. SGD with momentum 0.9 and weight decay 1e-4, batch 64, rate ×0.1 at 50% and 75% of training; the warmup variant rises linearly from 0 to 0.1 over the first 10,000 of 112,480 iterations. Flip and pad-4 crop augmentation. Smaller scales read the checkpoints at the same fractions of training.",
     },
     Figure {
         id: "fig8",
         experiments: &["resnet18_lr0.1", "resnet18_lr0.01", "resnet18_lr0.03_warmup"],
-        title: "ResNet-18 on CIFAR-10: test accuracy vs. weights remaining at 10K, 20K and 30K iterations (PAPER.md Fig 8)",
+        title: "ResNet-18 on CIFAR-10: test accuracy vs. weights remaining at 10K, 20K and 30K iterations (docs/paper.md Fig 8)",
         kind: Kind::Checkpoints(&RESNET_CHECKPOINTS),
         notes: "The paper's ResNet-18 is He et al.'s 20-layer CIFAR ResNet. Global magnitude pruning of the 3x3 convolutions, 20% per round; the 1x1 shortcuts and the output layer are never pruned. SGD with momentum 0.9 and weight decay 1e-4, batch 128, rate ×0.1 at 20K and 25K of 30K iterations; the warmup variant rises linearly from 0 to 0.03 over the first 20K, so it reaches its peak exactly when the first drop fires (the paper's numbers taken literally; see `experiments/resnet18_lr0.03_warmup.toml`). Flip and pad-4 crop augmentation. Smaller scales read the checkpoints at the same fractions of training.",
     },

@@ -1,7 +1,7 @@
 //! Aggregation with polars (and only here): the curve records of finished levels become one
 //! long frame, and one lazy query per figure turns it into mean/min/max over trials. The
 //! early-stop iteration is the iteration of minimum validation loss (earliest on ties),
-//! read from each finished curve (PAPER.md §1, App C).
+//! read from each finished curve (docs/paper.md §1, App C).
 
 use super::record::CurveRecord;
 use super::store::Store;

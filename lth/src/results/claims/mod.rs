@@ -1,4 +1,4 @@
-//! The claims report: each claim of PAPER.md §3 ([`paper::CLAIMS`]) checked against the
+//! The claims report: each claim of docs/paper.md §3 ([`paper::CLAIMS`]) checked against the
 //! aggregated tables of one figures folder, written as `CLAIMS.md` beside them. It reads only
 //! the committed tables and their provenance files (for the scale), never run folders, so CI can
 //! regenerate it and byte-compare; nothing in it depends on the date, the machine or the path.
@@ -97,7 +97,7 @@ pub enum Bound {
 
 /// How far the nearest level may lie from a claim's single Pm, relative to it: the LeNet grid
 /// steps by 20% per level, so 10% picks one level or none, and Conv-6's 26.6% still answers the
-/// paper's 26.4% (PAPER.md §2).
+/// paper's 26.4% (docs/paper.md §2).
 pub const AT_TOLERANCE: f64 = 0.10;
 /// The slack at the ends of a Pm range, relative: enough for the grid's 21.07% to count as the
 /// paper's "21.1%", too little to take in the next level.

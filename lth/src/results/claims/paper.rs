@@ -1,4 +1,4 @@
-//! The claims of PAPER.md §3 as data: what the paper says, with its number, and the rule this
+//! The claims of docs/paper.md §3 as data: what the paper says, with its number, and the rule this
 //! project checks it by. Each rule's text in `CLAIMS.md` is generated from these fields, so the
 //! rule printed and the rule evaluated are the same thing. Thresholds sit below the paper's own
 //! numbers (e.g. "≥ 2× faster" for the paper's 2.51×): a rule asks whether the effect is there at
@@ -21,7 +21,7 @@ const fn dense(experiment: &'static str) -> Reference {
 const LENET_TICKET: Series = series("lenet", "ticket");
 
 /// Figure 3's speed measure: the first evaluation at which the mean curve reaches 97.5% test
-/// accuracy. The dense network ends just above 98% in the paper (PAPER.md §3, approx), so 97.5%
+/// accuracy. The dense network ends just above 98% in the paper (docs/paper.md §3, approx), so 97.5%
 /// is reached by every network worth comparing, and late enough to separate them.
 const TO_97_5: Metric = IterationsToTestAcc(0.975);
 
