@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use lth::datasets::copies::{self, DataChoice};
 use lth::datasets::{self, fetch::Source};
 use lth::progress::Progress;
-use lth::results::{claims, compare, figures, inventory, plot, store::Store};
+use lth::results::{claims, compare, figures, inventory, plot, pr_comment, store::Store};
 use lth::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
 
@@ -106,8 +106,25 @@ enum Command {
         #[arg(long, default_value = "cuda")]
         device: String,
     },
-    /// Print a Markdown table of what changed between two results tables.
-    Compare { old: PathBuf, new: PathBuf },
+    /// Print a Markdown table of what changed between two results tables; with --comment, the
+    /// pull-request comment over two figures folders (every table of both; problems as lines).
+    Compare {
+        /// The old table (with --comment: the base branch's figures folder).
+        old: PathBuf,
+        /// The new table (with --comment: the pull request's figures folder).
+        new: PathBuf,
+        #[arg(long)]
+        comment: bool,
+        /// The base branch's name, as the comment shows it.
+        #[arg(long, default_value = "base", requires = "comment")]
+        base_name: String,
+        /// Say at the top that the pull request changes tables and no code.
+        #[arg(long, requires = "comment")]
+        tables_only: bool,
+        /// Tables rerun on the runner rather than committed (comma-separated, e.g. fig5.csv,fig7.csv).
+        #[arg(long, value_delimiter = ',', requires = "comment")]
+        rerun: Vec<String>,
+    },
     /// Train the golden smoke runs (LeNet on MNIST, Conv-2 and ResNet-18 on the synthetic set) and check their
     /// files' digests against a goldens file (or write it); exits 1 naming each difference.
     Goldens {
@@ -142,7 +159,9 @@ enum Command {
         experiments: PathBuf,
     },
     /// List the run folders of a results folder: finished levels, and whether the experiment
-    /// specs still expand to them (stale runs are never read by figures).
+    /// specs (those of --experiments and those run by path into it) still expand to them.
+    /// Stale runs (their spec is known and no longer expands to them) are never read by
+    /// figures; runs of unknown specs and runs with a damaged spec.json are kept.
     Runs {
         /// Results folder.
         #[arg(long, default_value = "results")]
@@ -153,9 +172,16 @@ enum Command {
         /// List only the stale runs.
         #[arg(long)]
         stale: bool,
-        /// Delete the stale runs.
+        /// List the stale runs that would be deleted; with --yes, delete them.
         #[arg(long)]
         prune: bool,
+        /// Confirm --prune: delete the stale runs it lists.
+        #[arg(long, requires = "prune")]
+        yes: bool,
+        /// Rewrite each missing or damaged spec.json from the loaded spec that its folder's
+        /// name (a digest of the spec) identifies.
+        #[arg(long, conflicts_with = "prune")]
+        repair: bool,
     },
     /// Write a finished level of a run as a compact sparse model (compressed rows in
     /// safetensors, the architecture in its metadata) and print its size against the dense file.
@@ -309,6 +335,8 @@ fn run(cli: Cli) -> Result<()> {
             source(&data).check()?;
             lth::device(&job.device)?;
             let (raw, images) = load_data(spec.method.dataset, &data)?;
+            // `lth runs` judges these runs by this spec even when it is not in --experiments.
+            inventory::record_spec_path(&Store::new(&job.out), &experiment)?;
             run_experiment(&spec, &job, trial, &raw, images)?;
         }
         Command::Reproduce { figures: names, job, data, output } => {
@@ -393,22 +421,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Runs { out, experiments, stale, prune } => {
-            let store = Store::new(&out);
-            let runs = inventory::runs(&store, &inventory::load_all(&experiments)?)?;
-            if runs.is_empty() {
-                eprintln!("{}: no run folders", store.runs_dir().display());
-            }
-            for run in runs.iter().filter(|r| !(stale || prune) || r.stale.is_some()) {
-                let levels = run.levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
-                let status = run.stale.as_deref().map_or("current".to_string(), |why| format!("stale: {why}"));
-                println!("{}\tlevels [{levels}]\t{status}", run.dir.id);
-                if prune && run.stale.is_some() {
-                    std::fs::remove_dir_all(&run.dir.dir).with_context(|| format!("removing {}", run.dir.dir.display()))?;
-                    println!("removed {}", run.dir.dir.display());
-                }
-            }
-        }
+        Command::Runs { out, experiments, stale, prune, yes, repair } => runs(&out, &experiments, stale, prune, yes, repair)?,
         Command::Export { run, level, out } => export(&run, level, out)?,
         Command::Infer { model, repeat, device, mirror, data_dir } => infer(&model, repeat, &device, mirror, data_dir)?,
         Command::Redo { path } => {
@@ -579,6 +592,47 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, ra
     let progress = Progress::new(tasks.iter().map(|(t, _)| t.units).sum(), tasks.len());
     lth::work::run(&plan, tasks, jobs, &store, &data, &dev, &progress)?;
     progress.finish();
+    Ok(())
+}
+
+/// `lth runs`: every run folder and where it stands (only the stale ones with `only_stale` or
+/// `prune`); stale runs deleted with `prune` and `yes`, damaged spec.json files rewritten with
+/// `repair`.
+fn runs(out: &Path, experiments: &Path, only_stale: bool, prune: bool, yes: bool, repair: bool) -> Result<()> {
+    use inventory::Standing;
+    let store = Store::new(out);
+    let mut specs = inventory::load_all(experiments)?;
+    for recorded in inventory::recorded_specs(&store) {
+        match recorded {
+            Ok(spec) => specs.push(spec),
+            Err(why) => eprintln!("warning: {why}; its runs are kept"),
+        }
+    }
+    let runs = inventory::runs(&store, &specs)?;
+    if runs.is_empty() {
+        eprintln!("{}: no run folders", store.runs_dir().display());
+    }
+    let mut stale = 0;
+    let (only_stale, delete) = (only_stale || prune, prune && yes);
+    for run in runs.iter().filter(|r| !only_stale || matches!(r.standing, Standing::Stale(_))) {
+        let levels = run.levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
+        println!("{}\tlevels [{levels}]\t{}", run.dir.id, run.describe());
+        match &run.standing {
+            Standing::Stale(_) if delete => {
+                std::fs::remove_dir_all(&run.dir.dir).with_context(|| format!("removing {}", run.dir.dir.display()))?;
+                println!("removed {}", run.dir.dir.display());
+            }
+            Standing::Stale(_) => stale += 1,
+            Standing::Damaged { repair: Some(_), .. } if repair => {
+                inventory::repair(run)?;
+                println!("rewrote {}", run.dir.dir.join("spec.json").display());
+            }
+            _ => {}
+        }
+    }
+    if prune && !yes && stale > 0 {
+        eprintln!("{stale} stale run folder(s) listed above; nothing was deleted: pass --prune --yes to delete them");
+    }
     Ok(())
 }
 

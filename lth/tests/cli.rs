@@ -325,7 +325,7 @@ fn an_edited_spec_never_mixes_with_its_old_runs_which_can_be_listed_and_pruned()
     let stdout = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(listed.status.success() && old_runs.iter().all(|id| stdout.contains(id.as_str())) && stdout.lines().count() == old_runs.len(), "{stdout}");
     assert!(old_runs.iter().all(|id| out.join("runs").join(id).exists()));
-    let pruned = lth(&[&flags("runs")[..1], &["--prune"], &flags("runs")[3..]].concat(), &dir.join("data"));
+    let pruned = lth(&[&flags("runs")[..1], &["--prune", "--yes"], &flags("runs")[3..]].concat(), &dir.join("data"));
     assert!(pruned.status.success());
     assert!(old_runs.iter().all(|id| !out.join("runs").join(id).exists()), "{}", String::from_utf8_lossy(&pruned.stdout));
     assert_eq!(std::fs::read_dir(out.join("runs")).unwrap().count(), old_runs.len(), "current runs were pruned");
@@ -352,4 +352,82 @@ fn a_copy_of_cifar10_is_read_through_the_mirror_and_a_bad_one_is_one_line() {
     assert!(line.contains("train/cat/notes.txt") && line.contains("not a PNG or JPEG") && line.contains("remove it"), "{line}");
     let line = error_line(&lth(&["fetch", "cifar10", "--data", "jpg"], &dir.join("data")));
     assert!(line.contains("folder:<path-or-url>"), "{line}");
+}
+
+/// experiments/lenet.toml renamed `name`, at a smoke size of two trainings.
+fn tiny_spec(name: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet.toml")).unwrap();
+    let smoke = text.find("[scales.smoke]").unwrap();
+    format!(
+        "{}[scales.smoke]\niterations = 20\neval_every = 10\ntrials = 1\nlevels = 1\nreinit_copies = 0\nreinit_levels = []\noneshot_levels = []\n\
+         train_subset = 600\neval_subset = 300\n",
+        text[..smoke].replace("name = \"lenet\"", &format!("name = \"{name}\""))
+    )
+}
+
+#[test]
+fn prune_lists_first_and_never_deletes_runs_in_use_or_of_unknown_or_damaged_specs() {
+    let dir = scratch("prune");
+    let (out, experiments, mine) = (dir.join("results"), dir.join("experiments"), dir.join("my"));
+    for folder in [&experiments, &mine] {
+        std::fs::create_dir_all(folder).unwrap();
+    }
+    std::fs::write(experiments.join("lenet.toml"), tiny_spec("lenet")).unwrap();
+    std::fs::write(mine.join("mylenet.toml"), tiny_spec("mylenet")).unwrap();
+    let data = dir.join("data");
+    for spec in [experiments.join("lenet.toml"), experiments.join("lenet.toml"), mine.join("mylenet.toml")] {
+        let done = lth(&["run", spec.to_str().unwrap(), "--scale", "smoke", "--trials", "3", "--out", out.to_str().unwrap()], &data);
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    }
+    let runs_of = |name: &str| -> Vec<PathBuf> {
+        let mut runs: Vec<PathBuf> =
+            std::fs::read_dir(out.join("runs")).unwrap().flatten().map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{name}-"))).collect();
+        runs.sort();
+        runs
+    };
+    let (lenet, mylenet) = (runs_of("lenet"), runs_of("mylenet"));
+    assert_eq!((lenet.len(), mylenet.len()), (3, 3));
+    // One spec.json with one digit changed, one garbage, one missing.
+    let spec0 = lenet[0].join("spec.json");
+    let original = std::fs::read_to_string(&spec0).unwrap();
+    std::fs::write(&spec0, original.replacen("\"batch_size\":60", "\"batch_size\":61", 1)).unwrap();
+    std::fs::write(lenet[1].join("spec.json"), "garbage").unwrap();
+    std::fs::remove_file(lenet[2].join("spec.json")).unwrap();
+    let runs = |extra: &[&str], experiments: &Path| lth(&[&["runs", "--out", out.to_str().unwrap(), "--experiments", experiments.to_str().unwrap()], extra].concat(), &data);
+    let all_there = |what: &str| {
+        for run in lenet.iter().chain(&mylenet) {
+            assert!(run.join("level-01/done").exists(), "{what}: {} was deleted", run.display());
+        }
+    };
+    // The run by path is current; the damaged specs are reported with their repair; nothing is deleted.
+    let listed = runs(&[], &experiments);
+    let stdout = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    for run in &mylenet {
+        let line = stdout.lines().find(|l| l.starts_with(&*run.file_name().unwrap().to_string_lossy())).unwrap();
+        assert!(line.ends_with("current"), "{line}");
+    }
+    assert_eq!(stdout.matches("`lth runs --repair`").count(), 3, "{stdout}");
+    for extra in [&["--prune"][..], &["--prune", "--yes"]] {
+        assert!(runs(extra, &experiments).status.success());
+        all_there("damaged spec.json");
+    }
+    // An --experiments folder without the spec keeps that experiment's runs.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert!(runs(&["--prune", "--yes"], &empty).status.success());
+    all_there("an --experiments folder without lenet.toml");
+    // The damaged specs are rewritten from the spec that names their folders.
+    assert!(runs(&["--repair"], &experiments).status.success());
+    assert_eq!(std::fs::read_to_string(&spec0).unwrap(), original);
+    let stdout = String::from_utf8_lossy(&runs(&[], &experiments).stdout).into_owned();
+    assert_eq!(stdout.lines().filter(|l| l.ends_with("current")).count(), 6, "{stdout}");
+    // An edited spec makes its old runs stale: listed by --prune, deleted only with --yes.
+    std::fs::write(mine.join("mylenet.toml"), tiny_spec("mylenet").replace("lr = 1.2e-3", "lr = 2e-3")).unwrap();
+    let listed = runs(&["--prune"], &experiments);
+    let stdout = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.status.success() && stdout.lines().count() == 3 && String::from_utf8_lossy(&listed.stderr).contains("--prune --yes"), "{stdout}");
+    all_there("--prune without --yes");
+    assert!(runs(&["--prune", "--yes"], &experiments).status.success());
+    assert!(mylenet.iter().all(|run| !run.exists()) && lenet.iter().all(|run| run.exists()));
 }

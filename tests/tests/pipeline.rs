@@ -367,7 +367,8 @@ fn a_figure_aggregates_exactly_the_runs_its_spec_expands_to() {
     }
     // The other spec's runs are stale, listed, and left on disk until pruned.
     let status = lth::results::inventory::runs(&Store::new(&out), &[spec()]).unwrap();
-    let stale: Vec<String> = status.iter().filter(|r| r.stale.is_some()).map(|r| r.dir.id.0.clone()).collect();
+    let stale: Vec<String> =
+        status.iter().filter(|r| matches!(r.standing, lth::results::inventory::Standing::Stale(_))).map(|r| r.dir.id.0.clone()).collect();
     let old: Vec<String> = edited_lr.plan(Scale::Smoke, None, DataSource::Real).unwrap().iter().map(|r| r.spec.id().0).collect();
     assert_eq!(stale, {
         let mut o = old.clone();

@@ -10,6 +10,7 @@
 //! <out>/runs/<run-id>/level-NN/curve.csv        one CurveRecord per evaluation
 //! <out>/runs/<run-id>/level-00/rewind.safetensors  θk of a rewinding ticket run (`rewind`)
 //! <out>/runs/<run-id>/level-NN/done             written last: each file's size, SHA-256 and tensors
+//! <out>/spec-paths/<digest>.path                the path of a spec run by path (`inventory`)
 //! ```
 //!
 //! A level is finished if and only if its `done` marker exists (a folder may keep just the
