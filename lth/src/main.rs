@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use lth::datasets::copies::{self, DataChoice};
 use lth::datasets::{self, fetch::Source};
 use lth::progress::Progress;
-use lth::results::{claims, compare, figures, inventory, plot, pr_comment, store::Store};
+use lth::results::{claims, compare, figures, inventory, plot, store::Store};
 use lth::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
 
@@ -106,25 +106,8 @@ enum Command {
         #[arg(long, default_value = "cuda")]
         device: String,
     },
-    /// Print a Markdown table of what changed between two results tables; with --comment, the
-    /// pull-request comment over two figures folders (every table of both; problems as lines).
-    Compare {
-        /// The old table (with --comment: the base branch's figures folder).
-        old: PathBuf,
-        /// The new table (with --comment: the pull request's figures folder).
-        new: PathBuf,
-        #[arg(long)]
-        comment: bool,
-        /// The base branch's name, as the comment shows it.
-        #[arg(long, default_value = "base", requires = "comment")]
-        base_name: String,
-        /// Say at the top that the pull request changes tables and no code.
-        #[arg(long, requires = "comment")]
-        tables_only: bool,
-        /// Tables rerun on the runner rather than committed (comma-separated, e.g. fig5.csv,fig7.csv).
-        #[arg(long, value_delimiter = ',', requires = "comment")]
-        rerun: Vec<String>,
-    },
+    /// Print a Markdown table of what changed between two results tables.
+    Compare { old: PathBuf, new: PathBuf },
     /// Train the golden smoke runs (LeNet on MNIST, Conv-2 and ResNet-18 on the synthetic set) and check their
     /// files' digests against a goldens file (or write it); exits 1 naming each difference.
     Goldens {
