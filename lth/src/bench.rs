@@ -1,14 +1,15 @@
 //! `lth bench`: training-step and evaluation throughput on random data, each row beside the
 //! alternative it replaces, measured in the same process: sparse layers against the dense
-//! product under the same mask, the fused optimizer and first-layer backward against plain
-//! candle ops, the im2col convolution against candle's `conv2d`. With `--vs-pytorch`, the
-//! same workloads also run in PyTorch (`bench_pytorch.py`, through `python3` or `$LTH_PYTHON`)
-//! in the same run, and each row gets the ratio. Rows run at 1 and 2 threads.
+//! product under the same mask, the fused optimizer against plain candle ops, the im2col
+//! convolution against candle's `conv2d`. With `--vs-pytorch`, the same workloads also run in
+//! PyTorch (`bench_pytorch.py`, one long-lived `python3` or `$LTH_PYTHON` process), and the
+//! sides are interleaved timing by timing (lth, alternative, PyTorch, lth, ...), so a machine
+//! that slows down for a minute slows every side alike. Each side reports the median and the
+//! range of its timed repeats; the ratio is that of the medians. Rows run at 1 and 2 threads.
 
 use crate::error::{Error, Result};
 use crate::kernels::im2col::conv3x3;
 use crate::masks::Mask;
-use crate::models::linear::Compact;
 use crate::models::{self, Architecture};
 use crate::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule, SgdConfig};
 use crate::pruning;
@@ -16,7 +17,10 @@ use crate::seeds::{stream, Purpose};
 use crate::spec::{ModelKind, PruningScope, PruningSpec};
 use crate::training::MaskedNetwork;
 use candle_core::{Device, Tensor, Var};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 const BATCH: usize = 60;
@@ -24,6 +28,8 @@ const ADAM: Rule = Rule::Adam(AdamConfig { lr: 1.2e-3, beta1: 0.9, beta2: 0.999,
 /// VGG-19's and ResNet-18's optimizer (docs/paper.md Fig 2).
 const SGD: Rule = Rule::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 });
 const DENSITIES: [(f64, &str); 3] = [(1.0, "dense"), (0.2, "20%"), (0.05, "5%")];
+/// The fewest timed repeats a row may have: a median and a range mean little below it.
+pub const MIN_REPEATS: usize = 5;
 
 /// The optimizer and batch size a network trains with (docs/paper.md Fig 2).
 pub(crate) fn recipe(kind: ModelKind) -> (Rule, usize) {
@@ -45,23 +51,137 @@ pub(crate) fn scope(kind: ModelKind) -> PruningScope {
 /// The PyTorch side, run as a script (never a test dependency).
 const PYTORCH_SCRIPT: &str = include_str!("bench_pytorch.py");
 
+/// What `lth bench` runs.
+pub struct Options<'a> {
+    /// Multiplies the steps of every timing.
+    pub scale: f64,
+    /// Timed repeats per side and row (after one untimed warm-up round).
+    pub repeats: usize,
+    /// The Python with torch, for `--vs-pytorch`.
+    pub pytorch: Option<&'a str>,
+    /// Only rows whose workload contains this text (case-insensitive).
+    pub only: Option<&'a str>,
+}
+
+/// The timed repeats of one side of a row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Sample {
+    /// The median (the mean of the middle two for an even count), minimum and maximum.
+    pub fn of(values: &[f64]) -> Sample {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n == 0 { f64::NAN } else if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Sample { median, min: v.first().copied().unwrap_or(f64::NAN), max: v.last().copied().unwrap_or(f64::NAN) }
+    }
+}
+
 /// One measured row: ours, and optionally an alternative and PyTorch on the same workload.
 pub struct Row {
     pub workload: String,
     pub threads: usize,
     pub unit: &'static str,
-    pub ours: f64,
-    pub alternative: Option<(String, f64)>,
-    pub pytorch: Option<f64>,
-    /// The key the PyTorch script reports this workload under.
-    key: Option<String>,
+    pub ours: Sample,
+    pub alternative: Option<(String, Sample)>,
+    pub pytorch: Option<Sample>,
 }
 
-/// The median of three measurements.
-fn median3(mut measure: impl FnMut() -> Result<f64>) -> Result<f64> {
-    let mut runs = [measure()?, measure()?, measure()?];
-    runs.sort_by(f64::total_cmp);
-    Ok(runs[1])
+/// What the numbers were measured on, printed above the table and kept in the CSV.
+pub struct Machine {
+    pub cpu: String,
+    /// The product kernels' path (vector width) on this CPU.
+    pub kernels: String,
+    pub pytorch: Option<String>,
+    pub repeats: usize,
+}
+
+impl Machine {
+    fn this(repeats: usize, pytorch: Option<String>) -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+            .unwrap_or_else(|| "unknown CPU".into());
+        Machine { cpu, kernels: crate::kernels::gemm::Path::chosen().name().to_string(), pytorch, repeats }
+    }
+}
+
+/// A whole benchmark run.
+pub struct Report {
+    pub machine: Machine,
+    pub rows: Vec<Row>,
+}
+
+/// The PyTorch side: one Python process that times a workload per request, so its timings can
+/// be interleaved with ours.
+struct Torch {
+    child: Child,
+    requests: ChildStdin,
+    answers: BufReader<ChildStdout>,
+    version: String,
+}
+
+impl Torch {
+    fn start(python: &str) -> Result<Torch> {
+        let script = std::env::temp_dir().join(format!("lth-bench-pytorch-{}.py", std::process::id()));
+        std::fs::write(&script, PYTORCH_SCRIPT).map_err(|e| Error::Io { path: script.clone(), source: e })?;
+        let spawned = Command::new(python).arg(&script).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn();
+        let mut child = spawned.map_err(|e| Error::Invalid(format!("--vs-pytorch: cannot run `{python}` ({e}); set LTH_PYTHON to a Python with torch")))?;
+        let (Some(requests), Some(answers)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(Error::Invalid("--vs-pytorch: the PyTorch process has no pipes".into()));
+        };
+        let mut torch = Torch { child, requests, answers: BufReader::new(answers), version: String::new() };
+        let hello = torch.answer();
+        // The script is read once it has started; it is not needed on disk after that.
+        let _ = std::fs::remove_file(&script);
+        torch.version = hello.map_err(|_| {
+            Error::Invalid(format!("--vs-pytorch: `{python}` cannot import torch; install it (`{python} -m pip install torch`) or set LTH_PYTHON to a Python that has it"))
+        })?;
+        Ok(torch)
+    }
+
+    fn answer(&mut self) -> Result<String> {
+        let mut line = String::new();
+        match self.answers.read_line(&mut line) {
+            Ok(n) if n > 0 => Ok(line.trim().to_string()),
+            _ => Err(Error::Invalid("--vs-pytorch: the PyTorch benchmark process stopped (its error is printed above)".into())),
+        }
+    }
+
+    /// One timing of `key` at `threads`, per second.
+    fn time(&mut self, key: &str, threads: usize, scale: f64) -> Result<f64> {
+        writeln!(self.requests, "{key} {threads} {scale}").and_then(|()| self.requests.flush()).map_err(|e| Error::Invalid(format!("--vs-pytorch: cannot reach the PyTorch process ({e})")))?;
+        let answer = self.answer()?;
+        answer.parse().map_err(|_| Error::Invalid(format!("--vs-pytorch: the PyTorch process answered `{answer}` for {key}")))
+    }
+}
+
+impl Drop for Torch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Masks are the slow part of setting a row up (pruning VGG-19's 20M weights to 5% takes 14
+/// rounds); each (network, density) is pruned once per run.
+#[derive(Default)]
+struct Masks(HashMap<(&'static str, u64), (models::Weights, Mask)>);
+
+impl Masks {
+    fn get(&mut self, kind: ModelKind, density: f64) -> &(models::Weights, Mask) {
+        self.0.entry((name(kind), density.to_bits())).or_insert_with(|| {
+            let arch = Architecture::of(kind);
+            let weights = models::initial_weights(&arch, &mut stream(0, Purpose::Init));
+            let mask = mask_at(&arch, &weights, density, scope(kind));
+            (weights, mask)
+        })
+    }
 }
 
 /// What a training step runs with.
@@ -74,65 +194,114 @@ struct Variant {
 
 const OURS: Variant = Variant { sparse: true, implementation: Implementation::Fused };
 
-/// Runs every row (each the median of three timings), or those whose workload contains
-/// `only` (case-insensitive); `scale` multiplies the timed steps. With `pytorch`, runs the
-/// PyTorch script for the same workloads.
-pub fn run(scale: f64, pytorch: Option<&str>, only: Option<&str>) -> Result<Vec<Row>> {
-    if let Some(python) = pytorch {
-        check_torch(python)?;
+/// Evaluation images per timing: LeNet's validation and test sets at paper scale (15,000
+/// images, every 100 iterations); the CIFAR networks' `quick` evaluation subset for Conv-2/4/6,
+/// fewer for the deep nets so a row takes seconds.
+fn eval_images(kind: ModelKind) -> usize {
+    match kind {
+        ModelKind::Lenet300100 => 15_000,
+        ModelKind::Conv2 | ModelKind::Conv4 | ModelKind::Conv6 => 2_000,
+        ModelKind::Resnet18 => 1_000,
+        ModelKind::Vgg19 => 500,
     }
+}
+
+/// Every network of the paper with its key in the PyTorch script and the steps per training
+/// timing, in inverse proportion to its cost.
+const NETS: [(ModelKind, &str, f64); 6] = [
+    (ModelKind::Lenet300100, "lenet", 300.0),
+    (ModelKind::Conv2, "conv2", 4.0),
+    (ModelKind::Conv4, "conv4", 2.0),
+    (ModelKind::Conv6, "conv6", 2.0),
+    (ModelKind::Resnet18, "resnet18", 1.0),
+    (ModelKind::Vgg19, "vgg19", 1.0),
+];
+
+/// LeNet's evaluation densities: dense, and the Pm values docs/paper.md discusses (21.1% and
+/// 3.6%, levels 7 and 15).
+const LENET_EVAL_DENSITIES: [(f64, &str); 3] = [(1.0, "100%"), (0.211, "21.1%"), (0.036, "3.6%")];
+
+/// Runs every row (or those whose workload contains `only`), interleaving the sides' timings.
+pub fn run(options: &Options) -> Result<Report> {
+    let mut torch = options.pytorch.map(Torch::start).transpose()?;
     // Size rayon's pool for the most threads measured before anything uses it; each row then
     // limits candle (and the optimizer) through RAYON_NUM_THREADS.
     let _ = rayon::ThreadPoolBuilder::new().num_threads(2).build_global();
-    let only = only.map(str::to_lowercase);
+    let only = options.only.map(str::to_lowercase);
     let wanted = |workload: &str| only.as_ref().is_none_or(|o| workload.to_lowercase().contains(o.as_str()));
+    let (scale, repeats) = (options.scale, options.repeats.max(1));
+    let steps = |n: f64| ((n * scale).round() as usize).max(2);
+    let mut masks = Masks::default();
     let mut rows = Vec::new();
     for threads in [1, 2] {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-        let steps = |n: f64| ((n * scale).round() as usize).max(2);
+        // One row: an untimed warm-up round, then `repeats` rounds of ours, the alternative
+        // and PyTorch in turn.
         let mut measure = |workload: String,
                            unit,
                            key: Option<String>,
                            ours: &mut dyn FnMut() -> Result<f64>,
-                           alternative: Option<(String, &mut dyn FnMut() -> Result<f64>)>|
+                           mut alternative: Option<(String, &mut dyn FnMut() -> Result<f64>)>|
          -> Result<()> {
             if !wanted(&workload) {
                 return Ok(());
             }
-            let ours = median3(&mut *ours)?;
-            let alternative = match alternative {
-                Some((name, f)) => Some((name, median3(f)?)),
-                None => None,
-            };
-            rows.push(Row { workload, threads, unit, ours, alternative, pytorch: None, key });
+            eprintln!("bench: {workload}, {threads} thread{}", if threads == 1 { "" } else { "s" });
+            let (mut o, mut a, mut p) = (Vec::new(), Vec::new(), Vec::new());
+            for round in 0..=repeats {
+                let timed = round > 0;
+                let v = ours()?;
+                if timed {
+                    o.push(v);
+                }
+                if let Some((_, f)) = alternative.as_mut() {
+                    let v = f()?;
+                    if timed {
+                        a.push(v);
+                    }
+                }
+                if let (Some(t), Some(k)) = (torch.as_mut(), key.as_deref()) {
+                    let v = t.time(k, threads, scale)?;
+                    if timed {
+                        p.push(v);
+                    }
+                }
+            }
+            let alternative = alternative.map(|(name, _)| (name, Sample::of(&a)));
+            let pytorch = (!p.is_empty()).then(|| Sample::of(&p));
+            rows.push(Row { workload, threads, unit, ours: Sample::of(&o), alternative, pytorch });
             Ok(())
         };
-        for (density, label) in DENSITIES {
-            let (name, variant) = if density == 1.0 {
-                ("candle ops (Adam as tensor ops, matmul backward)", Variant { sparse: false, implementation: Implementation::CandleOps })
-            } else {
-                ("dense product and update under the mask", Variant { sparse: false, implementation: Implementation::Fused })
-            };
-            measure(
-                format!("LeNet-300-100 train step, {label}"),
-                "it/s",
-                Some(format!("lenet_train_{label}")),
-                &mut || train_steps(ModelKind::Lenet300100, density, OURS, steps(300.0)),
-                Some((name.into(), &mut || train_steps(ModelKind::Lenet300100, density, variant, steps(300.0)))),
-            )?;
-        }
-        // Steps per timing in inverse proportion to each net's cost (Conv-4 about 2x Conv-2's
-        // multiply-adds, Conv-6 about 3.5x).
-        for (kind, key, n) in [(ModelKind::Conv2, "conv2", 4.0), (ModelKind::Conv4, "conv4", 2.0), (ModelKind::Conv6, "conv6", 2.0)] {
-            for (density, label) in DENSITIES {
-                let key = Some(format!("{key}_train_{label}"));
-                measure(format!("{} train step, {label}", name(kind)), "it/s", key, &mut || train_steps(kind, density, OURS, steps(n)), None)?;
-            }
-        }
-        for (kind, key) in [(ModelKind::Resnet18, "resnet18"), (ModelKind::Vgg19, "vgg19")] {
+        for (kind, key, n) in NETS {
             for (density, label) in DENSITIES {
                 let workload = format!("{} train step (batch {}), {label}", name(kind), recipe(kind).1);
-                measure(workload, "it/s", Some(format!("{key}_train_{label}")), &mut || train_steps(kind, density, OURS, steps(1.0)), None)?;
+                let key = Some(format!("{key}_train_{label}"));
+                let prepared = masks.get(kind, density);
+                let mut ours = || train_steps(kind, prepared, OURS, steps(n));
+                // LeNet's row keeps the alternative it was built against: plain candle ops
+                // (dense), the dense product and update under the mask (sparse).
+                if kind == ModelKind::Lenet300100 {
+                    let (alt, variant) = if density == 1.0 {
+                        ("candle ops (Adam as tensor ops, matmul backward)", Variant { sparse: false, implementation: Implementation::CandleOps })
+                    } else {
+                        ("dense product and update under the mask", Variant { sparse: false, implementation: Implementation::Fused })
+                    };
+                    let mut theirs = || train_steps(kind, prepared, variant, steps(n));
+                    measure(workload, "it/s", key, &mut ours, Some((alt.into(), &mut theirs)))?;
+                } else {
+                    measure(workload, "it/s", key, &mut ours, None)?;
+                }
+            }
+        }
+        for (kind, key, _) in NETS {
+            let densities: &[(f64, &str)] = if kind == ModelKind::Lenet300100 { &LENET_EVAL_DENSITIES } else { &DENSITIES };
+            for &(density, label) in densities {
+                let n = eval_images(kind);
+                let workload = format!("{} evaluation of {n} images, {label}", name(kind));
+                let key = Some(format!("{key}_eval_{label}"));
+                let passes = if kind == ModelKind::Lenet300100 { steps(2.0) } else { 1 };
+                let prepared = masks.get(kind, density);
+                measure(workload, "images/s", key, &mut || evaluate_split(kind, prepared, n, passes), None)?;
             }
         }
         if threads == 1 {
@@ -149,22 +318,10 @@ pub fn run(scale: f64, pytorch: Option<&str>, only: Option<&str>) -> Result<Vec<
             &mut || conv_layer(false, steps(4.0)),
             Some(("candle conv2d".into(), &mut || conv_layer(true, steps(4.0)))),
         )?;
-        for (density, label) in EVAL_DENSITIES {
-            let workload = format!("LeNet-300-100 evaluation of {EVAL_IMAGES} images, {label}");
-            let key = Some(format!("lenet_eval_{label}"));
-            measure(workload, "images/s", key, &mut || evaluate_split(ModelKind::Lenet300100, density, EVAL_IMAGES, steps(2.0)), None)?;
-        }
-        measure("Conv-2 evaluation".into(), "images/s", Some("conv2_eval".into()), &mut || evaluate(ModelKind::Conv2, steps(4.0)), None)?;
     }
     std::env::remove_var("RAYON_NUM_THREADS");
-    if let Some(python) = pytorch {
-        let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
-        let measured = run_pytorch(python, scale, &keys)?;
-        for r in &mut rows {
-            r.pytorch = r.key.as_ref().and_then(|k| measured.get(&(k.clone(), r.threads)).copied());
-        }
-    }
-    Ok(rows)
+    let version = torch.as_ref().map(|t| t.version.clone());
+    Ok(Report { machine: Machine::this(repeats, version), rows })
 }
 
 fn name(kind: ModelKind) -> &'static str {
@@ -178,67 +335,144 @@ fn name(kind: ModelKind) -> &'static str {
     }
 }
 
-/// The rows as a Markdown table, with the peak resident memory of the process.
-pub fn markdown(rows: &[Row]) -> String {
-    let with_pytorch = rows.iter().any(|r| r.pytorch.is_some());
-    let mut s = String::from("| workload | threads | lth | alternative | lth / alternative |");
+/// `median [min-max]`, with two decimals for values under 10 (deep-network steps run at about
+/// one per second).
+fn spread(s: &Sample) -> String {
+    let digits = if s.median < 10.0 { 2 } else { 1 };
+    format!("{:.digits$} [{:.digits$}-{:.digits$}]", s.median, s.min, s.max)
+}
+
+/// The report as Markdown: what it ran on, then one line per row.
+pub fn markdown(report: &Report) -> String {
+    let m = &report.machine;
+    let with_pytorch = report.rows.iter().any(|r| r.pytorch.is_some());
+    let mut s = format!(
+        "CPU: {}; product kernels: {}; PyTorch: {}; {} timed repeats per side after one warm-up round{}. Each cell: median [min-max]; ratios are of the medians.\n\n",
+        m.cpu,
+        m.kernels,
+        m.pytorch.as_deref().unwrap_or("not run"),
+        m.repeats,
+        if with_pytorch { ", lth and PyTorch interleaved timing by timing" } else { "" }
+    );
+    s += "| workload | threads | lth | alternative | lth / alternative |";
     s += if with_pytorch { " PyTorch | lth / PyTorch |\n|---|---|---|---|---|---|---|\n" } else { "\n|---|---|---|---|---|\n" };
-    for r in rows {
+    for r in &report.rows {
         let (alt, ratio) = match &r.alternative {
-            Some((name, v)) => (format!("{v:.1} ({name})"), format!("{:.2}x", r.ours / v)),
+            Some((name, v)) => (format!("{} ({name})", spread(v)), format!("{:.2}x", r.ours.median / v.median)),
             None => (String::new(), String::new()),
         };
-        // Deep-network steps run at about one per second: keep two decimals there.
-        let digits = if r.ours < 10.0 { 2 } else { 1 };
-        s += &format!("| {} | {} | {:.digits$} {} | {alt} | {ratio} |", r.workload, r.threads, r.ours, r.unit);
+        s += &format!("| {} | {} | {} {} | {alt} | {ratio} |", r.workload, r.threads, spread(&r.ours), r.unit);
         if with_pytorch {
-            s += &match r.pytorch {
-                Some(p) => format!(" {p:.digits$} | {:.2}x |", r.ours / p),
+            s += &match &r.pytorch {
+                Some(p) => format!(" {} | {:.2}x |", spread(p), r.ours.median / p.median),
                 None => " | |".into(),
             };
         }
         s += "\n";
     }
-    if let Some(peak) = peak_rss_mb() {
-        s += &format!("\nPeak resident memory of the benchmark process (lth rows): {peak:.0} MB\n");
-    }
     s
 }
 
-/// Fails early, with what to do, if `python` cannot import torch.
-fn check_torch(python: &str) -> Result<()> {
-    let probe = std::process::Command::new(python).args(["-c", "import torch"]).output();
-    match probe {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(_) => Err(Error::Invalid(format!(
-            "--vs-pytorch: `{python}` cannot import torch; install it (`{python} -m pip install torch`) or set LTH_PYTHON to a Python that has it"
-        ))),
-        Err(e) => Err(Error::Invalid(format!("--vs-pytorch: cannot run `{python}` ({e}); set LTH_PYTHON to a Python with torch"))),
+/// The CSV's columns; the machine's description repeats on every row so a row read alone
+/// still says where it was measured.
+const CSV_HEADER: [&str; 17] = [
+    "workload",
+    "threads",
+    "unit",
+    "lth_median",
+    "lth_min",
+    "lth_max",
+    "alternative",
+    "alternative_median",
+    "alternative_min",
+    "alternative_max",
+    "pytorch_median",
+    "pytorch_min",
+    "pytorch_max",
+    "cpu",
+    "kernels",
+    "pytorch_version",
+    "repeats",
+];
+
+/// Writes the report as CSV (README's and docs' tables are generated from it).
+pub fn write_csv(report: &Report, path: &Path) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
+    let m = &report.machine;
+    w.write_record(CSV_HEADER).map_err(|e| Error::Invalid(e.to_string()))?;
+    for r in &report.rows {
+        let alt = r.alternative.as_ref();
+        let p = r.pytorch.as_ref();
+        let record = [
+            r.workload.clone(),
+            r.threads.to_string(),
+            r.unit.to_string(),
+            num(Some(r.ours.median)),
+            num(Some(r.ours.min)),
+            num(Some(r.ours.max)),
+            alt.map_or(String::new(), |(n, _)| n.clone()),
+            num(alt.map(|(_, s)| s.median)),
+            num(alt.map(|(_, s)| s.min)),
+            num(alt.map(|(_, s)| s.max)),
+            num(p.map(|s| s.median)),
+            num(p.map(|s| s.min)),
+            num(p.map(|s| s.max)),
+            m.cpu.clone(),
+            m.kernels.clone(),
+            m.pytorch.clone().unwrap_or_default(),
+            m.repeats.to_string(),
+        ];
+        w.write_record(&record).map_err(|e| Error::Invalid(e.to_string()))?;
     }
+    let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
+    crate::files::write_atomic(path, &bytes)
 }
 
-/// Runs the PyTorch script; returns per-second figures by (workload key, threads).
-fn run_pytorch(python: &str, scale: f64, keys: &[&str]) -> Result<BTreeMap<(String, usize), f64>> {
-    let script = std::env::temp_dir().join(format!("lth-bench-pytorch-{}.py", std::process::id()));
-    std::fs::write(&script, PYTORCH_SCRIPT).map_err(|e| Error::Io { path: script.clone(), source: e })?;
-    eprintln!("bench: timing the same workloads in PyTorch ({python})");
-    let output = std::process::Command::new(python).arg(&script).arg(scale.to_string()).arg(keys.join(",")).output();
-    let _ = std::fs::remove_file(&script);
-    let output = output.map_err(|e| Error::Invalid(format!("--vs-pytorch: cannot run `{python}` ({e}); set LTH_PYTHON to a Python with torch")))?;
-    if !output.status.success() {
-        return Err(Error::Invalid(format!("--vs-pytorch: the PyTorch benchmark failed under `{python}`: {}", String::from_utf8_lossy(&output.stderr).trim())));
+/// Reads a report written by [`write_csv`].
+pub fn read_csv(path: &Path) -> Result<Report> {
+    let bad = |what: String| Error::Invalid(format!("{}: {what}; regenerate it with `lth bench --vs-pytorch --csv {}`", path.display(), path.display()));
+    let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
+    let header: Vec<String> = reader.headers().map_err(|e| bad(e.to_string()))?.iter().map(str::to_string).collect();
+    if header != CSV_HEADER {
+        return Err(bad(format!("its columns are not `{}`", CSV_HEADER.join(","))));
     }
-    // Lines of `key threads per_second`.
-    let mut measured = BTreeMap::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if let [key, threads, value] = fields[..] {
-            if let (Ok(t), Ok(v)) = (threads.parse(), value.parse()) {
-                measured.insert((key.to_string(), t), v);
+    let mut rows = Vec::new();
+    let mut machine = None;
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| bad(e.to_string()))?;
+        let field = |c: usize| record.get(c).unwrap_or("");
+        let number = |c: usize| -> Result<Option<f64>> {
+            let text = field(c);
+            if text.is_empty() {
+                return Ok(None);
             }
+            text.parse().map(Some).map_err(|_| bad(format!("row {}: `{text}` in column {} is not a number", i + 2, CSV_HEADER[c])))
+        };
+        let sample = |c: usize| -> Result<Option<Sample>> {
+            Ok(match (number(c)?, number(c + 1)?, number(c + 2)?) {
+                (Some(median), Some(min), Some(max)) => Some(Sample { median, min, max }),
+                _ => None,
+            })
+        };
+        let ours = sample(3)?.ok_or_else(|| bad(format!("row {} has no lth timing", i + 2)))?;
+        let unit = match field(2) {
+            "it/s" => "it/s",
+            "images/s" => "images/s",
+            "GFLOP/s" => "GFLOP/s",
+            other => return Err(bad(format!("row {}: unknown unit `{other}`", i + 2))),
+        };
+        let threads = field(1).parse().map_err(|_| bad(format!("row {}: `{}` is not a thread count", i + 2, field(1))))?;
+        let alternative = sample(7)?.map(|s| (field(6).to_string(), s));
+        rows.push(Row { workload: field(0).to_string(), threads, unit, ours, alternative, pytorch: sample(10)? });
+        if machine.is_none() {
+            let repeats = field(16).parse().map_err(|_| bad(format!("row {}: `{}` is not a repeat count", i + 2, field(16))))?;
+            let pytorch = Some(field(15).to_string()).filter(|v| !v.is_empty());
+            machine = Some(Machine { cpu: field(13).to_string(), kernels: field(14).to_string(), pytorch, repeats });
         }
     }
-    Ok(measured)
+    let machine = machine.ok_or_else(|| bad("it has no rows".into()))?;
+    Ok(Report { machine, rows })
 }
 
 /// Deterministic stand-in images of `kind`'s input shape.
@@ -273,13 +507,11 @@ pub fn mask_at(arch: &Architecture, weights: &models::Weights, density: f64, sco
     mask
 }
 
-/// Training steps per second of `kind` with a magnitude mask of `density` (random weights).
-fn train_steps(kind: ModelKind, density: f64, variant: Variant, steps: usize) -> Result<f64> {
+/// Training steps per second of `kind` under a prepared magnitude mask (random weights).
+fn train_steps(kind: ModelKind, (weights, mask): &(models::Weights, Mask), variant: Variant, steps: usize) -> Result<f64> {
     let arch = Architecture::of(kind);
-    let weights = models::initial_weights(&arch, &mut stream(0, Purpose::Init));
-    let mask = mask_at(&arch, &weights, density, scope(kind));
-    let dense = models::to_params(&arch, &weights, &Device::Cpu)?;
-    let masked = MaskedNetwork::new(kind, &dense, &mask, &Device::Cpu, variant.sparse)?;
+    let dense = models::to_params(&arch, weights, &Device::Cpu)?;
+    let masked = MaskedNetwork::new(kind, &dense, mask, &Device::Cpu, variant.sparse)?;
     let (net, params, step_masks) = (&masked.net, &masked.params, masked.step_masks());
     let (rule, batch) = recipe(kind);
     let mut optimizer = MaskedOptimizer::new(rule, variant.implementation);
@@ -364,34 +596,15 @@ fn conv_layer(candle: bool, steps: usize) -> Result<f64> {
     })
 }
 
-/// Evaluation images per second (forward only, batches of 130 CIFAR or 510 MNIST images, as
-/// in training's evaluation).
-fn evaluate(kind: ModelKind, batches: usize) -> Result<f64> {
-    let arch = Architecture::of(kind);
-    let params = models::to_params(&arch, &models::initial_weights(&arch, &mut stream(0, Purpose::Init)), &Device::Cpu)?;
-    let net = models::build(kind, &params, &Compact::none())?;
-    let n = if kind == ModelKind::Lenet300100 { 510 } else { 130 };
-    let xs = images(kind, n)?;
-    Ok(n as f64 * per_second(batches, || net.forward(&xs).map(drop))?)
-}
-
-/// LeNet's evaluation at paper scale: validation and test, 15,000 images, every 100 iterations.
-const EVAL_IMAGES: usize = 15_000;
-/// The densities where LeNet's evaluation speed matters: dense, and the Pm values docs/paper.md
-/// discusses (21.1% and 3.6%, levels 7 and 15).
-const EVAL_DENSITIES: [(f64, &str); 3] = [(1.0, "100%"), (0.211, "21.1%"), (0.036, "3.6%")];
-
 /// Images per second of `training::evaluate` (loss and accuracy, as training calls it) over
-/// `n` images, with a magnitude mask of `density` and the layers training would make sparse.
-fn evaluate_split(kind: ModelKind, density: f64, n: usize, passes: usize) -> Result<f64> {
+/// `n` images, under a prepared mask with the layers training would make sparse.
+fn evaluate_split(kind: ModelKind, (weights, mask): &(models::Weights, Mask), n: usize, passes: usize) -> Result<f64> {
     let arch = Architecture::of(kind);
-    let weights = models::initial_weights(&arch, &mut stream(0, Purpose::Init));
-    let mask = mask_at(&arch, &weights, density, scope(kind));
-    let dense = models::to_params(&arch, &weights, &Device::Cpu)?;
-    let masked = MaskedNetwork::new(kind, &dense, &mask, &Device::Cpu, true)?;
+    let dense = models::to_params(&arch, weights, &Device::Cpu)?;
+    let masked = MaskedNetwork::new(kind, &dense, mask, &Device::Cpu, true)?;
     let labels = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu)?;
     let split = crate::datasets::Split { images: images(kind, n)?, labels };
-    // Prepared once, as training prepares its splits once per training of 501 evaluations.
+    // Prepared once, as training prepares its splits once per training.
     let eval = crate::training::EvalSplit::new(masked.net.as_ref(), &split)?;
     Ok(n as f64 * per_second(passes, || crate::training::evaluate(masked.net.as_ref(), &eval).map(drop))?)
 }
@@ -407,9 +620,43 @@ pub(crate) fn per_second(steps: usize, mut step: impl FnMut() -> Result<()>) -> 
 }
 
 /// VmHWM from /proc (Linux); None elsewhere.
-fn peak_rss_mb() -> Option<f64> {
+pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_the_median_and_range_of_its_repeats() {
+        assert_eq!(Sample::of(&[3.0, 1.0, 2.0, 5.0, 4.0]), Sample { median: 3.0, min: 1.0, max: 5.0 });
+        assert_eq!(Sample::of(&[4.0, 1.0, 2.0, 8.0]), Sample { median: 3.0, min: 1.0, max: 8.0 });
+    }
+
+    #[test]
+    fn the_csv_gives_back_the_table_it_was_written_from() {
+        let sample = |m: f64| Sample { median: m, min: m * 0.9, max: m * 1.1 };
+        let rows = vec![
+            Row { workload: "LeNet-300-100 train step (batch 60), dense".into(), threads: 1, unit: "it/s", ours: sample(134.7), alternative: Some(("candle ops, \"plain\"".into(), sample(87.8))), pytorch: Some(sample(64.5)) },
+            Row { workload: "ResNet-18 evaluation of 1000 images, 5%".into(), threads: 2, unit: "images/s", ours: sample(0.731), alternative: None, pytorch: None },
+        ];
+        let machine = Machine { cpu: "Some CPU, 2 cores".into(), kernels: "avx2".into(), pytorch: Some("torch 2.15.0".into()), repeats: 5 };
+        let report = Report { machine, rows };
+        let dir = std::env::temp_dir().join(format!("lth-bench-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bench.csv");
+        write_csv(&report, &path).unwrap();
+        let back = read_csv(&path).unwrap();
+        assert_eq!(markdown(&back), markdown(&report));
+        assert!(markdown(&report).contains("| 134.7 [121.2-148.2] it/s | 87.8 [79.0-96.6] (candle ops, \"plain\") | 1.53x | 64.5 [58.1-71.0] | 2.09x |"));
+        // A damaged file is refused with the file's name and the fix.
+        std::fs::write(&path, "workload,threads\nx,1\n").unwrap();
+        let err = read_csv(&path).err().unwrap().to_string();
+        assert!(err.contains("bench.csv") && err.contains("--csv"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,25 +1,25 @@
 """The PyTorch side of `lth bench --vs-pytorch`: the same workloads as lth's rows, timed the
-same way (one untimed warm-up call, then the median of three timings), at 1 and 2 threads.
+same way (one untimed warm-up call, then the timed steps), at the thread count lth asks for.
+
+lth starts this script once and sends one request per line on standard input,
+`key threads scale`; the script answers each with one line, the per-second figure of one
+timing, so lth can interleave its own timings with these. Its first line names the torch
+version.
 
 Training is masked the way the reference lottery-ticket implementations do it: the dense
 network, gradients of pruned weights zeroed before the optimizer's step (Adam for LeNet and
-Conv-2; SGD with momentum 0.9 and weight decay 1e-4 for ResNet-18 and VGG-19, in training mode
-so BatchNorm uses batch statistics), weights re-masked after it.
-PyTorch does the same dense work at any density, so its masks are random at the given density.
-Prints one line per row: `key threads per_second`. Needs only torch (`pip install torch`).
+Conv-2/4/6; SGD with momentum 0.9 and weight decay 1e-4 for ResNet-18 and VGG-19, in training
+mode so BatchNorm uses batch statistics), weights re-masked after it. PyTorch does the same
+dense work at any density, so its masks are random at the given density. Evaluation is loss and
+accuracy under no_grad in batches of 1,000, as a reference implementation evaluates. Needs only
+torch (`pip install torch`).
 """
 
-import statistics
 import sys
 import time
 
 import torch
 from torch import nn
-
-SCALE = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
-# The rows lth measured (`key,key,...`); every row when absent.
-KEYS = set(sys.argv[2].split(",")) if len(sys.argv) > 2 and sys.argv[2] else None
-
 
 def lenet():
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
@@ -112,10 +112,6 @@ def per_second(steps, step):
     return steps / (time.perf_counter() - start)
 
 
-def median3(measure):
-    return statistics.median([measure(), measure(), measure()])
-
-
 def train_steps(kind, density, steps):
     torch.manual_seed(0)
     make, batch = NETS[kind]
@@ -150,27 +146,13 @@ def train_steps(kind, density, steps):
     return per_second(steps, step)
 
 
-def evaluate(kind, batches):
+def evaluate(kind, n, passes):
+    """Loss and accuracy over n images, under no_grad, in batches of 1,000 (PyTorch's dense
+    products cost the same at any density)."""
     torch.manual_seed(0)
     net = NETS[kind][0]()
     net.eval()
-    n = 510 if kind == "lenet" else 130
     xs = images(kind, n)
-
-    def step():
-        with torch.no_grad():
-            net(xs)
-
-    return n * per_second(batches, step)
-
-
-def evaluate_split(n, passes):
-    """Loss and accuracy of LeNet over n images, as a reference implementation evaluates: under
-    no_grad, in batches of 1,000 (PyTorch's dense product costs the same at any density)."""
-    torch.manual_seed(0)
-    net = NETS["lenet"][0]()
-    net.eval()
-    xs = images("lenet", n)
     ys = torch.arange(n) % 10
 
     def step():
@@ -184,30 +166,28 @@ def evaluate_split(n, passes):
     return n * per_second(passes, step)
 
 
+# Steps per training timing and images per evaluation timing, as lth's rows (`bench.rs`).
+TRAIN_STEPS = {"lenet": 300, "conv2": 4, "conv4": 2, "conv6": 2, "resnet18": 1, "vgg19": 1}
+EVAL_IMAGES = {"lenet": 15000, "conv2": 2000, "conv4": 2000, "conv6": 2000, "resnet18": 1000, "vgg19": 500}
+DENSITY = {"dense": 1.0, "20%": 0.2, "5%": 0.05}
+
+
+def time_once(key, scale):
+    steps = lambda n: max(2, round(n * scale))
+    kind, what, label = key.split("_", 2)
+    if what == "train":
+        return train_steps(kind, DENSITY[label], steps(TRAIN_STEPS[kind]))
+    if what == "eval":
+        return evaluate(kind, EVAL_IMAGES[kind], steps(2) if kind == "lenet" else 1)
+    raise ValueError(f"unknown workload key {key}")
+
+
 def main():
-    steps = lambda n: max(2, round(n * SCALE))
-
-    def row(key, threads, measure):
-        if KEYS is None or key in KEYS:
-            print(f"{key} {threads} {median3(measure):.3f}", flush=True)
-
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        for density, label in ((1.0, "dense"), (0.2, "20%"), (0.05, "5%")):
-            row(f"lenet_train_{label}", threads, lambda: train_steps("lenet", density, steps(300)))
-        for kind, n in (("conv2", 4), ("conv4", 2), ("conv6", 2)):
-            for density, label in ((1.0, "dense"), (0.2, "20%"), (0.05, "5%")):
-                row(f"{kind}_train_{label}", threads, lambda: train_steps(kind, density, steps(n)))
-        for kind in ("resnet18", "vgg19"):
-            for density, label in ((1.0, "dense"), (0.2, "20%"), (0.05, "5%")):
-                row(f"{kind}_train_{label}", threads, lambda: train_steps(kind, density, steps(1)))
-        # PyTorch's dense products cost the same at every density: time once, report per row.
-        eval_keys = [f"lenet_eval_{label}" for label in ("100%", "21.1%", "3.6%") if KEYS is None or f"lenet_eval_{label}" in KEYS]
-        if eval_keys:
-            per_second = median3(lambda: evaluate_split(15000, steps(2)))
-            for key in eval_keys:
-                print(f"{key} {threads} {per_second:.3f}", flush=True)
-        row("conv2_eval", threads, lambda: evaluate("conv2", steps(4)))
+    print(f"torch {torch.__version__} (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'})", flush=True)
+    for line in sys.stdin:
+        key, threads, scale = line.split()
+        torch.set_num_threads(int(threads))
+        print(f"{time_once(key, float(scale)):.6f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,15 @@ enum Command {
         /// Only the rows whose workload contains this text, e.g. `evaluation` (case-insensitive).
         #[arg(long)]
         only: Option<String>,
+        /// Timed repeats per side of each row, after one untimed warm-up round.
+        #[arg(long, default_value_t = lth::bench::MIN_REPEATS, value_parser = at_least_five)]
+        repeats: usize,
+        /// Also write the rows to this CSV (the source of the performance tables in docs/).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Time nothing: print the Markdown table of a CSV written by `--csv`.
+        #[arg(long, conflicts_with_all = ["vs_pytorch", "only", "csv"])]
+        table: Option<PathBuf>,
     },
     /// Check that a device trains like the CPU (a few steps of LeNet and Conv-2 from the same
     /// weights) and print its throughput for every network; exits 1 if parity fails.
@@ -326,6 +335,14 @@ fn run(cli: Cli) -> Result<()> {
             let started = std::time::Instant::now();
             let wanted = resolve_figures(&names)?;
             let revision = figures::git_revision();
+fn at_least_five(value: &str) -> std::result::Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n < lth::bench::MIN_REPEATS => Err(format!("must be at least {} (a median and a range mean little below that)", lth::bench::MIN_REPEATS)),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
             let specs = load_specs(&output.experiments, &experiments_of(&wanted))?;
             // Every path and value is checked before hours of training, not after.
             check_writable("--out", &job.out)?;
@@ -387,13 +404,25 @@ fn run(cli: Cli) -> Result<()> {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), compare::compare(&old, &new)?.as_bytes());
         }
         Command::Goldens { file, write, out, experiments, mirror, data_dir } => goldens(&file, write, out, &experiments, mirror, data_dir)?,
-        Command::Bench { scale, vs_pytorch, only } => {
+        Command::Bench { scale, vs_pytorch, only, repeats, csv, table } => {
+            if let Some(table) = table {
+                print!("{}", lth::bench::markdown(&lth::bench::read_csv(&table)?));
+                return Ok(());
+            }
             let python = std::env::var("LTH_PYTHON").unwrap_or_else(|_| "python3".into());
-            let rows = lth::bench::run(scale, vs_pytorch.then_some(python.as_str()), only.as_deref())?;
-            if rows.is_empty() {
+            let options = lth::bench::Options { scale, repeats, pytorch: vs_pytorch.then_some(python.as_str()), only: only.as_deref() };
+            let report = lth::bench::run(&options)?;
+            if report.rows.is_empty() {
                 anyhow::bail!("--only {:?} matches no benchmark row; run `lth bench` without it to see the workloads", only.unwrap_or_default());
             }
-            print!("{}", lth::bench::markdown(&rows));
+            print!("{}", lth::bench::markdown(&report));
+            if let Some(peak) = lth::bench::peak_rss_mb() {
+                println!("\nPeak resident memory of the benchmark process (lth rows): {peak:.0} MB");
+            }
+            if let Some(path) = csv {
+                lth::bench::write_csv(&report, &path).with_context(|| format!("--csv {}", path.display()))?;
+                eprintln!("bench: rows written to {}", path.display());
+            }
         }
         Command::Plan { figures: names, job, data, experiments } => {
             for name in experiments_of(&resolve_figures(&names)?) {
