@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use lth::datasets::copies::{self, DataChoice};
 use lth::datasets::{self, fetch::Source};
 use lth::progress::Progress;
-use lth::results::{claims, compare, figures, inventory, plot, store::Store};
+use lth::results::{claims, compare, figures, inventory, plot, pr_comment, store::Store};
 use lth::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
 use std::path::{Path, PathBuf};
 
@@ -115,8 +115,25 @@ enum Command {
         #[arg(long, default_value = "cuda")]
         device: String,
     },
-    /// Print a Markdown table of what changed between two results tables.
-    Compare { old: PathBuf, new: PathBuf },
+    /// Print a Markdown table of what changed between two results tables; with --comment, the
+    /// pull-request comment over two figures folders (every table of both; problems as lines).
+    Compare {
+        /// The old table (with --comment: the base branch's figures folder).
+        old: PathBuf,
+        /// The new table (with --comment: the pull request's figures folder).
+        new: PathBuf,
+        #[arg(long)]
+        comment: bool,
+        /// The base branch's name, as the comment shows it.
+        #[arg(long, default_value = "base", requires = "comment")]
+        base_name: String,
+        /// Say at the top that the pull request changes tables and no code.
+        #[arg(long, requires = "comment")]
+        tables_only: bool,
+        /// Tables rerun on the runner rather than committed (comma-separated, e.g. fig5.csv,fig7.csv).
+        #[arg(long, value_delimiter = ',', requires = "comment")]
+        rerun: Vec<String>,
+    },
     /// Train the golden smoke runs (LeNet on MNIST, Conv-2 and ResNet-18 on the synthetic set) and check their
     /// files' digests against a goldens file (or write it); exits 1 naming each difference.
     Goldens {
@@ -399,9 +416,14 @@ fn at_least_five(value: &str) -> std::result::Result<usize, String> {
                 anyhow::bail!("gpu-check: {device} does not train like the CPU (see the parity table)");
             }
         }
-        Command::Compare { old, new } => {
+        Command::Compare { old, new, comment, base_name, tables_only, rerun } => {
+            let text = if comment {
+                pr_comment::comment(&old, &new, &pr_comment::Context { base: base_name, tables_only, rerun })
+            } else {
+                compare::compare(&old, &new)?
+            };
             // A closed pipe (`| head`) is not an error worth a panic.
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), compare::compare(&old, &new)?.as_bytes());
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
         }
         Command::Goldens { file, write, out, experiments, mirror, data_dir } => goldens(&file, write, out, &experiments, mirror, data_dir)?,
         Command::Bench { scale, vs_pytorch, only, repeats, csv, table } => {

@@ -27,6 +27,14 @@ cargo xtask <command>
                                installed (default N: $CUDA_COMPUTE_CAP or 90, i.e. H100/H200)
   gpu-check                    CPU-vs-CUDA parity and GPU throughput (on a GPU machine; runs
                                xtask/gpu-check.sh, which needs no Rust toolchain)
+  ci [--out DIR]                the whole CI, as .ci/run and .github/workflows/ci.yml run it: actionlint on
+                               the workflows, the tests, figures --check, the smoke reproduces compared to
+                               the committed tables byte for byte, the Slurm check; ends `ci: N passed, M
+                               failed` (--out: keep the regenerated smoke figures in DIR/figures)
+  pr-comment BASE [--out DIR]  the pull-request results comment against git ref BASE: the base's tables
+                               against this checkout's, the smoke tables rerun first if code or specs
+                               changed; writes DIR/comment.md and the changed figures' DIR/png/ (default
+                               DIR: target/pr-results)
   plan [FIG...] [--scale S] [--trials N] [--device D] [--out DIR] [--mirror URL|DIR] [--data real|synthetic|folder:PATH|URL]
        [--slurm [--slurm-script FILE] [--figures-dir DIR]]
         one `lth run` command per (experiment, trial), each experiment once, for GNU parallel; with
@@ -48,6 +56,8 @@ pub enum Task {
     CudaBuild { compute_cap: String },
     GpuCheck,
     Plan(Reproduce),
+    Ci { out: Option<String> },
+    PrComment { base: String, out: String },
 }
 
 pub struct Reproduce {
@@ -118,6 +128,8 @@ pub fn parse(args: &[String]) -> Result<Task> {
         "goldens" => &["--check", "--mirror"],
         "bench" => &["--vs-pytorch", "--only"],
         "cuda-build" => &["--compute-cap"],
+        "ci" => &["--out"],
+        "pr-comment" => &["--out"],
         _ => &[],
     };
     if let Some((bad, _)) = options.iter().find(|(k, _)| !known.contains(&k.as_str())) {
@@ -154,8 +166,13 @@ pub fn parse(args: &[String]) -> Result<Task> {
             Task::CudaBuild { compute_cap: take("--compute-cap").or_else(|| std::env::var("CUDA_COMPUTE_CAP").ok()).unwrap_or_else(|| "90".into()) }
         }
         "gpu-check" => Task::GpuCheck,
+        "ci" => Task::Ci { out: take("--out") },
+        "pr-comment" => match positional.as_slice() {
+            [base] => Task::PrComment { base: base.clone(), out: take("--out").unwrap_or_else(|| "target/pr-results".into()) },
+            _ => bail!("usage: cargo xtask pr-comment BASE [--out DIR], e.g. `cargo xtask pr-comment origin/main`"),
+        },
         "claims" => Task::Claims,
-        "help" => Task::Help,
+        "help" | "-h" | "--help" => Task::Help,
         other => bail!("unknown command `{other}`; see `cargo xtask --help`"),
     })
 }

@@ -2,8 +2,10 @@
 //! pattern): parse flags, build the `lth` binary with the right features, call it, check
 //! outputs. No ML code lives here; the heavy crates compile into `lth` only.
 
+mod ci;
 mod cuda;
 mod flags;
+mod pr;
 mod slurm;
 
 use anyhow::{bail, Context, Result};
@@ -21,56 +23,67 @@ fn run() -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let task = flags::parse(&args)?;
+    run_task(&sh, &args)
+}
+
+/// Parses and runs one `cargo xtask` command; `ci` and `pr-comment` run others through it.
+fn run_task(sh: &Shell, args: &[String]) -> Result<()> {
+    let task = flags::parse(args)?;
+    let xtask = |args: &[&str]| run_task(sh, &args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
     match task {
         flags::Task::Help => print!("{}", flags::HELP),
-        flags::Task::Reproduce(r) => reproduce(&sh, &r, &args)?,
+        flags::Task::Reproduce(r) => reproduce(sh, &r, args)?,
         flags::Task::Data { datasets, mirror } => {
-            let lth = build_lth(&sh, false)?;
+            let lth = build_lth(sh, false)?;
             let mirror = mirror.map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
             for dataset in datasets {
                 let mirror = &mirror;
                 cmd!(sh, "{lth} fetch {dataset} {mirror...}").run()?;
             }
         }
-        flags::Task::Figures { check } => figures(&sh, check)?,
+        flags::Task::Figures { check } => figures(sh, check)?,
+        flags::Task::Ci { out } => ci::run(sh, &project_root(), out.as_deref(), &xtask)?,
+        flags::Task::PrComment { base, out } => {
+            let lth = build_lth(sh, false)?;
+            pr::comment(sh, &project_root(), &lth, &base, &out, &xtask)?;
+        }
         flags::Task::Claims => {
-            let lth = build_lth(&sh, false)?;
+            let lth = build_lth(sh, false)?;
             for dir in table_dirs(&project_root().join("figures"))? {
                 cmd!(sh, "{lth} claims {dir}").run()?;
             }
         }
         flags::Task::Bench { vs_pytorch, only } => {
-            let lth = build_lth(&sh, false)?;
+            let lth = build_lth(sh, false)?;
             let flag = vs_pytorch.then_some("--vs-pytorch");
             let only = only.map(|o| vec!["--only".to_string(), o]).unwrap_or_default();
             cmd!(sh, "{lth} bench {flag...} {only...}").run()?;
         }
         flags::Task::CudaBuild { compute_cap } => {
-            let binary = cuda::build(&sh, &project_root(), &compute_cap)?;
-            cuda::pack(&sh, &project_root(), &binary)?;
+            let binary = cuda::build(sh, &project_root(), &compute_cap)?;
+            cuda::pack(sh, &project_root(), &binary)?;
         }
         flags::Task::GpuCheck => {
             let root = project_root();
             if !root.join("target/lth-cuda.xz").exists() {
-                let binary = cuda::build(&sh, &root, "90")?;
-                cuda::pack(&sh, &root, &binary)?;
+                let binary = cuda::build(sh, &root, "90")?;
+                cuda::pack(sh, &root, &binary)?;
             }
             cmd!(sh, "sh xtask/gpu-check.sh").run()?;
         }
         flags::Task::Compare { old, new } => {
-            let lth = build_lth(&sh, false)?;
+            let lth = build_lth(sh, false)?;
             cmd!(sh, "{lth} compare {old} {new}").run()?;
         }
         flags::Task::Goldens { check, mirror } => {
-            let lth = build_lth(&sh, false)?;
+            let lth = build_lth(sh, false)?;
             let mode = (!check).then_some("--write");
             let mirror = mirror.map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
             cmd!(sh, "{lth} goldens {mode...} {mirror...}").run()?;
         }
-        flags::Task::Plan(r) if r.slurm => plan_slurm(&sh, &r, &args)?,
+        flags::Task::Plan(r) if r.slurm => plan_slurm(sh, &r, args)?,
         flags::Task::Plan(r) => {
-            let lth = build_lth(&sh, false)?;
+            let lth = build_lth(sh, false)?;
             let job = r.job_args();
             let data = r.data_args();
             let figs = &r.figures;
@@ -92,9 +105,17 @@ fn build_lth(sh: &Shell, cuda: bool) -> Result<PathBuf> {
         return cuda::build(sh, &project_root(), &cap);
     }
     cmd!(sh, "cargo build --quiet --release --package lth --bin lth").run().context("building lth")?;
+    Ok(target_dir().join("release").join("lth"))
+}
+
+/// Cargo's build folder: $CARGO_TARGET_DIR, else target/ of the project.
+fn target_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("target"));
-    let target = if target.is_relative() { project_root().join(target) } else { target };
-    Ok(target.join("release").join("lth"))
+    if target.is_relative() {
+        project_root().join(target)
+    } else {
+        target
+    }
 }
 
 /// `plan --slurm`: the plan's `lth run` lines as a self-submitting Slurm script (`slurm`), with

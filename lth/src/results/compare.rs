@@ -86,7 +86,69 @@ fn typical_sigmas(old: &Table, new: &Table) -> BTreeMap<String, f64> {
     sums.into_iter().map(|(metric, (sum, count))| (metric, (sum / count as f64).sqrt())).collect()
 }
 
-pub fn compare(old: &Path, new: &Path) -> Result<String> {
+/// One cell whose statistics differ between the tables.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The row's key columns, in the tables' order.
+    pub key: Vec<String>,
+    pub metric: String,
+    old: Cell,
+    new: Cell,
+    verdict: Verdict,
+}
+
+impl Change {
+    pub fn delta(&self) -> f64 {
+        self.new.mean - self.old.mean
+    }
+
+    /// The old and the new mean.
+    pub fn means(&self) -> (f64, f64) {
+        (self.old.mean, self.new.mean)
+    }
+
+    /// Whether the move is beyond both tables' trial spread ([`NOISE_RULE`]).
+    pub fn beyond_noise(&self) -> bool {
+        self.verdict == Verdict::Beyond
+    }
+
+    /// The verdict as the tables print it: `**yes**`, `no`, or `?` (a single curve on a side).
+    pub fn label(&self) -> &'static str {
+        match self.verdict {
+            Verdict::Beyond => "**yes**",
+            Verdict::Within => "no",
+            Verdict::Unknown => "?",
+        }
+    }
+
+    /// `mean [min, max] (n)` of the old and the new cell.
+    pub fn old_and_new(&self) -> (String, String) {
+        let show = |c: Cell| format!("{} [{}, {}] ({})", num(c.mean), num(c.min), num(c.max), c.n);
+        (show(self.old), show(self.new))
+    }
+}
+
+/// A paper pattern checked in both tables: (description, old verdict, new verdict).
+pub type PatternCheck = (&'static str, Option<bool>, Option<bool>);
+
+/// What changed between two tables of one figure.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// The key columns both tables share.
+    pub keys: Vec<String>,
+    /// Cells present in both tables.
+    pub compared: usize,
+    /// The cells that differ, in the new table's row order.
+    pub changes: Vec<Change>,
+    /// Rows in only one of the tables.
+    pub only_old: usize,
+    pub only_new: usize,
+    /// The paper's qualitative patterns; None when the table has no per-level early-stop columns.
+    pub patterns: Option<Vec<PatternCheck>>,
+}
+
+/// Reads both tables and compares them cell by cell.
+pub fn between(old: &Path, new: &Path) -> Result<Comparison> {
     let (old_keys, old_table) = read(old)?;
     let (new_keys, new_table) = read(new)?;
     if old_keys != new_keys {
@@ -98,12 +160,10 @@ pub fn compare(old: &Path, new: &Path) -> Result<String> {
             new_keys.join(",")
         )));
     }
-    let mut rows = String::new();
-    rows.push_str(&format!("| {} | metric | old mean [min, max] (n) | new mean [min, max] (n) | Δ mean | beyond noise |\n", old_keys.join(" | ")));
-    rows.push_str(&format!("|{}---|---|---|---|---|---|\n", "---|".repeat(old_keys.len())));
-    let (mut compared, mut changed) = (0, 0);
-    let mut verdicts = BTreeMap::<&str, usize>::new();
+    let (old_table, _) = matching_keys(old, old_table)?;
+    let (new_table, shown_keys) = matching_keys(new, new_table)?;
     let typical = typical_sigmas(&old_table, &new_table);
+    let (mut compared, mut changes) = (0, Vec::new());
     for (key, new_metrics) in &new_table {
         let Some(old_metrics) = old_table.get(key) else {
             continue;
@@ -116,68 +176,106 @@ pub fn compare(old: &Path, new: &Path) -> Result<String> {
             if (o.mean, o.min, o.max, o.n) == (n.mean, n.min, n.max, n.n) {
                 continue;
             }
-            changed += 1;
             let verdict = judge(o, n, typical.get(metric).copied().unwrap_or(0.0));
-            let label = match verdict {
-                Verdict::Beyond => "**yes**",
-                Verdict::Within => "no",
-                Verdict::Unknown => "?",
-            };
-            *verdicts.entry(label).or_default() += 1;
-            rows.push_str(&format!(
-                "| {} | {metric} | {} [{}, {}] ({}) | {} [{}, {}] ({}) | {:+.4} | {label} |\n",
-                key.join(" | "),
-                num(o.mean),
-                num(o.min),
-                num(o.max),
-                o.n,
-                num(n.mean),
-                num(n.min),
-                num(n.max),
-                n.n,
-                n.mean - o.mean,
-            ));
+            let key = shown_keys.get(key).unwrap_or(key).clone();
+            changes.push(Change { key, metric: metric.clone(), old: o, new: n, verdict });
         }
     }
-    let only_old = old_table.keys().filter(|k| !new_table.contains_key(*k)).count();
-    let only_new = new_table.keys().filter(|k| !old_table.contains_key(*k)).count();
-    let count = |label: &str| verdicts.get(label).copied().unwrap_or(0);
-    let mut out = String::from("### Summary\n\n");
-    if changed == 0 && only_old == 0 && only_new == 0 {
-        out.push_str(&format!("Nothing changed: {compared} cells compared, 0 changed.\n\n"));
-    } else {
-        out.push_str(&format!(
-            "{compared} cells compared, {changed} changed: {} beyond noise, {} within noise, {} with no noise estimate. {only_old} rows only in old, {only_new} only in new.\n\n",
-            count("**yes**"),
-            count("no"),
-            count("?"),
-        ));
-    }
-    out.push_str(&patterns_paragraph(&old_keys, &old_table, &new_table));
-    out.push_str(&format!("Rule: {NOISE_RULE}\n\n"));
-    if changed > 0 {
-        out.push_str(&rows);
-    }
-    Ok(out)
+    let patterns = patterns(&old_keys, &old_table)
+        .zip(patterns(&old_keys, &new_table))
+        .map(|(was, now)| was.into_iter().zip(now).map(|((name, was), (_, now))| (name, was, now)).collect());
+    Ok(Comparison {
+        only_old: old_table.keys().filter(|k| !new_table.contains_key(*k)).count(),
+        only_new: new_table.keys().filter(|k| !old_table.contains_key(*k)).count(),
+        keys: old_keys,
+        compared,
+        changes,
+        patterns,
+    })
 }
 
-/// The paper's qualitative patterns, checked in each table that has early-stop columns.
-fn patterns_paragraph(keys: &[String], old: &Table, new: &Table) -> String {
-    let (Some(old_checks), Some(new_checks)) = (patterns(keys, old), patterns(keys, new)) else {
-        return "Paper patterns: not checked (this table has no per-level early-stop columns).\n\n".into();
+/// Decimal places a fractional key value (`remaining`) is matched to. It is itself a mean over
+/// the row's runs, so its last bits change with the number of trials behind it
+/// (0.8003756574004508 with 2, …509 with 5) while the row is the same.
+const KEY_DECIMALS: usize = 9;
+
+/// The table re-keyed by its key values rounded to [`KEY_DECIMALS`], and each rounded key's
+/// key as written (what the tables print).
+fn matching_keys(path: &Path, table: Table) -> Result<(Table, BTreeMap<Vec<String>, Vec<String>>)> {
+    let round = |v: &String| match v.parse::<f64>() {
+        Ok(x) if v.contains('.') => format!("{x:.KEY_DECIMALS$}"),
+        _ => v.clone(),
     };
-    let mut out = String::from("Paper patterns (old → new):\n\n");
-    for ((name, was), (_, now)) in old_checks.iter().zip(&new_checks) {
-        let show = |v: &Option<bool>| match v {
-            Some(true) => "holds",
-            Some(false) => "does not hold",
-            None => "not testable",
-        };
-        let mark = if was != now { " **(changed)**" } else { "" };
-        out.push_str(&format!("- {name}: {} → {}{mark}\n", show(was), show(now)));
+    let (mut rounded, mut written) = (Table::new(), BTreeMap::new());
+    for (key, metrics) in table {
+        let matching: Vec<String> = key.iter().map(round).collect();
+        if let Some(earlier) = written.insert(matching.clone(), key.clone()) {
+            return Err(Error::Table {
+                path: path.to_owned(),
+                reason: format!("rows ({}) and ({}) differ only past the {KEY_DECIMALS}th decimal of a key", earlier.join(", "), key.join(", ")),
+            });
+        }
+        rounded.insert(matching, metrics);
     }
-    out.push('\n');
-    out
+    Ok((rounded, written))
+}
+
+pub fn compare(old: &Path, new: &Path) -> Result<String> {
+    Ok(between(old, new)?.markdown())
+}
+
+impl Comparison {
+    /// The summary, the paper patterns, the noise rule and one row per changed cell.
+    pub fn markdown(&self) -> String {
+        let count = |label: &str| self.changes.iter().filter(|c| c.label() == label).count();
+        let changed = self.changes.len();
+        let (compared, only_old, only_new) = (self.compared, self.only_old, self.only_new);
+        let mut out = String::from("### Summary\n\n");
+        if changed == 0 && only_old == 0 && only_new == 0 {
+            out.push_str(&format!("Nothing changed: {compared} cells compared, 0 changed.\n\n"));
+        } else {
+            out.push_str(&format!(
+                "{compared} cells compared, {changed} changed: {} beyond noise, {} within noise, {} with no noise estimate. {only_old} rows only in old, {only_new} only in new.\n\n",
+                count("**yes**"),
+                count("no"),
+                count("?"),
+            ));
+        }
+        out.push_str(&self.patterns_paragraph());
+        out.push_str(&format!("Rule: {NOISE_RULE}\n\n"));
+        if changed > 0 {
+            out.push_str(&format!("| {} | metric | old mean [min, max] (n) | new mean [min, max] (n) | Δ mean | beyond noise |\n", self.keys.join(" | ")));
+            out.push_str(&format!("|{}---|---|---|---|---|\n", "---|".repeat(self.keys.len())));
+            for change in &self.changes {
+                let (old, new) = change.old_and_new();
+                out.push_str(&format!("| {} | {} | {old} | {new} | {:+.4} | {} |\n", change.key.join(" | "), change.metric, change.delta(), change.label()));
+            }
+        }
+        out
+    }
+
+    /// The paper's qualitative patterns, checked in each table that has early-stop columns.
+    fn patterns_paragraph(&self) -> String {
+        let Some(checks) = &self.patterns else {
+            return "Paper patterns: not checked (this table has no per-level early-stop columns).\n\n".into();
+        };
+        let mut out = String::from("Paper patterns (old → new):\n\n");
+        for (name, was, now) in checks {
+            let mark = if was != now { " **(changed)**" } else { "" };
+            out.push_str(&format!("- {name}: {} → {}{mark}\n", pattern_verdict(*was), pattern_verdict(*now)));
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// A pattern's verdict in words.
+pub fn pattern_verdict(verdict: Option<bool>) -> &'static str {
+    match verdict {
+        Some(true) => "holds",
+        Some(false) => "does not hold",
+        None => "not testable",
+    }
 }
 
 /// (description, verdict) for each pattern; None when the table has no `procedure`, `level`,
@@ -234,7 +332,7 @@ pub(super) fn read(path: &Path) -> Result<(Vec<String>, Table)> {
         .map(|m| Ok((m.clone(), [index(format!("{m}_mean"))?, index(format!("{m}_min"))?, index(format!("{m}_max"))?])))
         .collect::<Result<_>>()?;
     let mut table = Table::new();
-    for record in reader.records() {
+    for (row, record) in reader.records().enumerate() {
         let record = record.map_err(|e| corrupt(e.to_string()))?;
         let key: Vec<String> = keys.iter().map(|&i| record.get(i).unwrap_or_default().to_string()).collect();
         let parse = |i: usize| {
@@ -244,6 +342,12 @@ pub(super) fn read(path: &Path) -> Result<(Vec<String>, Table)> {
         let n = parse(n_column)? as usize;
         let values =
             columns.iter().map(|(m, [a, b, c])| Ok((m.clone(), Cell { mean: parse(*a)?, min: parse(*b)?, max: parse(*c)?, n }))).collect::<Result<_>>()?;
+        // A second row with the same key would silently replace the first (a table pasted
+        // together from two runs, or edited by hand): refuse it.
+        if table.contains_key(&key) {
+            let named: Vec<String> = keys.iter().zip(&key).map(|(&i, v)| format!("{}={v}", header[i])).collect();
+            return Err(corrupt(format!("data row {} repeats the key ({}) of an earlier row; a table has one row per key", row + 1, named.join(", "))));
+        }
         table.insert(key, values);
     }
     Ok((keys.iter().map(|&i| header[i].clone()).collect(), table))
