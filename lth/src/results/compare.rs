@@ -361,6 +361,30 @@ mod tests {
         Cell { mean, min, max, n }
     }
 
+    /// Writes `text` as a table in a fresh folder of the system's temp dir.
+    fn table(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("lth-compare-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("fig4.csv");
+        std::fs::write(&path, text).expect("write table");
+        path
+    }
+
+    #[test]
+    fn rows_match_when_a_mean_key_differs_in_its_last_bits_and_repeated_rows_are_refused() {
+        let header = "procedure,level,remaining,n,acc_mean,acc_min,acc_max\n";
+        let two = table("two", &format!("{header}ticket,1,0.8003756574004508,2,0.97,0.96,0.98\n"));
+        let five = table("five", &format!("{header}ticket,1,0.8003756574004509,5,0.97,0.96,0.98\n"));
+        let c = between(&two, &five).expect("compare");
+        assert_eq!((c.compared, c.only_old, c.only_new, c.changes.len()), (1, 0, 0, 0));
+        let repeated = table("repeated", &format!("{header}ticket,1,0.8,2,0.97,0.96,0.98\nticket,1,0.8,2,0.5,0.5,0.5\n"));
+        let err = between(&two, &repeated).expect_err("a repeated row").to_string();
+        assert!(err.contains("data row 2 repeats the key (procedure=ticket, level=1, remaining=0.8)"), "{err}");
+        for path in [two, five, repeated] {
+            let _ = std::fs::remove_dir_all(path.parent().expect("folder"));
+        }
+    }
+
     #[test]
     fn a_change_is_judged_against_both_tables_spread() {
         // Ranges of 0.01 on both sides: σ ≈ 0.0089, 3σ√(1/2 + 1/2) ≈ 0.027.
