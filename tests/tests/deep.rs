@@ -254,6 +254,27 @@ fn the_schedules_of_all_six_variants_follow_the_formula() {
     }
 }
 
+/// Figure 8's warmup has two readings; the second spec differs from the first in its drops only.
+#[test]
+fn the_second_reading_of_resnets_warmup_holds_the_peak_and_drops_later() {
+    let (literal, late) = (experiment("resnet18_lr0.03_warmup"), experiment("resnet18_lr0.03_warmup_late_drops"));
+    let s = late.method.lr_schedule.clone().unwrap();
+    assert_eq!((s.iterations, s.warmup, s.drops.clone()), (30_000, 20_000, vec![25_000, 27_500]));
+    let mut method = late.method.clone();
+    method.lr_schedule = literal.method.lr_schedule.clone();
+    assert_eq!(method, literal.method, "only the schedule differs");
+    let schedule = Schedule::new(0.03, &s, s.iterations);
+    assert!((schedule.lr(10_000) - 0.015).abs() < 1e-12);
+    for t in [20_000, 24_999] {
+        assert!((schedule.lr(t) - 0.03).abs() < 1e-12, "the peak is held at {t}");
+    }
+    assert!((schedule.lr(25_000) - 0.003).abs() < 1e-12 && (schedule.lr(27_500) - 0.0003).abs() < 1e-12);
+    // At the quick scale's 1,200 iterations the same fractions: peak at 800, drops at 1,000 and 1,100.
+    let quick = Schedule::new(0.03, &s, 1_200);
+    assert!(quick.lr(799) < 0.03 && (quick.lr(800) - 0.03).abs() < 1e-12 && (quick.lr(999) - 0.03).abs() < 1e-12);
+    assert!((quick.lr(1_000) - 0.003).abs() < 1e-12 && (quick.lr(1_100) - 0.0003).abs() < 1e-12);
+}
+
 #[test]
 fn augmentation_is_seeded() {
     let spec = experiment("resnet18_lr0.1");

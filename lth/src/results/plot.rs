@@ -74,14 +74,28 @@ pub struct CheckpointRow {
     pub test_acc_max: f64,
 }
 
-/// Draws `figure` from its table CSV into `svg` and, if given, `png`. Both are drawn into
-/// temporary files and renamed into place only when both are complete: a kill or an error
-/// while drawing leaves the previous files as they were.
+/// Draws `figure` from its table CSV into `svg` and, if given, `png`, with the scale recorded in
+/// the provenance file beside the table (`figN.md`), if there is one.
 pub fn draw_from_csv(figure: &Figure, table: &Path, svg: &Path, png: Option<&Path>) -> Result<()> {
+    draw(figure, table, recorded_scale(table).as_deref(), svg, png)
+}
+
+/// The scale a committed table was made at: the `| scale | `quick` |` row of the `.md` beside it.
+pub fn recorded_scale(table: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(table.with_extension("md")).ok()?;
+    let row = text.lines().find_map(|l| l.strip_prefix("| scale | `"))?;
+    Some(row.split('`').next()?.to_string())
+}
+
+/// Draws `figure` from its table CSV into `svg` and, if given, `png`, headed by the paper's
+/// figure, the networks, `scale` and the data. Both are drawn into temporary files and renamed
+/// into place only when both are complete: a kill or an error while drawing leaves the previous
+/// files as they were.
+pub fn draw(figure: &Figure, table: &Path, scale: Option<&str>, svg: &Path, png: Option<&Path>) -> Result<()> {
     let svg_tmp = files::unique_temp(svg);
     // plotters picks the bitmap format from the extension, so it must stay last.
     let png_tmp = png.map(|p| files::unique_temp(p).with_extension("tmp.png"));
-    let drawn = draw_into(figure, table, &svg_tmp, png_tmp.as_deref());
+    let drawn = draw_into(figure, table, scale, &svg_tmp, png_tmp.as_deref());
     let renamed = drawn.and_then(|()| {
         files::rename(&svg_tmp, svg)?;
         match (&png_tmp, png) {
@@ -95,7 +109,20 @@ pub fn draw_from_csv(figure: &Figure, table: &Path, svg: &Path, png: Option<&Pat
     renamed
 }
 
-fn draw_into(figure: &Figure, table: &Path, svg: &Path, png: Option<&Path>) -> Result<()> {
+/// The line above the panels: the figure's title, its scale and, for anything but the official
+/// images, which data it trained on.
+fn heading<'a>(figure: &Figure, scale: Option<&str>, data: impl Iterator<Item = &'a str>) -> String {
+    let mut parts = vec![figure.title.to_string()];
+    if let Some(scale) = scale {
+        parts.push(format!("scale {scale}"));
+    }
+    if let Some(caveat) = data_caveat(data) {
+        parts.push(caveat);
+    }
+    parts.join(" · ")
+}
+
+fn draw_into(figure: &Figure, table: &Path, scale: Option<&str>, svg: &Path, png: Option<&Path>) -> Result<()> {
     register_font();
     // The drawing expression is pasted once per backend, so each copy is typed for its own.
     macro_rules! render {
@@ -115,20 +142,105 @@ fn draw_into(figure: &Figure, table: &Path, svg: &Path, png: Option<&Path>) -> R
     match figure.kind {
         Kind::Curves => {
             let rows: Vec<Fig3Row> = read_csv(table)?;
-            render!((3 * PANEL.0, PANEL.1), |root| fig3(&rows, root))
+            let title = heading(figure, scale, std::iter::empty());
+            let legends = fig3_panels(&rows).into_iter().map(|(_, curves)| curves.iter().map(Entry::of_curve).collect()).collect();
+            let frame = Frame::new(title, legends, 3);
+            render!(frame.size(), |root| fig3(&rows, &frame, root))
         }
         Kind::Sparsity(procedures) => {
             let rows: Vec<SparsityRow> = read_csv(table)?;
             // Fig 1 shows early stopping and accuracy at early stop only, as in the paper.
             let metrics = if figure.id == "fig1" { &METRICS[..2] } else { &METRICS[..] };
-            let size = (metrics.len() as u32 * PANEL.0, PANEL.1);
-            render!(size, |root| sparsity(&rows, procedures, metrics, root))
+            let title = heading(figure, scale, rows.iter().map(|r| r.data.as_str()));
+            let legend = sparsity_series(&rows, procedures, &metrics[0]).iter().map(Entry::of_points).collect();
+            let frame = Frame::new(title, vec![legend], metrics.len());
+            render!(frame.size(), |root| sparsity(&rows, procedures, metrics, &frame, root))
         }
         Kind::Checkpoints(points) => {
             let rows: Vec<CheckpointRow> = read_csv(table)?;
             let labels: Vec<&str> = points.iter().map(|p| p.label).collect();
-            render!((points.len() as u32 * PANEL.0, PANEL.1), |root| checkpoints(&rows, &labels, root))
+            let title = heading(figure, scale, rows.iter().map(|r| r.data.as_str()));
+            let legend = checkpoint_series(&rows, 0).iter().map(Entry::of_points).collect();
+            let frame = Frame::new(title, vec![legend], labels.len());
+            render!(frame.size(), |root| checkpoints(&rows, &labels, &frame, root))
         }
+    }
+}
+
+/// One legend entry: a line sample and its label.
+struct Entry {
+    label: String,
+    colour: RGBColor,
+    dashed: bool,
+}
+
+impl Entry {
+    fn of_curve(c: &Curve) -> Entry {
+        Entry { label: c.label.clone(), colour: c.colour, dashed: c.dashed }
+    }
+
+    fn of_points(p: &Points) -> Entry {
+        Entry { label: p.label.clone(), colour: p.colour, dashed: p.dashed }
+    }
+}
+
+const TITLE_HEIGHT: u32 = 34;
+const LEGEND_ROW: u32 = 22;
+const LEGEND_ENTRY_WIDTH: u32 = 330;
+
+/// A figure's layout: the heading on top, the panels side by side, and the legend in a strip
+/// below them, where it can never cover data. `legends` holds one legend for all panels, or one
+/// per panel (drawn under its panel).
+struct Frame {
+    title: String,
+    legends: Vec<Vec<Entry>>,
+    panels: usize,
+}
+
+impl Frame {
+    fn new(title: String, legends: Vec<Vec<Entry>>, panels: usize) -> Frame {
+        Frame { title, legends, panels }
+    }
+
+    fn width(&self) -> u32 {
+        self.panels as u32 * PANEL.0
+    }
+
+    /// Entries per legend row, and the legend strip's height.
+    fn legend_layout(&self) -> (usize, u32) {
+        let strip_width = if self.legends.len() == 1 { self.width() } else { PANEL.0 };
+        let per_row = ((strip_width - 20) / LEGEND_ENTRY_WIDTH).max(1) as usize;
+        let rows = self.legends.iter().map(|l| l.len().div_ceil(per_row)).max().unwrap_or(0) as u32;
+        (per_row, if rows == 0 { 0 } else { rows * LEGEND_ROW + 14 })
+    }
+
+    fn size(&self) -> (u32, u32) {
+        (self.width(), TITLE_HEIGHT + PANEL.1 + self.legend_layout().1)
+    }
+
+    /// Fills `root`, draws the heading and the legends, and returns the panels' areas.
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<Vec<DrawingArea<DB, Shift>>> {
+        root.fill(&WHITE).map_err(draw_error)?;
+        let (top, rest) = root.split_vertically(TITLE_HEIGHT);
+        let centre = TextStyle::from((FONT, 16).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+        top.draw(&Text::new(self.title.clone(), (self.width() as i32 / 2, TITLE_HEIGHT as i32 / 2 + 2), centre)).map_err(draw_error)?;
+        let (body, strip) = rest.split_vertically(PANEL.1);
+        let (per_row, _) = self.legend_layout();
+        let strips = if self.legends.len() == 1 { vec![strip] } else { strip.split_evenly((1, self.legends.len())) };
+        let left = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        for (area, entries) in strips.iter().zip(&self.legends) {
+            for (i, e) in entries.iter().enumerate() {
+                let (x, y) = (16 + (i % per_row) as i32 * LEGEND_ENTRY_WIDTH as i32, 12 + (i / per_row) as i32 * LEGEND_ROW as i32);
+                let style = e.colour.stroke_width(2);
+                if e.dashed {
+                    area.draw(&DashedPathElement::new(vec![(x, y), (x + 28, y)], 5, 3, style)).map_err(draw_error)?;
+                } else {
+                    area.draw(&PathElement::new(vec![(x, y), (x + 28, y)], style)).map_err(draw_error)?;
+                }
+                area.draw(&Text::new(e.label.clone(), (x + 36, y), left.clone())).map_err(draw_error)?;
+            }
+        }
+        Ok(body.split_evenly((1, self.panels)))
     }
 }
 
@@ -170,12 +282,10 @@ fn curve(rows: &[Fig3Row], procedure: &str, pm: &str) -> Option<Vec<(f64, f64, f
     (!points.is_empty()).then_some(points)
 }
 
-/// Figure 3: test accuracy over training. Left: Pm = 100, 51.3, 21.1; middle: 100, 21.1, 7.0,
-/// 3.6, 1.9; right: tickets (solid) vs reinit (dashed) at 51.3 and 21.1. Pm values with no
-/// level at the table's scale are left out.
-pub fn fig3<DB: DrawingBackend>(rows: &[Fig3Row], root: &DrawingArea<DB, Shift>) -> Result<()> {
-    root.fill(&WHITE).map_err(draw_error)?;
-    let panels = root.split_evenly((1, 3));
+/// Figure 3's panels: test accuracy over training. Left: Pm = 100, 51.3, 21.1; middle: 100,
+/// 21.1, 7.0, 3.6, 1.9; right: tickets (solid) vs reinit (dashed) at 51.3 and 21.1. Pm values
+/// with no level at the table's scale are left out.
+fn fig3_panels(rows: &[Fig3Row]) -> Vec<(&'static str, Vec<Curve>)> {
     let ticket_panel = |pms: &[&str]| -> Vec<Curve> {
         pms.iter()
             .enumerate()
@@ -190,10 +300,17 @@ pub fn fig3<DB: DrawingBackend>(rows: &[Fig3Row], root: &DrawingArea<DB, Shift>)
             }
         }
     }
-    let contents = [ticket_panel(&["100.0", "51.3", "21.1"]), ticket_panel(&["100.0", "21.1", "7.0", "3.6", "1.9"]), comparison];
-    let titles = ["Tickets, Pm (%) = 100, 51.3, 21.1", "Tickets, Pm (%) = 100 … 1.9", "Tickets vs reinit"];
-    for ((panel, curves), title) in panels.iter().zip(&contents).zip(titles) {
-        accuracy_panel(panel, title, curves)?;
+    vec![
+        ("Tickets, Pm (%) = 100, 51.3, 21.1", ticket_panel(&["100.0", "51.3", "21.1"])),
+        ("Tickets, Pm (%) = 100 … 1.9", ticket_panel(&["100.0", "21.1", "7.0", "3.6", "1.9"])),
+        ("Tickets vs reinit", comparison),
+    ]
+}
+
+/// Figure 3 in `frame`: each panel's legend below it.
+fn fig3<DB: DrawingBackend>(rows: &[Fig3Row], frame: &Frame, root: &DrawingArea<DB, Shift>) -> Result<()> {
+    for (panel, (title, curves)) in frame.draw(root)?.iter().zip(fig3_panels(rows)) {
+        accuracy_panel(panel, title, &curves)?;
     }
     Ok(())
 }
@@ -228,21 +345,11 @@ fn accuracy_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
         let line: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0, p.1)).collect();
         let style = colour.stroke_width(2);
         if c.dashed {
-            let legend = move |(x, y): (i32, i32)| DashedPathElement::new(vec![(x, y), (x + 20, y)], 5, 3, colour.stroke_width(2));
-            chart.draw_series(DashedLineSeries::new(line, 6, 4, style)).map_err(draw_error)?.label(&c.label).legend(legend);
+            chart.draw_series(DashedLineSeries::new(line, 6, 4, style)).map_err(draw_error)?;
         } else {
-            let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2));
-            chart.draw_series(LineSeries::new(line, style)).map_err(draw_error)?.label(&c.label).legend(legend);
+            chart.draw_series(LineSeries::new(line, style)).map_err(draw_error)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)?;
     Ok(())
 }
 
@@ -268,37 +375,33 @@ const METRICS: [Metric; 3] = [
     ("Test accuracy at the last iteration", "Test accuracy (%)", |r| (r.final_test_acc_mean, r.final_test_acc_min, r.final_test_acc_max), 100.0),
 ];
 
-/// Figures 7 and 8: one panel per checkpoint, test accuracy against Pm on a log axis; colour
-/// is the learning-rate variant, tickets solid and reinit dashed, bars min/max. As in the
-/// sparsity figures, reinit's series starts at the tickets' dense level 0.
-pub fn checkpoints<DB: DrawingBackend>(rows: &[CheckpointRow], labels: &[&str], root: &DrawingArea<DB, Shift>) -> Result<()> {
-    root.fill(&WHITE).map_err(draw_error)?;
-    let panels = root.split_evenly((1, labels.len()));
-    let experiments = distinct(rows.iter().map(|r| r.experiment.as_str()));
-    let caveat = data_caveat(rows.iter().map(|r| r.data.as_str()));
-    for (checkpoint, (panel, label)) in panels.iter().zip(labels).enumerate() {
-        let mut series = Vec::new();
-        for (e, experiment) in experiments.iter().enumerate() {
-            for (procedure, dashed) in [("ticket", false), ("reinit", true)] {
-                let mut points: Vec<_> = rows
-                    .iter()
-                    .filter(|r| r.experiment == *experiment && r.checkpoint == checkpoint)
-                    .filter(|r| r.procedure == procedure || (r.procedure == "ticket" && r.level == 0))
-                    .map(|r| (100.0 * r.remaining, 100.0 * r.test_acc_mean, 100.0 * r.test_acc_min, 100.0 * r.test_acc_max))
-                    .collect();
-                points.sort_by(|a, b| b.0.total_cmp(&a.0));
-                if points.len() > 1 {
-                    series.push(Points {
-                        label: format!("{} {}", experiment_label(experiment), procedure_label(procedure)),
-                        colour: LEVEL_COLOURS[e % 6],
-                        dashed,
-                        points,
-                    });
-                }
+/// The series of one checkpoint of Figures 7 and 8: colour is the learning-rate variant, tickets
+/// solid and reinit dashed. As in the sparsity figures, reinit's series starts at the tickets'
+/// dense level 0.
+fn checkpoint_series(rows: &[CheckpointRow], checkpoint: usize) -> Vec<Points> {
+    let mut series = Vec::new();
+    for (e, experiment) in distinct(rows.iter().map(|r| r.experiment.as_str())).iter().enumerate() {
+        for (procedure, dashed) in [("ticket", false), ("reinit", true)] {
+            let mut points: Vec<_> = rows
+                .iter()
+                .filter(|r| r.experiment == *experiment && r.checkpoint == checkpoint)
+                .filter(|r| r.procedure == procedure || (r.procedure == "ticket" && r.level == 0))
+                .map(|r| (100.0 * r.remaining, 100.0 * r.test_acc_mean, 100.0 * r.test_acc_min, 100.0 * r.test_acc_max))
+                .collect();
+            points.sort_by(|a, b| b.0.total_cmp(&a.0));
+            if points.len() > 1 {
+                series.push(Points { label: format!("{} {}", experiment_label(experiment), procedure_label(procedure)), colour: LEVEL_COLOURS[e % 6], dashed, points });
             }
         }
-        let title = format!("Test accuracy at {label}{}", caveat.as_ref().map_or_else(String::new, |c| format!(" ({c})")));
-        sparsity_panel(panel, &title, "Test accuracy (%)", &series, SeriesLabelPosition::LowerLeft)?;
+    }
+    series
+}
+
+/// Figures 7 and 8: one panel per checkpoint, test accuracy against Pm on a log axis, bars
+/// min/max.
+fn checkpoints<DB: DrawingBackend>(rows: &[CheckpointRow], labels: &[&str], frame: &Frame, root: &DrawingArea<DB, Shift>) -> Result<()> {
+    for (checkpoint, (panel, label)) in frame.draw(root)?.iter().zip(labels).enumerate() {
+        sparsity_panel(panel, &format!("Test accuracy at {label}"), "Test accuracy (%)", &checkpoint_series(rows, checkpoint))?;
     }
     Ok(())
 }
@@ -324,10 +427,10 @@ fn experiment_label(name: &str) -> String {
     if let Some((base, k)) = name.rsplit_once("_rewind") {
         return format!("{} rewound to {k} (beyond paper)", experiment_label(base));
     }
-    // VGG-19 and ResNet-18 variants: `<net>_lr<rate>[_warmup]`.
+    // VGG-19 and ResNet-18 variants: `<net>_lr<rate>[_warmup[_late_drops]]`.
     for (prefix, net) in [("vgg19_", "VGG-19"), ("resnet18_", "ResNet-18")] {
         if let Some(variant) = name.strip_prefix(prefix) {
-            let rate = variant.trim_start_matches("lr").replace("_warmup", " + warmup");
+            let rate = variant.trim_start_matches("lr").replace("_warmup_late_drops", " + warmup, late drops").replace("_warmup", " + warmup");
             return format!("{net} lr {rate}");
         }
     }
@@ -351,53 +454,51 @@ fn procedure_label(name: &str) -> &'static str {
     }
 }
 
-/// Figures 1, 4, 5, 6: metrics against Pm on a log axis (100 → small, as in the paper), one
-/// series per experiment and procedure. At Pm = 100% every procedure is the same dense network
-/// trained once (one-shot and random pruning from theta0 literally; reinit by convention), so
-/// each control's series starts at the tickets' level 0. With one experiment, colour tells the
-/// procedures apart; with several, colour is the network and controls are dashed.
-pub fn sparsity<DB: DrawingBackend>(rows: &[SparsityRow], procedures: &[&str], metrics: &[Metric], root: &DrawingArea<DB, Shift>) -> Result<()> {
-    root.fill(&WHITE).map_err(draw_error)?;
-    let panels = root.split_evenly((1, metrics.len()));
+/// The series of one metric of Figures 1, 4, 5, 6: metrics against Pm on a log axis (100 →
+/// small, as in the paper), one series per experiment and procedure. At Pm = 100% every
+/// procedure is the same dense network trained once (one-shot and random pruning from theta0
+/// literally; reinit by convention), so each control's series starts at the tickets' level 0.
+/// With one experiment, colour tells the procedures apart; with several, colour is the network
+/// and controls are dashed.
+fn sparsity_series(rows: &[SparsityRow], procedures: &[&str], (_, _, metric, scale): &Metric) -> Vec<Points> {
     let experiments = distinct(rows.iter().map(|r| r.experiment.as_str()));
-    // Any images but the real ones are named in every panel title.
-    let caveat = data_caveat(rows.iter().map(|r| r.data.as_str()));
     let procedure_colours = [TICKET, REINIT, ONESHOT];
-    for (panel, (title, y_desc, metric, scale)) in panels.iter().zip(metrics) {
-        let mut series = Vec::new();
-        for (e, experiment) in experiments.iter().enumerate() {
-            for (p, procedure) in procedures.iter().enumerate() {
-                let mut points: Vec<_> = rows
-                    .iter()
-                    .filter(|r| r.experiment == *experiment)
-                    .filter(|r| r.procedure == *procedure || (r.procedure == "ticket" && r.level == 0))
-                    .map(|r| {
-                        let (mean, min, max) = metric(r);
-                        (100.0 * r.remaining, scale * mean, scale * min, scale * max)
-                    })
-                    .collect();
-                points.sort_by(|a, b| b.0.total_cmp(&a.0));
-                let (label, colour, dashed) = if experiments.len() == 1 {
-                    (procedure_label(procedure).to_string(), procedure_colours[p % 3], false)
-                } else {
-                    (format!("{} {}", experiment_label(experiment), procedure_label(procedure)), LEVEL_COLOURS[e % 6], p > 0)
-                };
-                // Every series also holds the dense network (level 0): a control with no level of
-                // its own is left out, but a ticket of the dense network alone is one point.
-                if rows.iter().any(|r| r.experiment == *experiment && r.procedure == *procedure) {
-                    series.push(Points { label, colour, dashed, points });
-                }
+    let mut series = Vec::new();
+    for (e, experiment) in experiments.iter().enumerate() {
+        for (p, procedure) in procedures.iter().enumerate() {
+            let mut points: Vec<_> = rows
+                .iter()
+                .filter(|r| r.experiment == *experiment)
+                .filter(|r| r.procedure == *procedure || (r.procedure == "ticket" && r.level == 0))
+                .map(|r| {
+                    let (mean, min, max) = metric(r);
+                    (100.0 * r.remaining, scale * mean, scale * min, scale * max)
+                })
+                .collect();
+            points.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let (label, colour, dashed) = if experiments.len() == 1 {
+                (procedure_label(procedure).to_string(), procedure_colours[p % 3], false)
+            } else {
+                (format!("{} {}", experiment_label(experiment), procedure_label(procedure)), LEVEL_COLOURS[e % 6], p > 0)
+            };
+            // Every series also holds the dense network (level 0): a control with no level of
+            // its own is left out, but a ticket of the dense network alone is one point.
+            if rows.iter().any(|r| r.experiment == *experiment && r.procedure == *procedure) {
+                series.push(Points { label, colour, dashed, points });
             }
         }
-        let title = caveat.as_ref().map_or_else(|| title.to_string(), |caveat| format!("{title} ({caveat})"));
-        // Early stopping rises towards small Pm, accuracy falls: keep the legend off the data.
-        let legend = if *scale == 1.0 { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::LowerLeft };
-        sparsity_panel(panel, &title, y_desc, &series, legend)?;
+    }
+    series
+}
+
+fn sparsity<DB: DrawingBackend>(rows: &[SparsityRow], procedures: &[&str], metrics: &[Metric], frame: &Frame, root: &DrawingArea<DB, Shift>) -> Result<()> {
+    for (panel, metric) in frame.draw(root)?.iter().zip(metrics) {
+        sparsity_panel(panel, metric.0, metric.1, &sparsity_series(rows, procedures, metric))?;
     }
     Ok(())
 }
 
-fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, y_desc: &str, series: &[Points], legend: SeriesLabelPosition) -> Result<()> {
+fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, y_desc: &str, series: &[Points]) -> Result<()> {
     let all = || series.iter().flat_map(|s| s.points.iter());
     let pm_min = all().map(|p| p.0).fold(100.0, f64::min);
     let (lo, hi) = (all().map(|p| p.2).fold(f64::INFINITY, f64::min), all().map(|p| p.3).fold(f64::NEG_INFINITY, f64::max));
@@ -440,17 +541,14 @@ fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
         let colour = s.colour;
         let line: Vec<(f64, f64)> = s.points.iter().map(|p| (x(p.0), p.1)).collect();
         if s.dashed {
-            let legend = move |(x, y): (i32, i32)| DashedPathElement::new(vec![(x, y), (x + 20, y)], 5, 3, colour.stroke_width(2));
-            chart.draw_series(DashedLineSeries::new(line.clone(), 6, 4, colour.stroke_width(2))).map_err(draw_error)?.label(&s.label).legend(legend);
+            chart.draw_series(DashedLineSeries::new(line.clone(), 6, 4, colour.stroke_width(2))).map_err(draw_error)?;
         } else {
-            let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2));
-            chart.draw_series(LineSeries::new(line.clone(), colour.stroke_width(2))).map_err(draw_error)?.label(&s.label).legend(legend);
+            chart.draw_series(LineSeries::new(line.clone(), colour.stroke_width(2))).map_err(draw_error)?;
         }
         chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(draw_error)?;
         let bars = s.points.iter().map(|p| PathElement::new(vec![(x(p.0), p.2), (x(p.0), p.3)], colour.stroke_width(1)));
         chart.draw_series(bars).map_err(draw_error)?;
     }
-    chart.configure_series_labels().position(legend).label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(draw_error)?;
     Ok(())
 }
 
@@ -484,7 +582,8 @@ mod tests {
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (1200, 400)).into_drawing_area();
-            sparsity(rows, &["ticket", "reinit"], &METRICS, &root).unwrap();
+            let frame = Frame::new(String::new(), vec![], METRICS.len());
+            sparsity(rows, &["ticket", "reinit"], &METRICS, &frame, &root).unwrap();
             root.present().unwrap();
         }
         svg.matches("<circle").count()
