@@ -19,7 +19,7 @@ cargo xtask <command>
   goldens [--check] [--mirror URL|DIR]
                                rerun the golden smoke runs and rewrite tests/goldens.txt (--check: compare
                                instead); only after an intended change to the arithmetic
-  bench [--vs-pytorch] [--only TEXT]
+  bench [--vs-pytorch] [--only TEXT] [--repeats N] [--csv FILE] [--table FILE]
                                training and evaluation throughput beside the alternatives (CPU);
                                --vs-pytorch also times the same workloads in PyTorch (python3 with torch);
                                --only: the rows whose workload contains TEXT, e.g. evaluation
@@ -52,7 +52,7 @@ pub enum Task {
     Claims,
     Compare { old: String, new: String },
     Goldens { check: bool, mirror: Option<String> },
-    Bench { vs_pytorch: bool, only: Option<String> },
+    Bench { vs_pytorch: bool, only: Option<String>, repeats: Option<String>, csv: Option<String>, table: Option<String> },
     CudaBuild { compute_cap: String },
     GpuCheck,
     Plan(Reproduce),
@@ -126,7 +126,7 @@ pub fn parse(args: &[String]) -> Result<Task> {
         "data" => &["--mirror"],
         "figures" => &["--check"],
         "goldens" => &["--check", "--mirror"],
-        "bench" => &["--vs-pytorch", "--only"],
+        "bench" => &["--vs-pytorch", "--only", "--repeats", "--csv", "--table"],
         "cuda-build" => &["--compute-cap"],
         "ci" => &["--out"],
         "pr-comment" => &["--out"],
@@ -161,7 +161,13 @@ pub fn parse(args: &[String]) -> Result<Task> {
             _ => bail!("usage: cargo xtask compare OLD.csv NEW.csv"),
         },
         "goldens" => Task::Goldens { check: options.iter().any(|(k, _)| k == "--check"), mirror: take("--mirror") },
-        "bench" => Task::Bench { vs_pytorch: options.iter().any(|(k, _)| k == "--vs-pytorch"), only: take("--only") },
+        "bench" => Task::Bench {
+            vs_pytorch: options.iter().any(|(k, _)| k == "--vs-pytorch"),
+            only: take("--only"),
+            repeats: take("--repeats"),
+            csv: take("--csv"),
+            table: take("--table"),
+        },
         "cuda-build" => {
             Task::CudaBuild { compute_cap: take("--compute-cap").or_else(|| std::env::var("CUDA_COMPUTE_CAP").ok()).unwrap_or_else(|| "90".into()) }
         }

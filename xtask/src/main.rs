@@ -53,11 +53,15 @@ fn run_task(sh: &Shell, args: &[String]) -> Result<()> {
                 cmd!(sh, "{lth} claims {dir}").run()?;
             }
         }
-        flags::Task::Bench { vs_pytorch, only } => {
-            let lth = build_lth(sh, false)?;
-            let flag = vs_pytorch.then_some("--vs-pytorch");
-            let only = only.map(|o| vec!["--only".to_string(), o]).unwrap_or_default();
-            cmd!(sh, "{lth} bench {flag...} {only...}").run()?;
+        flags::Task::Bench { vs_pytorch, only, repeats, csv, table } => {
+            let lth = build_lth(&sh, false)?;
+            let mut args: Vec<String> = vs_pytorch.then(|| "--vs-pytorch".to_string()).into_iter().collect();
+            for (flag, value) in [("--only", only), ("--repeats", repeats), ("--csv", csv), ("--table", table)] {
+                if let Some(value) = value {
+                    args.extend([flag.to_string(), value]);
+                }
+            }
+            cmd!(sh, "{lth} bench {args...}").run()?;
         }
         flags::Task::CudaBuild { compute_cap } => {
             let binary = cuda::build(sh, &project_root(), &compute_cap)?;
