@@ -205,7 +205,8 @@ pub fn parameter_bytes(ticket: &Ticket, dev: &Device, sparse: bool) -> usize {
     Architecture::of(ticket.spec.method.model).params.iter().map(|p| compact.sparse_bytes(&p.name).unwrap_or(4 * p.numel())).sum()
 }
 
-fn zero_pruned(weights: &mut Weights, mask: &Mask) {
+/// Sets the weights `mask` prunes to 0 (a run's final weights keep whatever they held).
+pub fn zero_pruned(weights: &mut Weights, mask: &Mask) {
     for (name, layer) in &mask.layers {
         if let Some(values) = weights.get_mut(name) {
             values.iter_mut().zip(&layer.keep).filter(|(_, &k)| k == 0.0).for_each(|(v, _)| *v = 0.0);

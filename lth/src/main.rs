@@ -223,6 +223,20 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Check the files of a run folder whose markers are empty (written by an lth older than
+    /// recorded digests, or left by a crash) and record them: the curve's schema, rows and
+    /// values, the weights' shapes and that they give the curve's final test accuracy. Says
+    /// what it could not check; refuses, naming the file, when a check fails.
+    Adopt {
+        /// The run folder, `<out>/runs/<run-id>`.
+        run: PathBuf,
+        /// Mirror of the dataset files [env: LTH_DATA_MIRROR].
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Dataset cache folder [env: LTH_DATA_DIR].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Remove a damaged level folder (`<out>/runs/<run-id>/level-NN`) or theta0
     /// (`<out>/runs/<run-id>/init.safetensors`), so that the next run of the same command
     /// retrains just that part.
@@ -458,6 +472,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Runs { out, experiments, stale, prune, yes, repair } => runs(&out, &experiments, stale, prune, yes, repair)?,
         Command::Export { run, level, out } => export(&run, level, out)?,
         Command::Infer { model, repeat, device, mirror, data_dir } => infer(&model, repeat, &device, mirror, data_dir)?,
+        Command::Adopt { run, mirror, data_dir } => adopt(&run, mirror, data_dir)?,
         Command::Redo { path } => {
             lth::results::store::redo(&path)?;
             eprintln!("removed {}; run the same command again to retrain it", path.display());
@@ -761,6 +776,29 @@ fn export(run: &Path, level: usize, out: Option<PathBuf>) -> Result<()> {
         100.0 * ticket.mask.remaining(),
         100.0 * ticket.final_test_acc
     );
+    Ok(())
+}
+
+/// `lth adopt`: every empty marker of a run checked and recorded, saying what was checked.
+fn adopt(run: &Path, mirror: Option<String>, data_dir: Option<PathBuf>) -> Result<()> {
+    use lth::results::store::RunDir;
+    if !run.join("spec.json").is_file() {
+        anyhow::bail!("{}: not a run folder (`<out>/runs/<run-id>`, holding spec.json); `lth runs --out <out>` lists them", run.display());
+    }
+    let dir = RunDir { id: lth::spec::RunId(lth::files::file_name(run)), dir: run.to_path_buf() };
+    let dev = lth::device("cpu")?;
+    let mut data = |spec: &lth::spec::RunSpec| -> std::result::Result<datasets::Dataset, String> {
+        let args = DataArgs { mirror: mirror.clone(), data_dir: data_dir.clone(), data: DataChoice::Known(spec.data) };
+        let (raw, _) = load_data(spec.method.dataset, &args).map_err(|e| one_line(&e))?;
+        raw.prepare(spec, &dev).map_err(|e| e.to_string())
+    };
+    let adopted = lth::results::adopt::adopt(&dir, &mut data, &dev)?;
+    if adopted.is_empty() {
+        println!("{}: no empty markers; nothing to adopt", run.display());
+    }
+    for a in adopted {
+        println!("recorded {}\n  checked: {}\n  not checked: {}", a.marker.display(), a.checked.join("; "), a.not_checked.join("; "));
+    }
     Ok(())
 }
 

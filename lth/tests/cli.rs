@@ -431,3 +431,47 @@ fn prune_lists_first_and_never_deletes_runs_in_use_or_of_unknown_or_damaged_spec
     assert!(runs(&["--prune", "--yes"], &experiments).status.success());
     assert!(mylenet.iter().all(|run| !run.exists()) && lenet.iter().all(|run| run.exists()));
 }
+
+#[test]
+fn an_empty_marker_is_never_trusted_and_adopt_checks_what_it_can() {
+    let dir = scratch("adopt");
+    let (out, figs, experiments) = (dir.join("results"), dir.join("figures"), dir.join("experiments"));
+    std::fs::create_dir_all(&experiments).unwrap();
+    std::fs::write(experiments.join("lenet.toml"), tiny_spec("lenet")).unwrap();
+    let data = dir.join("data");
+    let reproduce = || {
+        let args = ["reproduce", "fig3", "--scale", "smoke", "--out", out.to_str().unwrap(), "--figures-dir", figs.to_str().unwrap()];
+        lth(&[&args[..], &["--experiments", experiments.to_str().unwrap()]].concat(), &data)
+    };
+    let first = reproduce();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let table = std::fs::read(figs.join("fig3.csv")).unwrap();
+    let run = std::fs::read_dir(out.join("runs")).unwrap().flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains("-ticket-")).unwrap();
+    let (done, curve) = (run.join("level-01/done"), run.join("level-01/curve.csv"));
+    let (marker, original) = (std::fs::read(&done).unwrap(), std::fs::read_to_string(&curve).unwrap());
+    let adopt = || lth(&["adopt", run.to_str().unwrap()], &data);
+    // The last test accuracy edited (as 91.60% drawn as 99.60%), its marker emptied: refused
+    // when drawn, and refused by adopt, which recomputes it from the weights.
+    let last = original.trim_end().rsplit(',').next().unwrap().to_string();
+    let edited = format!("{}{}\n", &original.trim_end()[..original.trim_end().len() - last.len()], "0.996");
+    std::fs::write(&curve, &edited).unwrap();
+    std::fs::write(&done, b"").unwrap();
+    let line = error_line(&reproduce());
+    assert!(line.contains(&done.display().to_string()) && line.contains("is empty") && line.contains("lth adopt") && line.contains("lth redo"), "{line}");
+    let line = error_line(&adopt());
+    assert!(line.contains("final.safetensors") && line.contains("0.996") && line.contains("not adopted"), "{line}");
+    assert_eq!(std::fs::read(&done).unwrap(), b"", "a refused adoption wrote the marker");
+    // A curve cut to its header: refused for its row count.
+    std::fs::write(&curve, original.lines().next().unwrap().to_string() + "\n").unwrap();
+    let line = error_line(&adopt());
+    assert!(line.contains("curve.csv") && line.contains("0 rows"), "{line}");
+    // The files as training wrote them: adopted, saying what was and was not checked, and drawn as before.
+    std::fs::write(&curve, &original).unwrap();
+    let adopted = adopt();
+    let stdout = String::from_utf8_lossy(&adopted.stdout).into_owned();
+    assert!(adopted.status.success() && stdout.contains("to the bit") && stdout.contains("not checked"), "{stdout}{}", String::from_utf8_lossy(&adopted.stderr));
+    assert_eq!(std::fs::read(&done).unwrap(), marker, "the adopted marker is not the one training wrote");
+    assert!(reproduce().status.success());
+    assert_eq!(std::fs::read(figs.join("fig3.csv")).unwrap(), table);
+}
+

@@ -1,6 +1,7 @@
 //! A smoke reproduce killed at random moments, with random bytes of random run files damaged
 //! between reruns. Every rerun must either draw tables byte-identical to an uninterrupted run,
 //! or exit non-zero naming the damaged file (and then, after the repair it names, draw them).
+//! Some rounds also empty the damaged file's marker, as an unsynced crash can: still refused.
 //! Nothing wrong is ever drawn. Seeded, and bounded to a few rounds of a tiny experiment.
 
 use std::path::{Path, PathBuf};
@@ -85,6 +86,17 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The marker that vouches for a run file: its level's `done`, or theta0's `init.done`.
+fn marker_of(file: &Path) -> Option<PathBuf> {
+    let name = file.file_name()?.to_string_lossy().into_owned();
+    let dir = file.parent()?;
+    match name.as_str() {
+        "init.safetensors" | "init.done" => Some(dir.join("init.done")),
+        _ if dir.file_name()?.to_string_lossy().starts_with("level-") => Some(dir.join("done")),
+        _ => None,
+    }
+}
+
 /// The repair an error line asks for: `lth redo PATH`, or deleting a run folder.
 fn repair(line: &str, out: &Path) {
     if let Some(rest) = line.split("run `lth redo ").nth(1) {
@@ -116,7 +128,7 @@ fn killed_and_damaged_reproduces_draw_the_right_tables_or_name_the_damage() {
 
     let (out, figs) = (dir.join("results"), dir.join("figures"));
     let mut rng = Rng(0x13_13_13_13);
-    let mut damaged_runs = 0;
+    let (mut damaged_runs, mut empty_markers) = (0, 0);
     for round in 0..ROUNDS {
         // Killed at a random moment, from start-up to the last figure.
         let mut child = setup.command(&out, &figs).spawn().unwrap();
@@ -130,13 +142,15 @@ fn killed_and_damaged_reproduces_draw_the_right_tables_or_name_the_damage() {
                 assert!(String::from_utf8_lossy(&bytes).trim_end().ends_with("</svg>"), "round {round}: {} is cut short", file.display());
             }
         }
-        // One random byte of a random run file, in two rounds out of three.
+        // One random byte of a random run file, in two rounds out of three; in every fourth
+        // round, also an empty marker beside the damaged file (what an unsynced crash can
+        // leave), which must not vouch for it.
         let run_files: Vec<PathBuf> = files_under(&out.join("runs")).into_iter().filter(|f| !f.to_string_lossy().contains(".tmp")).collect();
-        let mut original = None;
-        let damaged = (rng.below(3) != 0 && !run_files.is_empty()).then(|| {
+        let mut originals: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        let mut damaged = (rng.below(3) != 0 && !run_files.is_empty()).then(|| {
             let file = run_files[rng.below(run_files.len())].clone();
             let mut bytes = std::fs::read(&file).unwrap();
-            original = Some(bytes.clone());
+            originals.push((file.clone(), bytes.clone()));
             if !bytes.is_empty() {
                 let at = rng.below(bytes.len());
                 bytes[at] ^= 1 + rng.below(255) as u8;
@@ -144,6 +158,14 @@ fn killed_and_damaged_reproduces_draw_the_right_tables_or_name_the_damage() {
             }
             file
         });
+        if round % 4 == 3 {
+            if let Some(marker) = damaged.as_ref().and_then(|file| marker_of(file)).filter(|m| m.exists() && Some(m) != damaged.as_ref()) {
+                originals.push((marker.clone(), std::fs::read(&marker).unwrap()));
+                std::fs::write(&marker, b"").unwrap();
+                empty_markers += 1;
+                damaged = Some(marker);
+            }
+        }
         // Reruns until it draws: each failure must name the damaged file and its repair.
         let mut attempts = 0;
         loop {
@@ -155,7 +177,7 @@ fn killed_and_damaged_reproduces_draw_the_right_tables_or_name_the_damage() {
                 // A damaged file that this rerun had no need to read (say, the mask of a level
                 // whose successor was already finished) is only found when something reads it;
                 // undo it, so that a later round's error is about that round's damage.
-                if let (Some(file), Some(bytes)) = (&damaged, &original) {
+                for (file, bytes) in originals.iter().rev() {
                     if file.exists() {
                         std::fs::write(file, bytes).unwrap();
                     }
@@ -171,6 +193,7 @@ fn killed_and_damaged_reproduces_draw_the_right_tables_or_name_the_damage() {
             repair(line, &out);
         }
     }
-    eprintln!("{ROUNDS} rounds ({damaged_runs} refused a damaged file) in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("{ROUNDS} rounds ({damaged_runs} refused a damaged file, {empty_markers} with an empty marker) in {:.1} s", started.elapsed().as_secs_f64());
+    assert!(empty_markers > 0, "no round emptied a marker");
     let _ = std::fs::remove_dir_all(&dir);
 }

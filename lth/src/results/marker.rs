@@ -47,6 +47,9 @@ pub fn write(marker: &Path, paths: &[PathBuf]) -> Result<()> {
 /// The bytes of `path` if they are exactly what `marker` recorded; otherwise why not.
 pub fn read_verified(marker: &Path, path: &Path) -> std::result::Result<Vec<u8>, String> {
     let text = fs::read_to_string(marker).map_err(|e| format!("its marker {} cannot be read ({e})", marker.display()))?;
+    if text.is_empty() {
+        return Err(empty(marker));
+    }
     let recorded: Marker = serde_json::from_str(&text).map_err(|e| format!("its marker {} is damaged ({e})", marker.display()))?;
     let name = files::file_name(path);
     let Some(record) = recorded.files.get(&name) else {
@@ -67,6 +70,18 @@ pub fn read_verified(marker: &Path, path: &Path) -> std::result::Result<Vec<u8>,
         return Err(format!("its tensors differ from those {} recorded", marker.display()));
     }
     Ok(bytes)
+}
+
+/// Why a file whose marker is empty is refused. An empty marker records nothing: a crash
+/// before the marker reached the disk can leave one, and so did lth before markers recorded
+/// digests. Only `lth adopt` (which checks what it can) turns it into a marker.
+pub fn empty(marker: &Path) -> String {
+    let run = marker.parent().and_then(|p| if files::file_name(p).starts_with("level-") { p.parent() } else { Some(p) }).unwrap_or(marker);
+    format!(
+        "its marker {} is empty (left by a crash before it reached the disk, or by an lth older than recorded digests), so nothing vouches for it; if the run is yours and was not damaged, `lth adopt {}` checks what it can and records it",
+        marker.display(),
+        run.display()
+    )
 }
 
 /// The tensor names and shapes in a safetensors header (8 bytes of length, then JSON).

@@ -2,6 +2,7 @@
 //! tables with polars (`table`), figures with plotters (`plot`), and the figure registry with
 //! provenance (`figures`), the paper's claims checked against the tables (`claims`), two tables or two figures folders compared for a pull request (`compare`, `pr_comment`), and which run folders the current specs still use (`inventory`). Polars appears only in `table`, plotters only in `plot`.
 
+pub mod adopt;
 pub mod claims;
 pub mod compare;
 pub mod figures;
