@@ -1,5 +1,5 @@
 //! CIFAR-10 and the Conv-2/4/6 family on the synthetic set in the real binary format: the
-//! format and channel order, checksum and size errors, the convolution's gradients against
+//! format and channel order, checksum, size and cached-pixel errors, the convolution's gradients against
 //! candle's conv2d, the paper's Pm grid, learning above chance, and the pruning invariants and
 //! determinism of the LeNet slice, now for convolution kernels.
 
@@ -49,6 +49,8 @@ fn the_archive_has_the_real_layout_and_channel_order() {
         record.extend(plane);
     }
     std::fs::write(dir.join(cifar10::TEST_FILE), record.repeat(30)).unwrap();
+    // Written by hand, so recorded by hand (every writer of a batch folder does so).
+    cifar10::record_digests(&dir).unwrap();
     let (train, test) = cifar10::load_dir(&dir).unwrap();
     assert_eq!((train.n, test.n, test.shape), (150, 30, [3, 32, 32]));
     assert_eq!(test.labels[0], 3);
@@ -88,10 +90,37 @@ fn a_wrong_checksum_a_truncated_file_and_a_wrong_size_are_named() {
     let full = std::fs::read(&path).unwrap();
     std::fs::write(&path, &full[..full.len() - 100]).unwrap();
     let message = cifar10::load_dir(&batches).unwrap_err().to_string();
+    assert!(message.contains("data_batch_3.bin") && message.contains("changed in the cache"), "{message}");
+    cifar10::record_digests(&batches).unwrap();
+    let message = cifar10::load_dir(&batches).unwrap_err().to_string();
     assert!(message.contains("data_batch_3.bin") && message.contains("whole number"), "{message}");
     std::fs::write(&path, &full[..RECORD * 19]).unwrap();
     let message = cifar10::check_sizes(&batches, 20).unwrap_err().to_string();
     assert!(message.contains("data_batch_3.bin") && message.contains("truncated"), "{message}");
+}
+
+#[test]
+fn changed_pixels_in_the_cache_are_refused_and_a_cache_without_digests_is_extracted_again() {
+    let dir = scratch("cifar-cache");
+    let source = Source { mirror: None, cache: dir.join("cache") };
+    let original = datasets::load(lth::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap();
+    let batches = synthetic::fetch_cifar10(&source.cache).unwrap();
+    // One pixel byte of the extracted synthetic set: one line naming the file and the fix.
+    let path = batches.join("data_batch_2.bin");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut changed = bytes.clone();
+    changed[RECORD * 7 + 100] ^= 0x10;
+    std::fs::write(&path, &changed).unwrap();
+    let line = datasets::load(lth::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap_err().to_string();
+    assert!(line.contains("data_batch_2.bin") && line.contains("changed in the cache") && line.contains("delete it") && !line.contains('\n'), "{line}");
+    // A cache as an lth without digests left it (and its changed pixel): extracted again, not trusted.
+    std::fs::remove_file(batches.join(cifar10::DIGESTS)).unwrap();
+    let again = datasets::load(lth::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap();
+    assert!(again.train.pixels == original.train.pixels && again.test.pixels == original.test.pixels);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    // Nothing is left staged in the cache.
+    let leftovers: Vec<_> = std::fs::read_dir(batches.parent().unwrap()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]

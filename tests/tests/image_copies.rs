@@ -127,13 +127,19 @@ fn a_png_folder_loads_with_labels_shapes_and_order_and_is_decoded_once() {
     assert_ne!(from_tar, images);
     let again = load(from_tar, &source(&dir));
     assert_eq!((again.train.pixels == raw.train.pixels, again.test.labels == raw.test.labels), (true, true));
-    // Decoded once: a second prepare reads the cache (a label edited there shows through).
-    let cached = copies::cached(&source(&dir).cache, &id).join(cifar10::TRAIN_FILES[0]);
+    // Decoded once: a second prepare reads the cache, whose digests catch a label edited there.
+    let folder = copies::cached(&source(&dir).cache, &id);
+    let cached = folder.join(cifar10::TRAIN_FILES[0]);
     let mut bytes = std::fs::read(&cached).unwrap();
     bytes[0] = 9;
     std::fs::write(&cached, bytes).unwrap();
     assert_eq!(copies::prepare(copy.to_str().unwrap(), &source(&dir), &expected()).unwrap(), images);
-    assert_eq!(load(images, &source(&dir)).train.labels[0], 9);
+    let line = datasets::load(DatasetKind::Cifar10, images, &source(&dir)).unwrap_err().to_string();
+    assert!(line.contains(cifar10::TRAIN_FILES[0]) && line.contains("changed in the cache") && line.contains(&folder.display().to_string()), "{line}");
+    // A decode by an lth that recorded no digests is decoded again, back to the copy's labels.
+    std::fs::remove_file(folder.join(cifar10::DIGESTS)).unwrap();
+    assert_eq!(copies::prepare(copy.to_str().unwrap(), &source(&dir), &expected()).unwrap(), images);
+    assert_eq!(load(images, &source(&dir)).train.labels, raw.train.labels);
 }
 
 #[test]

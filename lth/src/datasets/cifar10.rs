@@ -1,6 +1,9 @@
 //! CIFAR-10, binary version: `cifar-10-binary.tar.gz` fetched and verified (the dataset
 //! publishes an MD5; its SHA-256 is computed on first download and written beside the
 //! archive), extracted atomically, and each batch file checked for its exact size.
+//! Every batch folder in the cache (extracted, installed from a user's copy, or decoded from
+//! an image copy) records its files' SHA-256 in `SHA256SUMS` when it is written, and every
+//! load checks them, so pixels changed in the cache are refused, never trained on.
 //! Images come out as (3, 32, 32) in the file's own R, G, B plane order (candle-datasets' hub
 //! loader swaps height and width; this one does not).
 
@@ -62,18 +65,30 @@ pub fn verify_extracted(dir: &Path, md5s: &[(&str, &str)]) -> Result<()> {
 pub fn fetch_all(source: &Source, file: &RemoteFile, per_file: usize) -> Result<PathBuf> {
     let dir = source.cache.join(file.dataset);
     let batches = dir.join(FOLDER);
-    if batches.exists() && check_sizes(&batches, per_file).is_ok() {
+    if batches.exists() && check_sizes(&batches, per_file).is_ok() && batches.join(DIGESTS).is_file() {
         return Ok(batches);
+    }
+    if batches.exists() && check_sizes(&batches, per_file).is_ok() {
+        // Extracted by an lth that recorded no digests. The official files can still be
+        // checked against their published MD5s; anything else is extracted again.
+        if file.checksum == ARCHIVE.checksum && verify_extracted(&batches, &BATCH_MD5).is_ok() {
+            record_digests(&batches)?;
+            return Ok(batches);
+        }
+        eprintln!("note: {} has no recorded digests (an older lth extracted it); extracting it again from the verified archive", batches.display());
     }
     let archive = source.fetch(file, &URLS)?;
     record_sha256(&archive)?;
-    // Extract into a temporary folder, check it, then rename: never a half-extracted set.
+    // Extract into a temporary folder, check it, then rename: never a half-extracted set, and
+    // no staging folder left behind when extraction fails (a full disk).
     let staging = fetch::unique_temp(&dir.join("extract"));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).at(&staging)?;
-    let corrupt = |e: std::io::Error| Error::CorruptData { path: archive.clone(), reason: format!("not a valid .tar.gz ({e})") };
-    tar::Archive::new(GzDecoder::new(fs::File::open(&archive).at(&archive)?)).unpack(&staging).map_err(corrupt)?;
-    check_sizes(&staging.join(FOLDER), per_file)?;
+    let extracted = extract(&archive, &staging, per_file);
+    if extracted.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    extracted?;
     let _ = fs::remove_dir_all(&batches);
     let renamed = fs::rename(staging.join(FOLDER), &batches);
     let _ = fs::remove_dir_all(&staging);
@@ -82,6 +97,40 @@ pub fn fetch_all(source: &Source, file: &RemoteFile, per_file: usize) -> Result<
         renamed.at(&batches)?;
     }
     Ok(batches)
+}
+
+/// Unpacks `archive` into `staging`, checks the batch files' sizes and records their digests.
+fn extract(archive: &Path, staging: &Path, per_file: usize) -> Result<()> {
+    let corrupt = |e: std::io::Error| Error::CorruptData { path: archive.to_owned(), reason: format!("not a valid .tar.gz ({e})") };
+    tar::Archive::new(GzDecoder::new(fs::File::open(archive).at(archive)?)).unpack(staging).map_err(corrupt)?;
+    check_sizes(&staging.join(FOLDER), per_file)?;
+    record_digests(&staging.join(FOLDER))
+}
+
+/// The file of a batch folder that records each batch file's SHA-256 (`sha256sum` format).
+pub const DIGESTS: &str = "SHA256SUMS";
+
+/// Records the SHA-256 of every batch file of `dir` in its `SHA256SUMS`: called where a batch
+/// folder is written (extracted, installed or decoded), before it is renamed into place.
+pub fn record_digests(dir: &Path) -> Result<()> {
+    let mut text = String::new();
+    for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
+        let path = dir.join(name);
+        text += &format!("{}  {name}\n", fetch::digest_file::<sha2::Sha256>(&path)?);
+    }
+    fetch::write_atomic(&dir.join(DIGESTS), text.as_bytes())
+}
+
+/// The digests `record_digests` wrote, by file name.
+fn recorded_digests(dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let path = dir.join(DIGESTS);
+    let text = fs::read_to_string(&path).map_err(|e| Error::CorruptData {
+        path: dir.to_owned(),
+        reason: format!(
+            "{DIGESTS} cannot be read ({e}): no digests were recorded when this folder was written (an older lth), so its pixels cannot be checked"
+        ),
+    })?;
+    Ok(text.lines().filter_map(|line| line.split_once("  ")).map(|(digest, name)| (name.to_string(), digest.to_string())).collect())
 }
 
 /// Where the official archive's batch files are extracted to in a cache.
@@ -114,19 +163,30 @@ pub fn check_sizes(dir: &Path, per_file: usize) -> Result<()> {
     Ok(())
 }
 
-/// Loads the training set (the five data batches) and the test set from an extracted folder.
+/// Loads the training set (the five data batches) and the test set from a batch folder, each
+/// file checked against the digest recorded when the folder was written.
 pub fn load_dir(dir: &Path) -> Result<(RawImages, RawImages)> {
+    let recorded = recorded_digests(dir)?;
     let mut train = RawImages { pixels: Vec::new(), labels: Vec::new(), n: 0, shape: [3, 32, 32] };
     for name in TRAIN_FILES {
-        append(&mut train, &dir.join(name))?;
+        append(&mut train, dir, name, &recorded)?;
     }
     let mut test = RawImages { pixels: Vec::new(), labels: Vec::new(), n: 0, shape: [3, 32, 32] };
-    append(&mut test, &dir.join(TEST_FILE))?;
+    append(&mut test, dir, TEST_FILE, &recorded)?;
     Ok((train, test))
 }
 
-fn append(images: &mut RawImages, path: &Path) -> Result<()> {
+fn append(images: &mut RawImages, dir: &Path, name: &str, recorded: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    let path = &dir.join(name);
     let bytes = fs::read(path).at(path)?;
+    let actual = crate::files::sha256(&bytes);
+    if recorded.get(name) != Some(&actual) {
+        let was = recorded.get(name).map_or_else(|| format!("no digest recorded for it in {DIGESTS}"), |d| format!("not the {d} recorded when it was written"));
+        return Err(Error::CorruptData {
+            path: dir.to_owned(),
+            reason: format!("{name} has SHA-256 {actual}, {was}: changed in the cache since, and not used"),
+        });
+    }
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
         return Err(Error::CorruptData { path: path.to_owned(), reason: format!("{} bytes is not a whole number of {RECORD}-byte records", bytes.len()) });
     }

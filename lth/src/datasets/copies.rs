@@ -2,7 +2,8 @@
 //! - an image-folder copy (`image_folder`): a folder, or a `.tgz`/`.tar.gz`/`.tar` of one. It is
 //!   identified by its SHA-256 (of the archive; for a folder, of its `sha256sum` manifest),
 //!   decoded once and cached in CIFAR-10's binary layout under
-//!   `<cache>/cifar10-copies/<codec>-copy-<sha256>/`, which `datasets::load` reads;
+//!   `<cache>/cifar10-copies/<codec>-copy-<sha256>/`, which `datasets::load` reads (checked
+//!   against the SHA-256s recorded when it was decoded: `cifar10::load_dir`);
 //! - the official files already extracted (`cifar-10-batches-bin/`): verified file by file
 //!   against the published MD5s and installed where the official archive extracts to, so they
 //!   are the real data from then on (same run ids: they are the same bytes).
@@ -102,8 +103,15 @@ pub fn cached_or_error(cache: &Path, copy: &ImageCopy) -> Result<PathBuf> {
 fn decoded_once(sha256: [u8; 32], cache: &Path, decode: impl FnOnce() -> Result<Decoded>) -> Result<DataSource> {
     for codec in [Codec::Jpeg, Codec::Png] {
         let copy = ImageCopy { codec, sha256 };
-        if cached(cache, &copy).is_dir() {
+        let dir = cached(cache, &copy);
+        if dir.join(cifar10::DIGESTS).is_file() {
             return Ok(DataSource::Copy(copy));
+        }
+        if dir.is_dir() {
+            // Decoded by an lth that recorded no digests: its pixels cannot be checked, so
+            // they are decoded again (to the same bytes, if nothing changed them).
+            eprintln!("note: {} has no recorded digests (an older lth decoded it); decoding the copy again", dir.display());
+            fs::remove_dir_all(&dir).at(&dir)?;
         }
     }
     let decoded = decode()?;
@@ -169,15 +177,25 @@ fn official_folder(dir: &Path, md5s: &[(&str, &str)]) -> Option<PathBuf> {
 fn install_official(batches: &Path, cache: &Path, md5s: &[(&str, &str)]) -> Result<()> {
     let target = cifar10::extracted_dir(cache);
     if target.is_dir() && cifar10::verify_extracted(&target, md5s).is_ok() {
+        // Verified just now: an install by an lth that recorded no digests gets them here.
+        if !target.join(cifar10::DIGESTS).is_file() {
+            cifar10::record_digests(&target)?;
+        }
         return Ok(());
     }
     let staging = files::unique_temp(&target);
     fs::create_dir_all(&staging).at(&staging)?;
-    for (name, _) in md5s {
+    let copied = md5s.iter().try_for_each(|(name, _)| {
         let (from, to) = (batches.join(name), staging.join(name));
         // The bytes only: a read-only source must not leave read-only files in the cache.
-        std::io::copy(&mut fs::File::open(&from).at(&from)?, &mut fs::File::create(&to).at(&to)?).at(&to)?;
+        std::io::copy(&mut fs::File::open(&from).at(&from)?, &mut fs::File::create(&to).at(&to)?).at(&to).map(|_| ())
+    });
+    // The copies are checked again: the source may have changed while it was copied.
+    let checked = copied.and_then(|()| cifar10::verify_extracted(&staging, md5s)).and_then(|()| cifar10::record_digests(&staging));
+    if checked.is_err() {
+        let _ = fs::remove_dir_all(&staging);
     }
+    checked?;
     let _ = fs::remove_dir_all(&target);
     fs::rename(&staging, &target).at(&target)
 }
@@ -273,13 +291,24 @@ fn write_binary(decoded: &Decoded, dir: &Path) -> Result<()> {
     let staging = files::unique_temp(dir);
     fs::create_dir_all(&staging).at(&staging)?;
     let per_file = decoded.train.n / TRAIN_FILES.len();
-    for (i, name) in TRAIN_FILES.iter().enumerate() {
-        let path = staging.join(name);
-        let end = if i + 1 == TRAIN_FILES.len() { decoded.train.n } else { (i + 1) * per_file };
-        fs::write(&path, records(&decoded.train, i * per_file..end)).at(&path)?;
+    let written = TRAIN_FILES
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, name)| {
+            let path = staging.join(name);
+            let end = if i + 1 == TRAIN_FILES.len() { decoded.train.n } else { (i + 1) * per_file };
+            fs::write(&path, records(&decoded.train, i * per_file..end)).at(&path)
+        })
+        .and_then(|()| {
+            let path = staging.join(TEST_FILE);
+            fs::write(&path, records(&decoded.test, 0..decoded.test.n)).at(&path)
+        })
+        .and_then(|()| cifar10::record_digests(&staging));
+    // A full disk must not leave a staging folder in the cache for good.
+    if written.is_err() {
+        let _ = fs::remove_dir_all(&staging);
     }
-    let path = staging.join(TEST_FILE);
-    fs::write(&path, records(&decoded.test, 0..decoded.test.n)).at(&path)?;
+    written?;
     if let Err(e) = fs::rename(&staging, dir) {
         let _ = fs::remove_dir_all(&staging);
         // Another process may have decoded the same copy first: its folder is as good.
