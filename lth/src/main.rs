@@ -63,7 +63,7 @@ enum Command {
         #[arg(long, default_value = "real")]
         data: DataChoice,
         /// The trials the runs were made with (`--trials` of `run` or `reproduce`).
-        #[arg(long, value_parser = at_least_one)]
+        #[arg(long, value_parser = trials_in_range)]
         trials: Option<usize>,
         /// The device the runs trained on, for the provenance record.
         #[arg(long, default_value = "not recorded")]
@@ -249,9 +249,9 @@ struct JobArgs {
     #[arg(long, value_enum, default_value = "quick")]
     scale: Scale,
     /// Override the scale's number of trials.
-    #[arg(long, value_parser = at_least_one)]
+    #[arg(long, value_parser = trials_in_range)]
     trials: Option<usize>,
-    /// cpu, cuda, cuda:N or auto.
+    /// cpu, cuda, cuda:N, auto, or cpu-generic (the code a GPU runs, on the CPU: docs/gpu.md).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Trainings run in parallel, one per worker thread (default: one per CPU core).
@@ -305,6 +305,7 @@ fn main() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    cap_thread_counts();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
@@ -325,6 +326,27 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     line
+}
+
+/// Thread counts above this machine's cores only add threads that wait for a core (100,000
+/// made a smoke run crawl for many minutes): each such setting is capped, with a notice.
+fn cap_thread_counts() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for name in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        let Some(value) = std::env::var(name).ok() else { continue };
+        if value.trim().parse::<usize>().is_ok_and(|n| n > cores) {
+            eprintln!("note: {name}={value} is above this machine's {cores} cores; using {cores}");
+            std::env::set_var(name, cores.to_string());
+        }
+    }
+}
+
+/// `--trials`: at least 1, at most the largest plan this lth makes.
+fn trials_in_range(value: &str) -> std::result::Result<usize, String> {
+    match at_least_one(value)? {
+        n if n > lth::spec::MAX_TRIALS => Err(format!("must be at most {} (each trial is a full set of trainings)", lth::spec::MAX_TRIALS)),
+        n => Ok(n),
+    }
 }
 
 fn at_least_one(value: &str) -> std::result::Result<usize, String> {
@@ -599,7 +621,11 @@ fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, ra
         data.test.len()
     );
     // Workers share the trainings (`work`), so even one trial keeps every core busy.
-    let jobs = job.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).clamp(1, n_levels.max(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if job.jobs.is_some_and(|jobs| jobs > cores) {
+        eprintln!("note: --jobs {} is above this machine's {cores} cores; using {cores}", job.jobs.unwrap_or(cores));
+    }
+    let jobs = job.jobs.unwrap_or(cores).clamp(1, cores).clamp(1, n_levels.max(1));
     // Parallel workers use one core each; candle's matrix products would otherwise also spread
     // over every core and oversubscribe them. candle reads this variable at every product, and
     // no other thread is running candle work yet.

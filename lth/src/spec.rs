@@ -468,6 +468,11 @@ impl ExperimentSpec {
             at_least_one(&at("iterations"), sizes.iterations)?;
             at_least_one(&at("eval_every"), sizes.eval_every)?;
             at_least_one(&at("trials"), sizes.trials)?;
+            at_most(&at("trials"), sizes.trials, MAX_TRIALS)?;
+            at_most(&at("levels"), sizes.levels, MAX_LEVELS)?;
+            at_most(&at("reinit_copies"), sizes.reinit_copies, MAX_COPIES)?;
+            at_most(&at("random_prune_copies"), sizes.random_prune_copies, MAX_COPIES)?;
+            at_most(&at("iterations"), sizes.iterations, MAX_ITERATIONS)?;
             if let Some(n) = sizes.train_subset {
                 if n < m.batch_size {
                     return Err(format!("{} = {n} must be at least method.batch_size ({})", at("train_subset"), m.batch_size));
@@ -548,6 +553,9 @@ impl ExperimentSpec {
     pub fn plan(&self, scale: Scale, trials: Option<usize>, data: DataSource) -> Result<Vec<PlannedRun>> {
         let sizes = self.sizes(scale)?;
         let trials = trials.unwrap_or(sizes.trials);
+        if trials > MAX_TRIALS {
+            return Err(Error::Invalid(format!("--trials {trials} is above the largest this lth plans ({MAX_TRIALS}); pass at most {MAX_TRIALS}")));
+        }
         // There is no synthetic MNIST: MNIST is always available, so its runs stay real.
         let data = if self.method.dataset == DatasetKind::Mnist { DataSource::Real } else { data };
         let run = |procedure, trial, copy, levels: Vec<usize>| PlannedRun {
@@ -616,6 +624,20 @@ impl ExperimentSpec {
         }
         Ok(())
     }
+}
+
+/// Bounds on the sizes of a plan, far above any the paper uses (5 trials, 20 levels, 3 copies,
+/// 112,000 iterations), so that a typo fails in one line instead of exhausting memory.
+pub const MAX_TRIALS: usize = 10_000;
+pub const MAX_LEVELS: usize = 200;
+pub const MAX_COPIES: usize = 1_000;
+pub const MAX_ITERATIONS: usize = 1_000_000_000;
+
+fn at_most(field: &str, value: usize, max: usize) -> std::result::Result<(), String> {
+    if value > max {
+        return Err(format!("{field} = {value} is above the largest this lth plans ({max})"));
+    }
+    Ok(())
 }
 
 fn at_least_one(field: &str, value: usize) -> std::result::Result<(), String> {

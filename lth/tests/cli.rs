@@ -475,3 +475,40 @@ fn an_empty_marker_is_never_trusted_and_adopt_checks_what_it_can() {
     assert_eq!(std::fs::read(figs.join("fig3.csv")).unwrap(), table);
 }
 
+#[test]
+fn extreme_thread_counts_and_sizes_get_one_line_not_a_hang_or_an_abort() {
+    let dir = scratch("bounds");
+    let spec = dir.join("tiny.toml");
+    std::fs::write(&spec, tiny_spec("tiny")).unwrap();
+    let out = dir.join("results");
+    let run = |extra: &[&'static str]| -> Vec<String> {
+        ["run", spec.to_str().unwrap(), "--scale", "smoke", "--out", out.to_str().unwrap()].iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    let lth = |args: &[String], data: &Path| lth(&args.iter().map(String::as_str).collect::<Vec<_>>(), data);
+    let line = error_line(&lth(&run(&["--trials", "1000000000"]), &dir.join("data")));
+    assert!(line.contains("--trials") && line.contains("at most"), "{line}");
+    std::fs::write(dir.join("huge.toml"), tiny_spec("huge").replace("trials = 1\n", "trials = 1000000000\n")).unwrap();
+    let huge = ["run", dir.join("huge.toml").to_str().unwrap(), "--scale", "smoke"].map(String::from);
+    let line = error_line(&lth(&huge, &dir.join("data")));
+    assert!(line.contains("huge.toml") && line.contains("scales.smoke.trials = 1000000000"), "{line}");
+    // 100,000 threads asked for: capped at the cores with a notice, and the run finishes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lth"))
+        .args(run(&["--jobs", "100000"]))
+        .env("RAYON_NUM_THREADS", "100000")
+        .env("LTH_DATA_DIR", dir.join("data"))
+        .env("LTH_DATA_MIRROR", mirror())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("RAYON_NUM_THREADS=100000: still running after two minutes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success() && stderr.contains("RAYON_NUM_THREADS=100000 is above") && stderr.contains("--jobs 100000 is above"), "{stderr}");
+}
