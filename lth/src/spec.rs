@@ -785,10 +785,10 @@ mod tests {
     fn a_rewind_point_moves_to_the_same_fraction_of_a_shorter_training() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/resnet18_lr0.1_rewind500.toml");
         let spec = ExperimentSpec::load(&path).unwrap();
-        // 500 of 30,000 iterations: 50 of quick's 3,000; smoke's 3 rounds to 0 and rewinds to 1.
-        assert_eq!([Scale::Paper, Scale::Quick, Scale::Smoke].map(|s| spec.rewind_at(s)), [Some(500), Some(50), Some(1)]);
+        // 500 of 30,000 iterations: 20 of quick's 1,200; smoke's 3 rounds to 0 and rewinds to 1.
+        assert_eq!([Scale::Paper, Scale::Quick, Scale::Smoke].map(|s| spec.rewind_at(s)), [Some(500), Some(20), Some(1)]);
         let plan = spec.plan(Scale::Quick, None, DataSource::Synthetic).unwrap();
-        assert!(plan.iter().all(|r| r.spec.rewind_iteration == 50 && r.spec.id().0.starts_with("resnet18_lr0.1_rewind500-")));
+        assert!(plan.iter().all(|r| r.spec.rewind_iteration == 20 && r.spec.id().0.starts_with("resnet18_lr0.1_rewind500-")));
     }
 
     #[test]
