@@ -199,7 +199,7 @@ fn runs_on_a_copy_name_it_in_their_table_figure_titles_and_provenance() {
     let out = figures::make(&figure, &store, &[spec], &provenance, &dir.join("figures")).unwrap();
     let read = |path: &Path| std::fs::read_to_string(path).unwrap();
     assert!(read(&out.csv).lines().skip(1).all(|row| row.starts_with(&format!("conv2,png-copy-{},", id.hex()))), "{}", read(&out.csv));
-    assert!(read(&out.svg).contains(&format!("(PNG copy {})", &id.hex()[..8])));
+    assert!(read(&out.svg).contains(&format!("PNG copy {}", &id.hex()[..8])), "the heading names the copy");
     let md = read(&out.md);
     assert!(md.contains("not the official files") && md.contains(&format!("SHA-256 `{}`", id.hex())) && md.contains("png-copy-"), "{md}");
     assert!(!md.contains("lossy"), "a PNG copy is lossless: {md}");
