@@ -201,7 +201,7 @@ pub fn evaluate(ticket: &Ticket, data: &Dataset, dev: &Device, sparse: bool) -> 
 /// the CPU) hold their kept values and index pattern; every other parameter is dense f32
 /// (`sparse: false`: all of them).
 pub fn parameter_bytes(ticket: &Ticket, dev: &Device, sparse: bool) -> usize {
-    let compact = if sparse { Compact::choose(&ticket.mask, dev.is_cpu()) } else { Compact::none() };
+    let compact = if sparse { Compact::choose(&ticket.mask, crate::kernels::device::fast_kernels(dev)) } else { Compact::none() };
     Architecture::of(ticket.spec.method.model).params.iter().map(|p| compact.sparse_bytes(&p.name).unwrap_or(4 * p.numel())).sum()
 }
 

@@ -66,17 +66,24 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &u8 = &b"thp:always,metadata_thp:always,oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1\0"[0];
 
-/// Parses `--device`: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when built with it and present).
+/// Parses `--device`: `cpu`, `cuda`, `cuda:N`, `auto` (CUDA when built with it and present),
+/// or `cpu-generic`: the CPU running the code a GPU runs (candle's ops, no CPU kernels), for
+/// testing that code without a GPU. It chooses that path for the whole process
+/// (`kernels::device`), so it is parsed once, before any network is built.
 pub fn device(name: &str) -> Result<candle_core::Device> {
     use candle_core::Device;
     match name {
         "cpu" => Ok(Device::Cpu),
+        "cpu-generic" => {
+            kernels::device::use_generic_path();
+            Ok(Device::Cpu)
+        }
         "auto" => Ok(Device::cuda_if_available(0)?),
         cuda if cuda.starts_with("cuda") => {
             let ordinal = match cuda.strip_prefix("cuda:") {
                 Some(n) => n.parse().map_err(|_| Error::Invalid(format!("--device {cuda}: `{n}` is not a GPU number")))?,
                 None if cuda == "cuda" => 0,
-                None => return Err(Error::Invalid(format!("--device {cuda}: use cpu, cuda, cuda:N or auto"))),
+                None => return Err(Error::Invalid(format!("--device {cuda}: use cpu, cuda, cuda:N, auto or cpu-generic"))),
             };
             Device::new_cuda(ordinal).map_err(|e| {
                 Error::Invalid(format!(
@@ -84,6 +91,6 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
                 ))
             })
         }
-        other => Err(Error::Invalid(format!("--device {other}: use cpu, cuda, cuda:N or auto"))),
+        other => Err(Error::Invalid(format!("--device {other}: use cpu, cuda, cuda:N, auto or cpu-generic"))),
     }
 }

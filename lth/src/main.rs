@@ -109,9 +109,11 @@ enum Command {
         #[arg(long, conflicts_with_all = ["vs_pytorch", "only", "csv"])]
         table: Option<PathBuf>,
     },
-    /// Check that a device trains like the CPU (a few steps of LeNet and Conv-2 from the same
-    /// weights) and print its throughput for every network; exits 1 if parity fails.
+    /// Check that a device trains like the CPU (a few steps of LeNet, Conv-2, VGG-19 and
+    /// ResNet-18 from the same weights) and print its throughput for every network, dense and
+    /// sparse, with a verdict line per item; exits 1 if parity fails.
     GpuCheck {
+        /// cuda, cuda:N, or cpu / cpu-generic (the generic path on the CPU: a self-test).
         #[arg(long, default_value = "cuda")]
         device: String,
     },
@@ -213,7 +215,7 @@ enum Command {
         /// Timed passes over the test set per model (the best is reported).
         #[arg(long, default_value_t = 3, value_parser = at_least_one)]
         repeat: usize,
-        /// cpu, cuda, cuda:N or auto.
+        /// cpu, cuda, cuda:N, auto or cpu-generic.
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Mirror of the dataset files [env: LTH_DATA_MIRROR].

@@ -85,9 +85,10 @@ impl MaskedOptimizer {
         MaskedOptimizer { rule, implementation, step: 0, state: BTreeMap::new() }
     }
 
-    /// The fused kernels where the parameters live on the CPU, candle ops elsewhere.
+    /// The fused kernels where the parameters live on the CPU, candle ops elsewhere (and on
+    /// the CPU's generic path, `kernels::device`).
     pub fn for_device(rule: Rule, dev: &candle_core::Device) -> Self {
-        let implementation = if dev.is_cpu() { Implementation::Fused } else { Implementation::CandleOps };
+        let implementation = if crate::kernels::device::fast_kernels(dev) { Implementation::Fused } else { Implementation::CandleOps };
         Self::new(rule, implementation)
     }
 

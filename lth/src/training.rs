@@ -8,6 +8,7 @@ use crate::datasets::augment::Augment;
 use crate::datasets::batches::Batches;
 use crate::datasets::{Dataset, Split};
 use crate::error::{Error, Result};
+use crate::kernels::device::{fast_kernels, scalar, to_host};
 use crate::masks::{Mask, MaskTensors};
 use crate::models::linear::Compact;
 use crate::models::{self, Dropout, Network, Params};
@@ -108,21 +109,23 @@ pub fn train(
     for _ in 0..config.start_iteration {
         batches.next_indices();
     }
-    let mut running = Running::default();
+    // Augmentation builds each batch on the host (`Batches::next_augmented`); where the images
+    // are not the fast CPU path's, their host copy is read once here, not at every step.
+    let host_images = if augment.is_some() && !fast_kernels(dev) { Some(to_host::<f32>(&data.train.images)?) } else { None };
+    let mut running = Running::new(dev)?;
     let eval = (EvalSplit::new(net, &data.validation)?, EvalSplit::new(net, &data.test)?);
     let mut curve = vec![evaluate_point(net, &eval, config.start_iteration, &running)?];
     observer.on_eval(&curve[0]);
     let snapshot_at = observer.snapshot_at();
     for iteration in config.start_iteration + 1..=config.iterations {
-        let (xs, ys) = batches.next_batch()?;
-        let xs = match augment.as_mut() {
-            Some(augment) => augment.apply(&xs)?,
-            None => xs,
+        let (xs, ys) = match augment.as_mut() {
+            Some(augment) => batches.next_augmented(augment, host_images.as_deref())?,
+            None => batches.next_batch()?,
         };
         optimizer.set_lr(schedule.lr(iteration - 1));
         let step = net.train_step(&xs, &ys, dropout.as_mut())?;
         optimizer.step(train_params, &step.grads, &step_masks)?;
-        running.add(step.loss.to_scalar::<f32>()? as f64, correct(&step.logits, &ys)?, ys.dims1()?);
+        running.add(&step.loss, &step.logits, &ys)?;
         observer.on_step(iteration);
         if snapshot_at == Some(iteration) {
             masked.write_back(params)?;
@@ -132,7 +135,7 @@ pub fn train(
             let point = evaluate_point(net, &eval, iteration, &running)?;
             observer.on_eval(&point);
             curve.push(point);
-            running = Running::default();
+            running = Running::new(dev)?;
         }
     }
     masked.write_back(params)?;
@@ -157,7 +160,7 @@ impl<'m> MaskedNetwork<'m> {
     pub fn new(model: ModelKind, dense: &Params, mask: &'m Mask, dev: &Device, sparse_kernels: bool) -> Result<Self> {
         let mask_tensors = mask.to_tensors(dev)?;
         mask.apply(dense, &mask_tensors)?;
-        let compact = if sparse_kernels { Compact::choose(mask, dev.is_cpu()) } else { Compact::none() };
+        let compact = if sparse_kernels { Compact::choose(mask, fast_kernels(dev)) } else { Compact::none() };
         let params = compact.params(dense)?;
         let net = models::build(model, &params, &compact)?;
         Ok(MaskedNetwork { mask, mask_tensors, compact, params, net })
@@ -179,34 +182,49 @@ impl<'m> MaskedNetwork<'m> {
     }
 }
 
-#[derive(Default)]
+/// The train loss and accuracy since the last evaluation, summed on the device so that a step
+/// reads nothing back (`kernels::device`): the loss in f64, each step's f32 loss converted
+/// exactly and added in step order (the arithmetic of a host f64 sum), the hits as integers.
 struct Running {
-    loss_sum: f64,
-    correct: usize,
+    loss_sum: Tensor,
+    correct: Tensor,
     seen: usize,
     batches: usize,
 }
 
 impl Running {
-    fn add(&mut self, loss: f64, correct: usize, n: usize) {
-        self.loss_sum += loss;
-        self.correct += correct;
-        self.seen += n;
+    fn new(dev: &Device) -> Result<Self> {
+        Ok(Running { loss_sum: Tensor::zeros((), DType::F64, dev)?, correct: Tensor::zeros((), DType::U32, dev)?, seen: 0, batches: 0 })
+    }
+
+    fn add(&mut self, loss: &Tensor, logits: &Tensor, labels: &Tensor) -> Result<()> {
+        self.loss_sum = (&self.loss_sum + loss.detach().to_dtype(DType::F64)?)?;
+        self.correct = (&self.correct + hits(&logits.detach(), labels)?)?;
+        self.seen += labels.dims1()?;
         self.batches += 1;
+        Ok(())
+    }
+
+    /// The mean loss and accuracy (two reads); NaN before any step.
+    fn means(&self) -> Result<(f64, f64)> {
+        if self.batches == 0 {
+            return Ok((f64::NAN, f64::NAN));
+        }
+        Ok((scalar::<f64>(&self.loss_sum)? / self.batches as f64, scalar::<u32>(&self.correct)? as f64 / self.seen as f64))
     }
 }
 
 fn evaluate_point(net: &dyn Network, (validation, test): &(EvalSplit, EvalSplit), iteration: usize, running: &Running) -> Result<CurvePoint> {
     let (val_loss, val_acc) = evaluate(net, validation)?;
     let (test_loss, test_acc) = evaluate(net, test)?;
-    let (train_loss, train_acc) =
-        if running.batches == 0 { (f64::NAN, f64::NAN) } else { (running.loss_sum / running.batches as f64, running.correct as f64 / running.seen as f64) };
+    let (train_loss, train_acc) = running.means()?;
     Ok(CurvePoint { iteration, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc })
 }
 
 /// Mean cross-entropy and accuracy of `net` on a split: in one feature-major pass where the
 /// network takes one, else in batch-major passes of [`EVAL_CHUNK_VALUES`]; the loss chunk by
-/// chunk either way, so both give the same bits.
+/// chunk either way, so both give the same bits. The sums stay on the device until the end
+/// (two reads per split), in the arithmetic of host f64 sums.
 pub fn evaluate(net: &dyn Network, eval: &EvalSplit) -> Result<(f64, f64)> {
     let split = eval.split;
     let n = split.len();
@@ -215,7 +233,8 @@ pub fn evaluate(net: &dyn Network, eval: &EvalSplit) -> Result<(f64, f64)> {
         Some((xs_t, width)) => net.forward_feature_major(xs_t, n, *width)?,
         None => None,
     };
-    let (mut loss_sum, mut n_correct) = (0.0, 0);
+    let dev = split.images.device();
+    let (mut loss_sum, mut n_correct) = (Tensor::zeros((), DType::F64, dev)?, Tensor::zeros((), DType::U32, dev)?);
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);
         let logits = match &whole {
@@ -223,13 +242,14 @@ pub fn evaluate(net: &dyn Network, eval: &EvalSplit) -> Result<(f64, f64)> {
             None => net.forward(&split.images.narrow(0, start, len)?)?,
         };
         let ys = split.labels.narrow(0, start, len)?;
-        loss_sum += crate::kernels::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()? as f64 * len as f64;
-        n_correct += correct(&logits, &ys)?;
+        let loss = crate::kernels::loss::cross_entropy(&logits, &ys)?.to_dtype(DType::F64)?;
+        loss_sum = (loss_sum + (loss * len as f64)?)?;
+        n_correct = (n_correct + hits(&logits, &ys)?)?;
     }
-    Ok((loss_sum / n as f64, n_correct as f64 / n as f64))
+    Ok((scalar::<f64>(&loss_sum)? / n as f64, scalar::<u32>(&n_correct)? as f64 / n as f64))
 }
 
-fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
-    let hits = logits.argmax(1)?.eq(labels)?.to_dtype(DType::U32)?.sum_all()?;
-    Ok(hits.to_scalar::<u32>()? as usize)
+/// How many rows of `logits` have their largest value at the label: a u32 scalar on the device.
+fn hits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    Ok(logits.argmax(1)?.eq(labels)?.to_dtype(DType::U32)?.sum_all()?)
 }

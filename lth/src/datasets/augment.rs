@@ -6,9 +6,10 @@
 //! from the run's own seeded stream, three per image in a fixed order (row offset, column
 //! offset, flip), so runs stay bit-reproducible; the reference implementations never seed it.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::kernels::device::to_host;
 use crate::spec::{Augmentation, Normalisation};
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -43,16 +44,28 @@ impl Augment {
         Placement { dy, dx, flip }
     }
 
-    /// A batch `(n, c, h, w)` of normalised images, each cropped and flipped.
+    /// A batch `(n, c, h, w)` of normalised images, each cropped and flipped (read back from
+    /// `xs`'s device; training uses [`Augment::gather`], which reads nothing).
     pub fn apply(&mut self, xs: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = xs.dims4()?;
-        let pixels = xs.flatten_all()?.to_vec1::<f32>()?;
-        let mut out = vec![0f32; pixels.len()];
-        for (image, target) in pixels.chunks_exact(c * h * w).zip(out.chunks_exact_mut(c * h * w)) {
+        let pixels = to_host::<f32>(xs)?;
+        let indices: Vec<u32> = (0..n as u32).collect();
+        self.gather(&pixels, &indices, (c, h, w), xs.device())
+    }
+
+    /// The images `indices` of `pixels` (host values of `(·, c, h, w)` images, row-major), each
+    /// cropped and flipped in that order, as one batch uploaded to `dev`: the same values as
+    /// [`Augment::apply`] on the gathered batch.
+    pub fn gather(&mut self, pixels: &[f32], indices: &[u32], (c, h, w): (usize, usize, usize), dev: &Device) -> Result<Tensor> {
+        let per_image = c * h * w;
+        let mut out = vec![0f32; indices.len() * per_image];
+        for (&i, target) in indices.iter().zip(out.chunks_exact_mut(per_image)) {
+            let start = i as usize * per_image;
+            let image = pixels.get(start..start + per_image).ok_or_else(|| Error::Invalid(format!("augmentation: no image {i} in {} values", pixels.len())))?;
             let placement = self.draw();
             place(image, (c, h, w), self.pad, &self.fill, placement, target);
         }
-        Ok(Tensor::from_vec(out, (n, c, h, w), xs.device())?)
+        Ok(Tensor::from_vec(out, (indices.len(), c, h, w), dev)?)
     }
 }
 

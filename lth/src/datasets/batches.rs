@@ -2,8 +2,10 @@
 //! run's data-order stream. An epoch's last partial batch is dropped, so every step sees
 //! exactly `batch_size` examples.
 
+use super::augment::Augment;
 use super::Split;
 use crate::error::Result;
+use crate::kernels::host::with_f32;
 use candle_core::Tensor;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -38,5 +40,23 @@ impl<'a> Batches<'a> {
         let dev = self.split.images.device().clone();
         let idx = Tensor::new(self.next_indices(), &dev)?;
         Ok((self.split.images.index_select(&idx, 0)?, self.split.labels.index_select(&idx, 0)?))
+    }
+
+    /// The next minibatch with every image cropped and flipped by `augment`, built on the host
+    /// and uploaded once. `host` holds the split's images as host values where they live on
+    /// another device (or the CPU's generic path: `kernels::device`), read once per training;
+    /// `None` reads the CPU tensor's own storage. The same values as augmenting
+    /// [`Batches::next_batch`]'s images, and the same draws.
+    pub fn next_augmented(&mut self, augment: &mut Augment, host: Option<&[f32]>) -> Result<(Tensor, Tensor)> {
+        let images = &self.split.images;
+        let (_, c, h, w) = images.dims4()?;
+        let dev = images.device().clone();
+        let indices = self.next_indices().to_vec();
+        let xs = match host {
+            Some(pixels) => augment.gather(pixels, &indices, (c, h, w), &dev)?,
+            None => with_f32(images, "augmentation", |pixels| augment.gather(pixels, &indices, (c, h, w), &dev))??,
+        };
+        let labels = self.split.labels.index_select(&Tensor::new(indices.as_slice(), &dev)?, 0)?;
+        Ok((xs, labels))
     }
 }

@@ -13,13 +13,16 @@
 //! On the CPU, training runs as one custom op with a hand-written backward: every sum is over
 //! one channel, in image order, each map in [`fixed_sum`]'s fixed lanes, so results do not
 //! depend on the thread count (threads take whole channels or whole images). On other devices
-//! (CUDA) the same formulas run as candle ops, which the tests also use as the reference.
+//! (CUDA), and on the CPU's generic path (`device`), the same formulas run as candle ops, the
+//! running statistics included, so nothing is read back to the host in a step; the tests also
+//! use them as the reference.
 
+use super::device::{fast_kernels, to_host};
 use super::host::{f32_slice, with_f32};
 use super::pool::fixed_sum;
 use crate::error::{Error, Result};
 use crate::models::{param, ParamInfo, Params, Weights};
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
@@ -74,11 +77,17 @@ impl BatchNorm {
     /// # Shapes
     /// `xs`: `(n, c, h, w)` → the same. Training also updates the running statistics.
     pub fn forward(&self, xs: &Tensor, mode: Mode) -> Result<Tensor> {
+        let m = xs.elem_count() / xs.dim(1)?;
         match mode {
             Mode::Eval => self.evaluate(xs),
+            Mode::Train if fast_kernels(xs.device()) => {
+                let (ys, mean, var) = train_cpu(xs, &self.scale, &self.shift)?;
+                self.update_running(&mean, &var, m)?;
+                Ok(ys)
+            }
             Mode::Train => {
-                let (ys, mean, var) = if xs.device().is_cpu() { train_cpu(xs, &self.scale, &self.shift)? } else { train_candle(xs, &self.scale, &self.shift)? };
-                self.update_running(&mean, &var, xs.elem_count() / xs.dim(1)?)?;
+                let (ys, mean, var) = train_candle_stats(xs, &self.scale, &self.shift)?;
+                self.update_running_on_device(&mean, &var, m)?;
                 Ok(ys)
             }
         }
@@ -87,37 +96,63 @@ impl BatchNorm {
     /// `running = (1 - momentum) · running + momentum · batch`, the variance unbiased
     /// (`m / (m - 1)` over the `m` values of a channel), in f32 as PyTorch does.
     fn update_running(&self, mean: &[f32], var: &[f32], m: usize) -> Result<()> {
-        let unbias = m as f32 / (m.max(2) - 1) as f32;
         let blend = |running: &Var, batch: &[f32], factor: f32| -> Result<()> {
-            let old = running.as_tensor().to_vec1::<f32>()?;
+            let old = to_host::<f32>(running.as_tensor())?;
             let new: Vec<f32> = old.iter().zip(batch).map(|(&r, &b)| (1.0 - MOMENTUM) * r + MOMENTUM * (b * factor)).collect();
             running.set(&Tensor::from_vec(new, old.len(), running.device())?)?;
             Ok(())
         };
         blend(&self.running_mean, mean, 1.0)?;
-        blend(&self.running_var, var, unbias)
+        blend(&self.running_var, var, unbias(m))
     }
 
-    /// `y = x · a + b` per channel, with `a = scale / sqrt(running_var + eps)` and
-    /// `b = shift − running_mean · a`.
+    /// [`BatchNorm::update_running`] on the device, with no read back: the same f32
+    /// operations, each as candle's `x · a + 0`.
+    fn update_running_on_device(&self, mean: &Tensor, var: &Tensor, m: usize) -> Result<()> {
+        let blend = |running: &Var, batch: &Tensor, factor: f32| -> Result<()> {
+            let kept = (running.as_tensor() * (1.0 - MOMENTUM) as f64)?;
+            let moved = ((batch * factor as f64)? * MOMENTUM as f64)?;
+            running.set(&(kept + moved)?)?;
+            Ok(())
+        };
+        blend(&self.running_mean, mean, 1.0)?;
+        blend(&self.running_var, var, unbias(m))
+    }
+
+    /// `y = x · a + b` per channel, with `a = scale / sqrt(running_var + eps)` (in f64) and
+    /// `b = shift − running_mean · a`; the generic path computes `a` and `b` on the device with
+    /// the same operations, so both paths give the same bits.
     fn evaluate(&self, xs: &Tensor) -> Result<Tensor> {
-        let (scale, shift) = (self.scale.to_vec1::<f32>()?, self.shift.to_vec1::<f32>()?);
-        let (mean, var) = (self.running_mean.as_tensor().to_vec1::<f32>()?, self.running_var.as_tensor().to_vec1::<f32>()?);
-        let a: Vec<f32> = scale.iter().zip(&var).map(|(&s, &v)| (s as f64 / (v as f64 + EPS).sqrt()) as f32).collect();
-        let b: Vec<f32> = shift.iter().zip(&mean).zip(&a).map(|((&s, &m), &a)| s - m * a).collect();
-        if xs.device().is_cpu() {
+        let (mean, var) = (self.running_mean.as_tensor(), self.running_var.as_tensor());
+        if fast_kernels(xs.device()) {
+            let (scale, shift) = (to_host::<f32>(&self.scale)?, to_host::<f32>(&self.shift)?);
+            let (mean, var) = (to_host::<f32>(mean)?, to_host::<f32>(var)?);
+            let a: Vec<f32> = scale.iter().zip(&var).map(|(&s, &v)| (s as f64 / (v as f64 + EPS).sqrt()) as f32).collect();
+            let b: Vec<f32> = shift.iter().zip(&mean).zip(&a).map(|((&s, &m), &a)| s - m * a).collect();
             return Ok(xs.contiguous()?.apply_op1_no_bwd(&ChannelAffine { a, b })?);
         }
-        let c = a.len();
-        let a = Tensor::from_vec(a, (1, c, 1, 1), xs.device())?;
-        let b = Tensor::from_vec(b, (1, c, 1, 1), xs.device())?;
-        Ok(xs.broadcast_mul(&a)?.broadcast_add(&b)?)
+        let c = self.scale.elem_count();
+        let a = (self.scale.to_dtype(DType::F64)? / (var.to_dtype(DType::F64)? + EPS)?.sqrt()?)?.to_dtype(DType::F32)?;
+        let b = (&self.shift - (mean * &a)?)?;
+        Ok(xs.broadcast_mul(&a.reshape((1, c, 1, 1))?)?.broadcast_add(&b.reshape((1, c, 1, 1))?)?)
     }
 }
 
-/// Training-mode normalisation as candle ops (any device; the tests' reference). Returns the
-/// output and the batch's per-channel mean and biased variance.
+/// The factor `m / (m − 1)` that makes the variance of `m` values unbiased, in f32.
+fn unbias(m: usize) -> f32 {
+    m as f32 / (m.max(2) - 1) as f32
+}
+
+/// Training-mode normalisation as candle ops (the tests' reference). Returns the output and
+/// the batch's per-channel mean and biased variance, read back to the host.
 pub fn train_candle(xs: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<(Tensor, Vec<f32>, Vec<f32>)> {
+    let (ys, mean, var) = train_candle_stats(xs, scale, shift)?;
+    Ok((ys, to_host(&mean)?, to_host(&var)?))
+}
+
+/// [`train_candle`] with the statistics left on the device, as tensors `(c)`: what the
+/// generic path (any device) runs.
+pub fn train_candle_stats(xs: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let c = xs.dim(1)?;
     let per_channel = xs.transpose(0, 1)?.flatten_from(1)?;
     let mean = per_channel.mean_keepdim(1)?;
@@ -127,7 +162,7 @@ pub fn train_candle(xs: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<(Tens
     let ys = normalised.broadcast_mul(&scale.reshape((c, 1))?)?.broadcast_add(&shift.reshape((c, 1))?)?;
     let shape = xs.transpose(0, 1)?.dims().to_vec();
     let ys = ys.reshape(shape)?.transpose(0, 1)?.contiguous()?;
-    Ok((ys, mean.flatten_all()?.to_vec1()?, var.flatten_all()?.to_vec1()?))
+    Ok((ys, mean.flatten_all()?, var.flatten_all()?))
 }
 
 fn train_cpu(xs: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<(Tensor, Vec<f32>, Vec<f32>)> {
@@ -234,7 +269,7 @@ impl CustomOp3 for TrainNorm {
         let (n, c, h, w) = xs.dims4()?;
         let hw = h * w;
         let grad = grad.contiguous()?;
-        let scale_host = scale.to_vec1::<f32>()?;
+        let scale_host = to_host::<f32>(scale)?;
         let (grad_xs, grad_scale, grad_shift) = with_f32(xs, self.name(), |xs| {
             with_f32(&grad, self.name(), |g| {
                 let moments = moments(xs, c, hw);

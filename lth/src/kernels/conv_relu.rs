@@ -15,6 +15,7 @@
 //! `0 + (0 + g_pool) · [pre-activation >= 0]`.
 
 use super::applied::Applied;
+use super::device::fast_kernels;
 use super::host::f32_slice;
 use super::im2col::{conv3x3, parallel, Conv, Dims, Geometry, GROUP};
 use super::pool::max_pool2x2;
@@ -27,7 +28,7 @@ use std::sync::Mutex;
 /// `relu(conv3x3(xs, w) + b)`, then 2x2 max-pooled if `pool`: `(n, c, h, w)` →
 /// `(n, o, h, w)`, or `(n, o, h/2, w/2)` when pooled.
 pub fn conv3x3_relu(xs: &Tensor, w: &Tensor, b: &Tensor, pool: bool) -> Result<Tensor> {
-    if !xs.device().is_cpu() {
+    if !fast_kernels(xs.device()) {
         let ys = conv3x3(xs, w, b)?.relu()?;
         return if pool { max_pool2x2(&ys) } else { Ok(ys) };
     }

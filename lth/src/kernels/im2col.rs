@@ -19,6 +19,7 @@
 //! tenth of a Conv-2 step. Gradients are checked against candle's conv2d in tests, and the
 //! golden runs keep their bits. On other devices (CUDA) candle's conv2d is used as is.
 
+use super::device::fast_kernels;
 use super::gemm::{PackedLayout, Path};
 use super::host::{f32_slice, fill_planes, fill_uninit, product, product_packed, with_f32, Matrix};
 use super::sparse;
@@ -29,7 +30,7 @@ use std::mem::MaybeUninit;
 
 /// `xs` (n, c, h, w) convolved with `w` (o, c, 3, 3) plus bias `b` (o): (n, o, h, w).
 pub fn conv3x3(xs: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if xs.device().is_cpu() {
+    if fast_kernels(xs.device()) {
         return Ok(xs.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Conv { geometry: Geometry::of(w, 1)? })?);
     }
     let o = w.dim(0)?;
@@ -41,7 +42,7 @@ pub fn conv3x3(xs: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// the size at stride 1 and both halve it at stride 2.
 pub fn conv(xs: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
     let geometry = Geometry::of(w, stride)?;
-    if xs.device().is_cpu() {
+    if fast_kernels(xs.device()) {
         return Ok(xs.contiguous()?.apply_op2(&w.contiguous()?, Conv { geometry })?);
     }
     Ok(xs.conv2d(w, geometry.padding(), stride, 1, 1)?)

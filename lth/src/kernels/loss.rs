@@ -4,6 +4,7 @@
 //! calls the platform's libm and sums rows with vector code chosen at run time. On other
 //! devices (CUDA) candle's is used.
 
+use super::device::{fast_kernels, scalar, to_host};
 use super::host::{f32_slice, with_f32};
 use crate::error::Result;
 use crate::math::{exp, ln};
@@ -12,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 /// The mean over the batch of `−ln softmax(logits)[label]`: `logits` (batch, classes) f32,
 /// `labels` (batch) u32.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    if !logits.device().is_cpu() {
+    if !fast_kernels(logits.device()) {
         return Ok(candle_nn::loss::cross_entropy(logits, labels)?);
     }
     Ok(logits.contiguous()?.apply_op2(&labels.contiguous()?, CrossEntropy)?)
@@ -64,8 +65,8 @@ impl CustomOp2 for CrossEntropy {
 
     fn bwd(&self, logits: &Tensor, labels: &Tensor, _loss: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (batch, classes) = logits.dims2()?;
-        let scale = grad.to_scalar::<f32>()? as f64 / batch as f64;
-        let labels = labels.to_vec1::<u32>()?;
+        let scale = scalar::<f32>(grad)? as f64 / batch as f64;
+        let labels = to_host::<u32>(labels)?;
         let grad_logits = with_f32(logits, self.name(), |logits| {
             let mut out = vec![0f32; batch * classes];
             for ((row, out), &label) in logits.chunks_exact(classes).zip(out.chunks_exact_mut(classes)).zip(&labels) {

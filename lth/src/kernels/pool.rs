@@ -8,6 +8,7 @@
 //! row-major order, as PyTorch does. Averages sum in an order fixed by the code
 //! ([`fixed_sum`]), never by the thread count. On other devices candle's own ops are used.
 
+use super::device::fast_kernels;
 use super::host::f32_slice;
 use crate::error::Result;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
@@ -15,24 +16,32 @@ use rayon::prelude::*;
 
 /// Max over each 2x2 window: `(n, c, h, w)` → `(n, c, h/2, w/2)`; `h` and `w` must be even.
 pub fn max_pool2x2(xs: &Tensor) -> Result<Tensor> {
-    if xs.device().is_cpu() {
+    if fast_kernels(xs.device()) {
         return Ok(xs.contiguous()?.apply_op1(MaxPool2x2)?);
     }
     max_pool2x2_candle(xs)
 }
 
-/// The same pooling as candle ops for other devices (CUDA), avoiding candle's `max_pool2d`
-/// backward: each window becomes a last axis of 4 and is reduced with `max`, whose gradient
-/// goes whole to the maximum (to each of tied maxima, which float inputs make rare).
+/// The same pooling as candle ops for other devices (CUDA) and the CPU's generic path, with
+/// the same gradient: each window becomes a last axis of 4, and its output is the sum of the
+/// window times a 0/1 mask of its first maximum (row-major), so the gradient goes whole to that
+/// one value, as in [`max_pool2x2`] and PyTorch. candle's `max` would send it to every tied
+/// maximum, and after ReLU whole windows tie at 0: where the value before ReLU is exactly 0 (a
+/// channel whose batch variance is 0 normalises to 0), that gradient passes ReLU, and VGG-19's
+/// BatchNorm shifts got up to 4 times theirs. The mask is exact: 0/1 values, a cumulative sum of
+/// four of them; the forward value is the maximum plus three zeros.
 pub fn max_pool2x2_candle(xs: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = xs.dims4()?;
     let windows = xs.reshape((n, c, h / 2, 2, w / 2, 2))?.permute((0, 1, 2, 4, 3, 5))?.contiguous()?.reshape((n, c, h / 2, w / 2, 4))?;
-    Ok(windows.max(4)?)
+    let values = windows.detach();
+    let is_max = values.broadcast_eq(&values.max_keepdim(4)?)?.to_dtype(xs.dtype())?;
+    let first = (&is_max * is_max.cumsum(4)?.eq(1.0)?.to_dtype(xs.dtype())?)?;
+    Ok((windows * first)?.sum(4)?)
 }
 
 /// Mean over each whole map: `(n, c, h, w)` → `(n, c)`.
 pub fn global_average_pool(xs: &Tensor) -> Result<Tensor> {
-    if xs.device().is_cpu() {
+    if fast_kernels(xs.device()) {
         return Ok(xs.contiguous()?.apply_op1(GlobalAveragePool)?);
     }
     Ok(xs.mean(3)?.mean(2)?)
@@ -149,15 +158,19 @@ mod tests {
 
     #[test]
     fn max_pool_sends_the_whole_gradient_to_the_first_maximum() {
-        // One 2x4 map: windows [1 5 / 3 2] (max 5, unique) and [7 7 / 0 7] (ties: the first 7).
-        let xs = Var::from_vec(vec![1f32, 5., 7., 7., 3., 2., 0., 7.], (1, 1, 2, 4), &Device::Cpu).unwrap();
-        let ys = max_pool2x2(xs.as_tensor()).unwrap();
-        assert_eq!(ys.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![5., 7.]);
-        let weights = Tensor::new(&[[[[10f32, 100.]]]], &Device::Cpu).unwrap();
-        let grads = (ys * weights).unwrap().sum_all().unwrap().backward().unwrap();
-        let grad = grads.get(xs.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        // candle's own max_pool2d backward would give 2.5 (and 25 to every 7).
-        assert_eq!(grad, vec![0., 10., 100., 0., 0., 0., 0., 0.]);
+        // One 2x6 map: windows [1 5 / 3 2] (max 5, unique), [7 7 / 0 7] (ties: the first 7) and
+        // [0 0 / 0 0] (after ReLU: all tied), through the CPU kernel and the candle ops.
+        let xs = Var::from_vec(vec![1f32, 5., 7., 7., 0., 0., 3., 2., 0., 7., 0., 0.], (1, 1, 2, 6), &Device::Cpu).unwrap();
+        for pool in [max_pool2x2, max_pool2x2_candle] {
+            let ys = pool(xs.as_tensor()).unwrap();
+            assert_eq!(ys.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![5., 7., 0.]);
+            let weights = Tensor::new(&[[[[10f32, 100., 1000.]]]], &Device::Cpu).unwrap();
+            let grads = (ys * weights).unwrap().sum_all().unwrap().backward().unwrap();
+            let grad = grads.get(xs.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // candle's own max_pool2d backward would give 2.5 (and 25 to every 7); its `max`,
+            // 100 to every 7 and 1000 to every 0.
+            assert_eq!(grad, vec![0., 10., 100., 0., 1000., 0., 0., 0., 0., 0., 0., 0.]);
+        }
     }
 
     #[test]

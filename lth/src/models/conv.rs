@@ -10,6 +10,7 @@ use super::linear::{Compact, Linear};
 use super::{autograd_step, param, Architecture, LayerKind, Network, ParamInfo, Params, Step};
 use crate::error::{Error, Result};
 use crate::kernels::applied::Applied;
+use crate::kernels::device::fast_kernels;
 use crate::kernels::conv_relu::{conv3x3_relu, conv3x3_relu_applied};
 use crate::spec::ModelKind;
 use candle_core::backprop::GradStore;
@@ -114,7 +115,7 @@ impl Network for ConvNet {
     /// 0/1, then adds +0; a test compares every gradient with autograd's).
     fn train_step(&self, xs: &Tensor, labels: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Step> {
         let first = &self.fcs[0];
-        if !xs.device().is_cpu() || !first.on_cpu() {
+        if !fast_kernels(xs.device()) || !first.fast() {
             return autograd_step(self.forward_t(xs, dropout)?, labels);
         }
         let mut convs: Vec<Applied> = Vec::with_capacity(self.convs.len());

@@ -46,7 +46,7 @@ impl Network for LeNet {
     }
 
     fn evaluates_feature_major(&self) -> bool {
-        self.layers.iter().all(Linear::on_cpu)
+        self.layers.iter().all(Linear::fast)
     }
 
     fn forward_feature_major(&self, xs_t: &[f32], n: usize, width: usize) -> Result<Option<Tensor>> {

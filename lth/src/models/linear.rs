@@ -17,6 +17,7 @@
 use super::{param, Params};
 use crate::error::{Error, Result};
 use crate::kernels::applied::Applied;
+use crate::kernels::device::{fast_kernels, to_host};
 use crate::kernels::host::{f32_slice, new_product, product_threaded, with_f32, Matrix};
 use crate::kernels::sparse::{self, Pattern, BLOCK};
 use crate::masks::Mask;
@@ -44,12 +45,13 @@ pub struct Compact {
 
 impl Compact {
     /// Picks the fully connected weights (rank 2) of `mask` that keep fewer than
-    /// [`SPARSE_BELOW`] of their weights; none off the CPU.
-    pub fn choose(mask: &Mask, cpu: bool) -> Self {
+    /// [`SPARSE_BELOW`] of their weights; none unless `fast` (the CPU kernels run,
+    /// `kernels::device::fast_kernels`).
+    pub fn choose(mask: &Mask, fast: bool) -> Self {
         let patterns = mask
             .layers
             .iter()
-            .filter(|(_, l)| cpu && l.shape.len() == 2 && (l.remaining() as f64) < SPARSE_BELOW * l.keep.len() as f64)
+            .filter(|(_, l)| fast && l.shape.len() == 2 && (l.remaining() as f64) < SPARSE_BELOW * l.keep.len() as f64)
             .map(|(name, l)| (name.clone(), Arc::new(Pattern::of(&l.keep, l.shape.get(1).copied().unwrap_or(1)))))
             .collect();
         Compact { patterns }
@@ -76,7 +78,7 @@ impl Compact {
     pub fn params(&self, dense: &Params) -> Result<Params> {
         let mut params = dense.clone();
         for (name, pattern) in &self.patterns {
-            let values = param(dense, name)?.flatten_all()?.to_vec1::<f32>()?;
+            let values = to_host::<f32>(&param(dense, name)?)?;
             let kept: Vec<f32> = pattern.dense_indices().map(|i| values[i]).collect();
             params.insert(name.clone(), Var::from_vec(kept, pattern.len(), &candle_core::Device::Cpu)?);
         }
@@ -86,7 +88,7 @@ impl Compact {
     /// Writes the compact weights of `compact` back into `dense` (pruned weights as 0).
     pub fn write_back(&self, compact: &Params, dense: &Params) -> Result<()> {
         for (name, pattern) in &self.patterns {
-            let kept = param(compact, name)?.to_vec1::<f32>()?;
+            let kept = to_host::<f32>(&param(compact, name)?)?;
             let var = dense.get(name).ok_or_else(|| Error::Invalid(format!("no parameter `{name}`")))?;
             let mut values = vec![0f32; var.elem_count()];
             for (i, v) in pattern.dense_indices().zip(kept) {
@@ -116,9 +118,10 @@ impl Linear {
         Ok(Linear { w: param(params, &weight)?, b: param(params, &format!("{name}.bias"))?, product: compact.product(&weight) })
     }
 
-    /// Whether the layer's weights live on the CPU (where its custom kernels run).
-    pub fn on_cpu(&self) -> bool {
-        self.w.device().is_cpu()
+    /// Whether the layer runs its custom kernels (its weights live on the CPU, and the CPU
+    /// is not on the generic path, `kernels::device`).
+    pub fn fast(&self) -> bool {
+        fast_kernels(self.w.device())
     }
 
     /// `xs` (batch, in) → (batch, out); `input_grad: false` for a network's first layer.
@@ -128,7 +131,7 @@ impl Linear {
 
     /// `relu(forward(xs))`, the same bits forward and backward; on the CPU as one op.
     pub fn forward_relu(&self, xs: &Tensor, input_grad: bool) -> Result<Tensor> {
-        if !self.on_cpu() {
+        if !self.fast() {
             return Ok(self.forward(xs, input_grad)?.relu()?);
         }
         Ok(self.forward_relu_applied(xs, input_grad)?.out)
@@ -191,7 +194,7 @@ pub fn batch_major(ys_t: &[f32], n: usize, width: usize) -> Result<Tensor> {
 /// `xs (batch, in) · wᵀ (in, out) + b`. `input_grad: false` when `xs` needs no gradient
 /// (the data); the product is `product`'s on the CPU and candle's matmul elsewhere.
 fn linear(xs: &Tensor, w: &Tensor, b: &Tensor, product: &Product, input_grad: bool) -> Result<Tensor> {
-    let ys = if !xs.device().is_cpu() {
+    let ys = if !fast_kernels(xs.device()) {
         xs.matmul(&w.t()?)?
     } else {
         let (xs, w) = (xs.contiguous()?, w.contiguous()?);

@@ -162,7 +162,7 @@ pub fn to_params(arch: &Architecture, weights: &Weights, dev: &Device) -> Result
 
 /// Host copies of the parameters.
 pub fn weights_of(params: &Params) -> Result<Weights> {
-    params.iter().map(|(name, var)| Ok((name.clone(), var.flatten_all()?.to_vec1::<f32>()?))).collect()
+    params.iter().map(|(name, var)| Ok((name.clone(), crate::kernels::device::to_host::<f32>(var)?))).collect()
 }
 
 fn missing(name: &str) -> crate::error::Error {
