@@ -8,8 +8,13 @@
 //! <other>               f32 [its shape]   biases and BatchNorm (scale, shift, running
 //!                                         statistics), kept as trained, not folded
 //! metadata              format, the run's spec (architecture, dataset, normalisation,
-//!                       evaluation subset), run id, level, Pm and the run's final test accuracy
+//!                       evaluation subset), run id, level, Pm, the run's final test accuracy,
+//!                       and `sha256`: the digest of everything else (below)
 //! ```
+//!
+//! The digest covers every other metadata value and every tensor's name, type, shape and bytes,
+//! so a flipped bit in a weight or an edited accuracy is refused when the file is read, instead
+//! of giving a wrong accuracy that `lth infer` would blame on the dataset.
 //!
 //! A weight's rows are its first dimension (output features, or output channels of a
 //! convolution) and its columns the rest flattened. BatchNorm is kept rather than folded into
@@ -32,7 +37,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// The format this code writes and reads.
-pub const FORMAT: &str = "lth-sparse-ticket/1";
+/// `/1` files carried no digest: they are refused, and exported again.
+pub const FORMAT: &str = "lth-sparse-ticket/2";
 
 /// A trained ticket: what an export file holds, decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +61,28 @@ mod key {
     pub const LEVEL: &str = "level";
     pub const REMAINING: &str = "remaining";
     pub const FINAL_TEST_ACC: &str = "final_test_acc";
+    pub const SHA256: &str = "sha256";
+}
+
+/// The SHA-256 of an export's content: each metadata entry but the digest, then each tensor, in
+/// name order, every field length-prefixed so no two contents share a byte stream.
+fn content_digest<'a>(metadata: &BTreeMap<&str, &str>, tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    for (k, v) in metadata.iter().filter(|(k, _)| **k != key::SHA256) {
+        field(k.as_bytes());
+        field(v.as_bytes());
+    }
+    for (name, dtype, shape, data) in tensors {
+        field(name.as_bytes());
+        field(format!("{dtype:?} {shape:?}").as_bytes());
+        field(data);
+    }
+    files::hex(&hasher.finalize())
 }
 
 /// Reads finished level `level` of `run` (each file checked against its marker).
@@ -101,14 +129,19 @@ pub fn to_bytes(ticket: &Ticket) -> Result<Vec<u8>> {
         tensors.insert(format!("{}.columns", p.name), (columns.0, vec![n], columns.1));
         tensors.insert(format!("{}.row_offsets", p.name), (Dtype::U32, vec![rows + 1], le_bytes(offsets.iter().map(|o| o.to_le_bytes()))));
     }
-    let metadata = HashMap::from([
-        (key::FORMAT.to_string(), FORMAT.to_string()),
-        (key::SPEC.to_string(), ticket.spec.canonical_json()),
-        (key::RUN.to_string(), ticket.run.clone()),
-        (key::LEVEL.to_string(), ticket.level.to_string()),
-        (key::REMAINING.to_string(), ticket.mask.remaining().to_string()),
-        (key::FINAL_TEST_ACC.to_string(), ticket.final_test_acc.to_string()),
+    let (spec, level, remaining, acc) =
+        (ticket.spec.canonical_json(), ticket.level.to_string(), ticket.mask.remaining().to_string(), ticket.final_test_acc.to_string());
+    let mut metadata: BTreeMap<&str, &str> = BTreeMap::from([
+        (key::FORMAT, FORMAT),
+        (key::SPEC, spec.as_str()),
+        (key::RUN, ticket.run.as_str()),
+        (key::LEVEL, level.as_str()),
+        (key::REMAINING, remaining.as_str()),
+        (key::FINAL_TEST_ACC, acc.as_str()),
     ]);
+    let digest = content_digest(&metadata, tensors.iter().map(|(name, (dtype, shape, bytes))| (name.as_str(), *dtype, shape.as_slice(), bytes.as_slice())));
+    metadata.insert(key::SHA256, &digest);
+    let metadata: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let views = tensors
         .iter()
         .map(|(name, (dtype, shape, bytes))| Ok((name.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).map_err(invalid)?)))
@@ -182,8 +215,24 @@ fn from_bytes(bytes: &[u8]) -> std::result::Result<Ticket, String> {
         weights.insert(p.name.clone(), dense);
         layers.insert(p.name.clone(), LayerMask { shape: p.shape.clone(), keep });
     }
+    // Every index checked above (so a damaged index is named); now every byte, metadata included.
+    let mut tensors = file.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let metadata: BTreeMap<&str, &str> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let digest = content_digest(&metadata, tensors.iter().map(|(name, view)| (name.as_str(), view.dtype(), view.shape(), view.data())));
+    if *get(key::SHA256)? != digest {
+        return Err(format!("its content does not match its recorded digest (sha256 {digest}, recorded {}): the file was changed or damaged since it was exported", get(key::SHA256)?));
+    }
+    let mask = Mask { layers };
+    let recorded_remaining = number(key::REMAINING)?;
+    if recorded_remaining != mask.remaining() {
+        return Err(format!("its metadata says Pm {recorded_remaining} but its indices keep {}", mask.remaining()));
+    }
     let run = get(key::RUN)?.clone();
-    Ok(Ticket { spec, run, level, final_test_acc, mask: Mask { layers }, weights })
+    if run != spec.id().0 {
+        return Err(format!("its metadata names run `{run}`, but its spec is that of run `{}`", spec.id().0));
+    }
+    Ok(Ticket { spec, run, level, final_test_acc, mask, weights })
 }
 
 /// Test loss and accuracy of `ticket` on `data`'s test split, evaluated as training evaluates

@@ -41,9 +41,19 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, store: &Store, data: 
     let (mask, start) = level_start(spec, &arch, &run, &trunk, &theta0, level)?;
     let label = format!("{} level {level} (Pm {:.1}%)", run.id, 100.0 * mask.remaining());
     // A rewound level trains from its rewind point: its progress spreads over the steps it takes.
-    let mut progress = progress.level(label, units, spec.iterations - rewind::start_iteration(spec, level));
-    let mut observer = rewind::Snapshot::new(spec, level, &mut progress);
-    train_level(spec, &arch, &run, &mask, &start, level, data, dev, &mut observer)
+    let mut level_progress = progress.level(label, units, spec.iterations - rewind::start_iteration(spec, level));
+    let mut observer = rewind::Snapshot::new(spec, level, &mut level_progress);
+    train_level(spec, &arch, &run, &mask, &start, level, data, dev, &mut observer)?;
+    drop(observer);
+    drop(level_progress);
+    // Recorded as trained (the curve says what happened), but never drawn as a result.
+    if let Some(iteration) = crate::results::record::diverged_at(&run.load_curve(level)?) {
+        progress.line(format!(
+            "warning: {} level {level} diverged (NaN or infinite loss from iteration {iteration}); figures and claims leave it out and say so",
+            run.id
+        ));
+    }
+    Ok(())
 }
 
 /// Trains every unfinished level of `planned` in order, on this thread (tests and single runs;

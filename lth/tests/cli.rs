@@ -512,3 +512,26 @@ fn extreme_thread_counts_and_sizes_get_one_line_not_a_hang_or_an_abort() {
     let stderr = String::from_utf8_lossy(&done.stderr);
     assert!(done.status.success() && stderr.contains("RAYON_NUM_THREADS=100000 is above") && stderr.contains("--jobs 100000 is above"), "{stderr}");
 }
+
+/// Issue #29: an empty `LTH_DATA_DIR=` downloaded into the current folder, and `--mirror ''`
+/// silently meant the official URLs. Empty values are unset, with a notice naming them.
+#[test]
+fn empty_data_settings_are_treated_as_unset_with_a_notice() {
+    let home = scratch("empty-env-home");
+    let cwd = scratch("empty-env-cwd");
+    let out = Command::new(env!("CARGO_BIN_EXE_lth"))
+        .args(["fetch", "mnist", "--mirror", ""])
+        .current_dir(&cwd)
+        .env("HOME", &home)
+        .env_remove("XDG_CACHE_HOME")
+        .env("LTH_DATA_DIR", "")
+        .env("LTH_DATA_MIRROR", mirror())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("notice: --mirror '' is empty, so it is ignored (falling back to LTH_DATA_MIRROR"), "{stderr}");
+    assert!(stderr.contains("notice: LTH_DATA_DIR is set but empty, so it is ignored (using the default cache folder)"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "something was written into the current folder");
+    assert!(home.join(".cache/lth/mnist").is_dir(), "MNIST is not in the default cache under HOME");
+}

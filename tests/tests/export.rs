@@ -101,7 +101,7 @@ fn a_corrupt_or_mismatched_export_is_one_line_naming_the_file() {
     let bytes = std::fs::read(&path).unwrap();
     assert!(refused(&bytes[..bytes.len() / 2]).contains("not a safetensors file"));
     assert!(refused(b"not a model").contains("not a safetensors file"));
-    assert!(refused(&edited(&bytes, "lth-sparse-ticket/1", "lth-sparse-ticket/9")).contains("lth-sparse-ticket/9"));
+    assert!(refused(&edited(&bytes, "lth-sparse-ticket/2", "lth-sparse-ticket/9")).contains("lth-sparse-ticket/9"));
     // Another architecture in the metadata than the tensors hold (JSON allows the padding).
     let message = refused(&edited(&bytes, r#"lenet_300_100\""#, r#"conv2\"        "#));
     assert!(message.contains("no tensor `conv") && message.contains("Conv2"), "{message}");
@@ -110,6 +110,25 @@ fn a_corrupt_or_mismatched_export_is_one_line_naming_the_file() {
     // A column index past its row: damaged indices are refused, never scattered out of bounds.
     let message = refused(&with_tensor(&bytes, "fc2.weight.columns", |columns| columns[..2].copy_from_slice(&u16::MAX.to_le_bytes())));
     assert!(message.contains("`fc2.weight.columns` holds column 65535 in row 0"), "{message}");
+}
+
+/// Issue #29: a flipped bit in a kept weight used to pass `lth infer`, and an edited accuracy in
+/// the metadata made it blame the dataset. The digest refuses both, naming the file.
+#[test]
+fn a_changed_weight_or_metadata_value_is_refused_by_the_digest() {
+    let (ticket, path) = exported(3);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(export::load(&path).unwrap(), ticket);
+    let flipped = with_tensor(&bytes, "fc1.weight.values", |values| values[5] ^= 0x01);
+    assert!(refused(&flipped).contains("does not match its recorded digest"), "a flipped weight bit");
+    let acc = format!("\"final_test_acc\":\"{}", ticket.final_test_acc);
+    let digit = acc.chars().last().unwrap();
+    let other = if digit == '1' { '2' } else { '1' };
+    let changed = format!("{}{other}", &acc[..acc.len() - 1]);
+    assert!(refused(&edited(&bytes, &acc, &changed)).contains("does not match its recorded digest"), "an edited accuracy");
+    // A file of the first format (no digest) is refused by its format, and exported again.
+    let message = refused(&edited(&bytes, "lth-sparse-ticket/2", "lth-sparse-ticket/1"));
+    assert!(message.contains("format `lth-sparse-ticket/1`"), "{message}");
 }
 
 /// `bytes` with the data of tensor `name` changed by `change`, metadata kept.
@@ -148,4 +167,30 @@ fn a_rewound_resnet_ticket_ships_with_its_batchnorm_state() {
     export::write(&exported, &file).unwrap();
     let (_, acc) = export::evaluate(&export::load(&file).unwrap(), &data, &candle_core::Device::Cpu, true).unwrap();
     assert_eq!(acc, run.load_curve(1).unwrap().last().unwrap().test_acc);
+}
+
+/// Issue #29: `.safetensors` files were written 0600 whatever the umask (candle's writer) while
+/// the rest of a run was 0644, so another user of a shared results folder was told the file was
+/// "damaged". Every file of a run now has the mode the umask gives a new file.
+#[cfg(unix)]
+#[test]
+fn every_file_of_a_run_has_the_mode_of_its_spec_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let run = ticket_run();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let spec_mode = mode(&run.dir.join("spec.json"));
+    let mut tensors = 0;
+    let mut files = vec![run.dir.clone()];
+    while let Some(dir) = files.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.push(path);
+                continue;
+            }
+            tensors += usize::from(path.extension().is_some_and(|e| e == "safetensors"));
+            assert_eq!(mode(&path), spec_mode, "{}", path.display());
+        }
+    }
+    assert!(tensors >= 4, "only {tensors} tensor files in the run");
 }

@@ -39,15 +39,46 @@ pub struct Source {
     pub cache: PathBuf,
 }
 
+/// The flag's value, else the environment variable's, each only if not empty; an empty one
+/// is reported once per process and skipped (so an empty flag falls back to the variable).
+fn non_empty(flag: Option<std::ffi::OsString>, flag_name: &str, var: &str, fallback: &str) -> Option<std::ffi::OsString> {
+    static NOTICED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let notice = |what: String| {
+        let mut noticed = NOTICED.lock().unwrap_or_else(|e| e.into_inner());
+        if !noticed.contains(&what) {
+            eprintln!("notice: {what}");
+            noticed.push(what);
+        }
+    };
+    let flag = flag.filter(|v| {
+        if v.is_empty() {
+            notice(format!("{flag_name} '' is empty, so it is ignored (falling back to {var}, else {fallback})"));
+        }
+        !v.is_empty()
+    });
+    flag.or_else(|| match std::env::var_os(var) {
+        Some(v) if v.is_empty() => {
+            notice(format!("{var} is set but empty, so it is ignored (using {fallback})"));
+            None
+        }
+        other => other,
+    })
+}
+
 /// Attempts per URL; each one resumes where the previous stopped.
 const ATTEMPTS: usize = 3;
 
 impl Source {
     /// The cache from `LTH_DATA_DIR` (else the user's cache folder) and the mirror from
     /// `LTH_DATA_MIRROR`, each overridden by an explicit value (a CLI flag).
+    /// An empty value (`LTH_DATA_DIR=`, `--mirror ''`) is treated as unset, with a notice: an
+    /// empty cache path would download into the current folder, and an empty mirror would
+    /// silently mean the official URLs.
     pub fn from_env(cache: Option<PathBuf>, mirror: Option<String>) -> Self {
-        let cache = cache.or_else(|| std::env::var_os("LTH_DATA_DIR").map(PathBuf::from)).unwrap_or_else(default_cache);
-        let mirror = mirror.or_else(|| std::env::var("LTH_DATA_MIRROR").ok()).filter(|m| !m.is_empty());
+        let cache = non_empty(cache.map(|c| c.into_os_string()), "--data-dir", "LTH_DATA_DIR", "the default cache folder")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_cache);
+        let mirror = non_empty(mirror.map(Into::into), "--mirror", "LTH_DATA_MIRROR", "the official download URLs").map(|m| m.to_string_lossy().into_owned());
         Source { mirror, cache }
     }
 
@@ -174,10 +205,12 @@ fn copy_contents(src: &Path, part: &Path) -> Result<()> {
 }
 
 fn default_cache() -> PathBuf {
-    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME") {
+    // Empty values are unset (an empty XDG_CACHE_HOME would put the cache in the current folder).
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(xdg) = var("XDG_CACHE_HOME") {
         return PathBuf::from(xdg).join("lth");
     }
-    match std::env::var_os("HOME") {
+    match var("HOME") {
         Some(home) => PathBuf::from(home).join(".cache").join("lth"),
         None => PathBuf::from("data"),
     }

@@ -145,6 +145,63 @@ pub struct Comparison {
     pub only_new: usize,
     /// The paper's qualitative patterns; None when the table has no per-level early-stop columns.
     pub patterns: Option<Vec<PatternCheck>>,
+    /// What makes the tables less comparable than their cells suggest: another scale, other
+    /// data, or no provenance file to tell ([`provenance_warnings`]).
+    pub warnings: Vec<String>,
+}
+
+/// What a figure's provenance file (`figN.md`) says about its table.
+pub(super) struct Provenance {
+    /// The figure its title names (`# fig5: …`).
+    pub(super) figure: Option<String>,
+    pub(super) scale: Option<String>,
+    /// Its `data` row per experiment (`conv2` → `synthetic`), for the experiments the table
+    /// has rows of; the counts of finished trainings, which a rerun changes, left out.
+    pub(super) data: BTreeMap<String, String>,
+}
+
+impl Provenance {
+    pub(super) fn beside(csv: &Path) -> Option<Provenance> {
+        let text = std::fs::read_to_string(csv.with_extension("md")).ok()?;
+        let row = |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("| {name} | "))?.strip_suffix(" |"));
+        let figure = text.lines().next().and_then(|l| l.strip_prefix("# ")).and_then(|l| l.split(':').next()).map(str::to_string);
+        let data = row("data")
+            .into_iter()
+            .flat_map(|d| d.split("; "))
+            .filter_map(|entry| {
+                let (experiment, what) = entry.split_once(": ")?;
+                let what = match what.rsplit_once(", ") {
+                    Some((what, counts)) if counts.ends_with("planned trainings finished") => what,
+                    _ => what,
+                };
+                let plain = |t: &str| t.replace(['`', '*'], "");
+                (!what.starts_with("no finished runs")).then(|| (plain(experiment), plain(what)))
+            })
+            .collect();
+        Some(Provenance { figure, scale: row("scale").map(|s| s.trim_matches('`').to_string()), data })
+    }
+}
+
+/// The warnings for two tables whose provenance files name another scale or other data (or
+/// are missing), the sides named by `sides`: cells of a `quick` and a `paper` table differ by
+/// the scale, not by noise, and are still compared, so the reader must be told.
+pub(super) fn provenance_warnings(old: Option<&Provenance>, new: Option<&Provenance>, sides: [&str; 2], stem: &str) -> Vec<String> {
+    let [was_side, now_side] = sides;
+    let shown = |value: &Option<String>| value.as_deref().map(|v| format!("`{v}`")).unwrap_or_else(|| "not recorded".into());
+    let (Some(o), Some(n)) = (old, new) else {
+        return vec![format!("no `{stem}.md` beside the table on one side or both; scale and data not checked")];
+    };
+    let mut warnings = Vec::new();
+    if o.scale != n.scale {
+        warnings.push(format!("scale differs ({was_side} {}, {now_side} {}); compared anyway", shown(&o.scale), shown(&n.scale)));
+    }
+    for (experiment, was) in &o.data {
+        match n.data.get(experiment) {
+            Some(now) if now != was => warnings.push(format!("`{experiment}` trained on other data ({was_side}: {was}; {now_side}: {now}); compared anyway")),
+            _ => {}
+        }
+    }
+    warnings
 }
 
 /// Reads both tables and compares them cell by cell.
@@ -184,7 +241,10 @@ pub fn between(old: &Path, new: &Path) -> Result<Comparison> {
     let patterns = patterns(&old_keys, &old_table)
         .zip(patterns(&old_keys, &new_table))
         .map(|(was, now)| was.into_iter().zip(now).map(|((name, was), (_, now))| (name, was, now)).collect());
+    let stem = new.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let warnings = provenance_warnings(Provenance::beside(old).as_ref(), Provenance::beside(new).as_ref(), ["old", "new"], &stem);
     Ok(Comparison {
+        warnings,
         only_old: old_table.keys().filter(|k| !new_table.contains_key(*k)).count(),
         only_new: new_table.keys().filter(|k| !old_table.contains_key(*k)).count(),
         keys: old_keys,
@@ -231,6 +291,9 @@ impl Comparison {
         let changed = self.changes.len();
         let (compared, only_old, only_new) = (self.compared, self.only_old, self.only_new);
         let mut out = String::from("### Summary\n\n");
+        for warning in &self.warnings {
+            out.push_str(&format!("**Warning:** {warning}.\n\n"));
+        }
         if changed == 0 && only_old == 0 && only_new == 0 {
             out.push_str(&format!("Nothing changed: {compared} cells compared, 0 changed.\n\n"));
         } else {
@@ -337,7 +400,12 @@ pub(super) fn read(path: &Path) -> Result<(Vec<String>, Table)> {
         let key: Vec<String> = keys.iter().map(|&i| record.get(i).unwrap_or_default().to_string()).collect();
         let parse = |i: usize| {
             let cell = record.get(i).unwrap_or_default();
-            cell.parse::<f64>().map_err(|_| corrupt(format!("`{cell}` in column `{}` is not a number", header[i])))
+            match cell.parse::<f64>() {
+                // A NaN is no measurement (a diverged training averaged in): refused, not judged.
+                Ok(v) if v.is_nan() => Err(corrupt(format!("data row {}: `{cell}` in column `{}` is not a measurement; regenerate the table (diverged trainings are left out)", row + 1, header[i]))),
+                Ok(v) => Ok(v),
+                Err(_) => Err(corrupt(format!("`{cell}` in column `{}` is not a number", header[i]))),
+            }
         };
         let n = parse(n_column)? as usize;
         let values =
@@ -381,6 +449,31 @@ mod tests {
         let err = between(&two, &repeated).expect_err("a repeated row").to_string();
         assert!(err.contains("data row 2 repeats the key (procedure=ticket, level=1, remaining=0.8)"), "{err}");
         for path in [two, later, repeated] {
+            let _ = std::fs::remove_dir_all(path.parent().expect("folder"));
+        }
+    }
+
+    /// Issue #29: tables of different scales were compared as if alike, most cells "within
+    /// noise". The provenance beside each table is read, and a difference is said first.
+    #[test]
+    fn tables_of_different_scales_or_data_are_compared_with_a_warning() {
+        let header = "procedure,level,remaining,n,acc_mean,acc_min,acc_max\n";
+        let quick = table("quick", &format!("{header}ticket,1,0.8,2,0.97,0.96,0.98\n"));
+        let paper = table("paper", &format!("{header}ticket,1,0.8,2,0.98,0.97,0.99\n"));
+        let bare = between(&quick, &paper).expect("compare").markdown();
+        assert!(bare.contains("**Warning:** no `fig4.md` beside the table on one side or both; scale and data not checked."), "{bare}");
+        let provenance = |csv: &std::path::Path, scale: &str, data: &str| {
+            let text = format!("# fig4: …\n\n| | |\n|---|---|\n| scale | `{scale}` |\n| data | `conv2`: {data}, 2 of 2 planned trainings finished |\n");
+            std::fs::write(csv.with_extension("md"), text).expect("write provenance");
+        };
+        provenance(&quick, "quick", "real");
+        provenance(&paper, "quick", "real");
+        assert!(!between(&quick, &paper).expect("compare").markdown().contains("Warning"), "alike tables warn of nothing");
+        provenance(&paper, "paper", "synthetic");
+        let text = between(&quick, &paper).expect("compare").markdown();
+        assert!(text.contains("**Warning:** scale differs (old `quick`, new `paper`); compared anyway."), "{text}");
+        assert!(text.contains("**Warning:** `conv2` trained on other data (old: real; new: synthetic); compared anyway."), "{text}");
+        for path in [quick, paper] {
             let _ = std::fs::remove_dir_all(path.parent().expect("folder"));
         }
     }

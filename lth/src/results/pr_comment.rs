@@ -6,8 +6,8 @@
 //! change of scale or data one warning line, never a failed job: the comment is posted
 //! whatever the pull request did to the tables.
 
-use super::compare::{self, Change, Comparison};
-use std::collections::{BTreeMap, BTreeSet};
+use super::compare::{self, Change, Comparison, Provenance};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 /// The comment's hidden first line: the workflow finds its earlier comment by it and updates
@@ -138,60 +138,8 @@ fn compare_one(base: &Path, pr: &Path, table: &str) -> Outcome {
             comparison.only_old, comparison.only_new
         ));
     }
-    let mut warnings = Vec::new();
-    match (old_prov, new_prov) {
-        (Some(o), Some(n)) => {
-            if o.scale != n.scale {
-                warnings.push(format!("scale differs (base {}, pull request {}); compared anyway", shown(&o.scale), shown(&n.scale)));
-            }
-            for (experiment, was) in &o.data {
-                match n.data.get(experiment) {
-                    Some(now) if now != was => {
-                        warnings.push(format!("`{experiment}` trained on other data (base: {was}; pull request: {now}); compared anyway"))
-                    }
-                    _ => {}
-                }
-            }
-        }
-        _ => warnings.push(format!("no `{stem}.md` beside the table on one side or both; scale and data not checked")),
-    }
+    let warnings = compare::provenance_warnings(old_prov.as_ref(), new_prov.as_ref(), ["base", "pull request"], &stem);
     Outcome::Compared { comparison, warnings }
-}
-
-/// What a figure's provenance file (`figN.md`) says about its table.
-struct Provenance {
-    /// The figure its title names (`# fig5: …`).
-    figure: Option<String>,
-    scale: Option<String>,
-    /// Its `data` row per experiment (`conv2` → `synthetic`), for the experiments the table
-    /// has rows of; the counts of finished trainings, which a rerun changes, left out.
-    data: BTreeMap<String, String>,
-}
-
-impl Provenance {
-    fn beside(csv: &Path) -> Option<Provenance> {
-        let text = std::fs::read_to_string(csv.with_extension("md")).ok()?;
-        let row = |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("| {name} | "))?.strip_suffix(" |"));
-        let figure = text.lines().next().and_then(|l| l.strip_prefix("# ")).and_then(|l| l.split(':').next()).map(str::to_string);
-        let data = row("data")
-            .into_iter()
-            .flat_map(|d| d.split("; "))
-            .filter_map(|entry| {
-                let (experiment, what) = entry.split_once(": ")?;
-                let what = match what.rsplit_once(", ") {
-                    Some((what, counts)) if counts.ends_with("planned trainings finished") => what,
-                    _ => what,
-                };
-                let plain = |t: &str| t.replace(['`', '*'], "");
-                (!what.starts_with("no finished runs")).then(|| (plain(experiment), plain(what)))
-            })
-            .collect();
-        Some(Provenance { figure, scale: row("scale").map(|s| s.trim_matches('`').to_string()), data })
-    }
-}
-
-fn shown(value: &Option<String>) -> String {
-    value.as_deref().map(|v| format!("`{v}`")).unwrap_or_else(|| "not recorded".into())
 }
 
 /// The section of a table with changes: counts, the beyond-spread cells, the largest moves,

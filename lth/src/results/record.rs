@@ -30,6 +30,13 @@ pub struct CurveRecord {
     pub test_acc: f64,
 }
 
+/// The first iteration at which a curve's evaluated loss (validation or test) is NaN or
+/// infinite: a diverged training, which tables leave out and name rather than average in.
+/// (The training loss is NaN at a level's first point by design: nothing has trained yet.)
+pub fn diverged_at(curve: &[CurveRecord]) -> Option<usize> {
+    curve.iter().find(|r| !r.val_loss.is_finite() || !r.test_loss.is_finite()).map(|r| r.iteration)
+}
+
 /// Identifies the run and level a curve belongs to.
 #[derive(Debug, Clone)]
 pub struct CurveKey {

@@ -27,7 +27,7 @@ use crate::models::{Architecture, Weights};
 use crate::results::record::{parse_csv, CurveRecord};
 use crate::spec::{RunId, RunSpec};
 use candle_core::{Device, Tensor};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -251,15 +251,15 @@ pub fn redo(path: &Path) -> Result<()> {
     Err(wrong())
 }
 
-/// Writes named tensors as safetensors, atomically.
+/// Writes named tensors as safetensors, atomically. Serialized here and written like every
+/// other run file (so its mode follows the umask: candle's own `save` creates 0600 files, which
+/// another user of a shared results folder cannot read); the bytes are the same.
 pub fn save_tensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).at(parent)?;
     }
-    let tmp = files::unique_temp(path);
-    let map: HashMap<&str, Tensor> = tensors.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    candle_core::safetensors::save(&map, &tmp)?;
-    files::rename(&tmp, path)
+    let bytes = safetensors::serialize(tensors.iter(), None).map_err(|e| Error::Invalid(format!("{}: cannot serialize tensors ({e})", path.display())))?;
+    files::write_atomic(path, &bytes)
 }
 
 pub fn save_weights(weights: &Weights, arch: &Architecture, path: &Path) -> Result<()> {

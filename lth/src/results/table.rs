@@ -19,9 +19,12 @@ pub struct Finished {
     pub records: Vec<CurveRecord>,
     /// The runs the records came from, in plan order.
     pub runs: Vec<RunId>,
-    /// Planned (run, level) trainings, and how many of them are finished.
+    /// Planned (run, level) trainings, and how many of them are finished (diverged ones included).
     pub planned: usize,
     pub finished: usize,
+    /// Finished trainings whose loss went NaN or infinite: `<run> level <L> (iteration <i>)`.
+    /// Their curves are not in `records`: a diverged training is no data point.
+    pub diverged: Vec<String>,
 }
 
 /// The curves of `runs`, and of each only its planned levels, that are finished, each checked
@@ -35,9 +38,15 @@ pub fn load_records(store: &Store, runs: &[PlannedRun]) -> Result<Finished> {
         for &level in &planned.levels {
             out.planned += 1;
             if run.is_done(level) {
-                out.records.extend(run.load_curve(level)?);
+                let curve = run.load_curve(level)?;
                 out.finished += 1;
-                used = true;
+                match super::record::diverged_at(&curve) {
+                    Some(iteration) => out.diverged.push(format!("`{}` level {level} (iteration {iteration})", run.id)),
+                    None => {
+                        out.records.extend(curve);
+                        used = true;
+                    }
+                }
             }
         }
         if used {

@@ -128,9 +128,12 @@ pub(super) struct Row {
 
 /// A figure's table and the scale its provenance names.
 #[derive(Debug, Clone)]
+#[derive(Default)]
 pub(super) struct Table {
     pub(super) scale: String,
     pub(super) rows: Vec<Row>,
+    /// Per experiment, (finished, planned) trainings, as its provenance's `data` row says.
+    pub(super) trainings: BTreeMap<String, (usize, usize)>,
 }
 
 /// The tables of one figures folder, by figure id.
@@ -143,6 +146,9 @@ pub(super) struct Outcome {
     pub(super) measured: String,
     /// "scale, data" of the rows read.
     pub(super) source: String,
+    /// (finished, planned) trainings of the experiments it read, when some are unfinished: a
+    /// verdict that more trainings could still flip.
+    pub(super) provisional: Option<(usize, usize)>,
 }
 
 /// Reads every figure table in `dir` and writes the report to `output`.
@@ -171,7 +177,7 @@ pub(super) fn load(dir: &Path) -> Result<Tables> {
             .ok_or_else(|| Error::Provenance { path: md.clone(), reason: "has no `| scale |` row".into() })?;
         let (keys, table) = compare::read(&csv)?;
         let rows = table.into_iter().map(|(key, metrics)| row(&csv, &keys, &key, metrics, figure, &provenance)).collect::<Result<_>>()?;
-        tables.insert(figure.id.to_string(), Table { scale, rows });
+        tables.insert(figure.id.to_string(), Table { scale, rows, trainings: trainings(&provenance) });
     }
     if tables.is_empty() {
         return Err(Error::NoTables { dir: dir.to_owned() });
@@ -182,6 +188,19 @@ pub(super) fn load(dir: &Path) -> Result<Tables> {
 /// The second cell of the provenance table's `| name | value |` row.
 fn provenance_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().find_map(|line| line.strip_prefix(&format!("| {name} | "))?.strip_suffix(" |"))
+}
+
+/// Per experiment, the "F of P planned trainings finished" of the provenance's `data` row.
+fn trainings(provenance: &str) -> BTreeMap<String, (usize, usize)> {
+    let Some(row) = provenance_value(provenance, "data") else { return BTreeMap::new() };
+    row.split("; ")
+        .filter_map(|entry| {
+            let (experiment, rest) = entry.split_once(": ")?;
+            let counts = rest.rsplit_once(", ")?.1.strip_suffix(" planned trainings finished")?;
+            let (finished, planned) = counts.split_once(" of ")?;
+            Some((experiment.trim_matches('`').to_string(), (finished.parse().ok()?, planned.parse().ok()?)))
+        })
+        .collect()
 }
 
 /// A table row from its key columns. Figure 3's table has no `experiment` or `data` column: its
@@ -227,7 +246,7 @@ pub(super) fn evaluate(claim: &Claim, table: &Table) -> Outcome {
     data.sort_unstable();
     data.dedup();
     let source = format!("{}, {}", table.scale, if data.is_empty() { "no rows".into() } else { data.join(" + ") });
-    let not_tested = |why: String| Outcome { verdict: Verdict::NotTested(why), measured: String::new(), source: source.clone() };
+    let not_tested = |why: String| Outcome { verdict: Verdict::NotTested(why), measured: String::new(), source: source.clone(), provisional: None };
     if !table.rows.iter().any(|r| r.experiment == series.experiment) {
         return not_tested(format!("{}.csv has no `{}` rows", claim.figure, series.experiment));
     }
@@ -238,8 +257,12 @@ pub(super) fn evaluate(claim: &Claim, table: &Table) -> Outcome {
     if table.scale == "smoke" {
         return not_tested("`smoke` scale checks the pipeline, not the paper".into());
     }
+    // A verdict on unfinished tables is kept, and marked with how much of them it saw.
+    let experiments: std::collections::BTreeSet<&str> = [Some(series.experiment), claim.reference_experiment()].into_iter().flatten().collect();
+    let read: Vec<(usize, usize)> = experiments.into_iter().filter_map(|e| table.trainings.get(e).copied()).collect();
+    let provisional = read.iter().any(|&(finished, planned)| finished < planned).then(|| read.iter().fold((0, 0), |(f, p), &(a, b)| (f + a, p + b)));
     match measure(claim, table) {
-        Ok(points) => judge(claim, &points, source),
+        Ok(points) => Outcome { provisional, ..judge(claim, &points, source) },
         // Absent: not trained at this scale, or not finished yet (a run in progress).
         Err(why) => not_tested(format!("{why} among the finished runs of these tables")),
     }
@@ -303,7 +326,7 @@ fn judge(claim: &Claim, points: &[Point], source: String) -> Outcome {
         _ => (points.iter().all(|p| claim.bound.holds(p.value)), points.iter().min_by(|a, b| margin(a).total_cmp(&margin(b)))),
     };
     let Some(p) = shown else {
-        return Outcome { verdict: Verdict::NotTested("no levels".into()), measured: String::new(), source };
+        return Outcome { verdict: Verdict::NotTested("no levels".into()), measured: String::new(), source, provisional: None };
     };
     let (series, (other, other_remaining, reference)) = (claim.subject.0, p.reference);
     let mut measured = format!(
@@ -324,7 +347,7 @@ fn judge(claim: &Claim, points: &[Point], source: String) -> Outcome {
             measured += &format!("; fails at Pm {}", failing.join(", "));
         }
     }
-    Outcome { verdict: if holds { Verdict::Holds } else { Verdict::DoesNotHold }, measured, source }
+    Outcome { verdict: if holds { Verdict::Holds } else { Verdict::DoesNotHold }, measured, source, provisional: None }
 }
 
 /// The distinct (level, Pm) of a series, by level.

@@ -116,7 +116,9 @@ pub(super) fn render(tables: &Tables) -> String {
          its max and min curves; a curve that never reaches it counts as infinitely slow.\n\
          - Verdicts: **holds**, **does not hold**, or *not tested* with the reason: synthetic data (a stand-in for CIFAR-10 says nothing \
          about the paper), `smoke` scale (a pipeline check), or a level or procedure this scale does not train.\n\
-         - Scale and data are each table's own (its `figN.md` and `data` column): one folder may mix scales.\n\n",
+         - Scale and data are each table's own (its `figN.md` and `data` column): one folder may mix scales.\n\
+         - A verdict read from experiments whose planned trainings are not all finished is marked *provisional*, with how many \
+         of them were: the missing trainings could still flip it.\n\n",
         at = 100.0 * AT_TOLERANCE,
         range = 100.0 * RANGE_TOLERANCE,
     );
@@ -133,9 +135,10 @@ pub(super) fn render(tables: &Tables) -> String {
     );
     out.push_str("| claim | paper | rule | measured | scale, data | verdict |\n|---|---|---|---|---|---|\n");
     for ((claim, _), outcome) in claims.iter().zip(&outcomes) {
+        let provisional = outcome.provisional.map(|(f, p)| format!(" (*provisional*: {f} of {p} planned trainings finished)")).unwrap_or_default();
         let verdict = match &outcome.verdict {
-            Verdict::Holds => "**holds**".to_string(),
-            Verdict::DoesNotHold => "**does not hold**".to_string(),
+            Verdict::Holds => format!("**holds**{provisional}"),
+            Verdict::DoesNotHold => format!("**does not hold**{provisional}"),
             Verdict::NotTested(why) => format!("*not tested*: {why}"),
         };
         let _ = writeln!(out, "| `{}` | {} | {} | {} | {} | {verdict} |", claim.id, claim.paper, claim.rule(), outcome.measured, outcome.source);
