@@ -7,7 +7,7 @@
 //! comes with the driver), so a link folder gets both: symlinks, and a stub `libcuda.so.1` of
 //! empty functions named after cudarc's driver API, good for linking only. The real driver's
 //! library is loaded at run time on the GPU machine. With an installed toolkit (`nvcc` on
-//! PATH) the plain cargo build is used. Recipe and measurements: ../shared/CUDA.md.
+//! PATH) the plain cargo build is used. Recipe and sizes: docs/cluster.md.
 //!
 //! Output: `target/cuda/release/lth` and `target/lth-cuda.xz` (about 6 MB, to copy to a GPU
 //! machine), which `xtask/gpu-check.sh` unpacks and runs there without a Rust toolchain.

@@ -30,7 +30,7 @@ pub const PER_FILE: usize = 10_000;
 
 /// The published MD5s of the extracted files, for accepting a copy of `cifar-10-batches-bin/`
 /// that is already on disk (listed identically by rai-project/dldataset and
-/// prabhuomkar/pytorch-cpp; see ../shared/datasets/cifar10-jpeg/README.md).
+/// prabhuomkar/pytorch-cpp; docs/data.md).
 pub const BATCH_MD5: [(&str, &str); 6] = [
     ("data_batch_1.bin", "5dd7e06a14cb22eb9f671a540d1b7c25"),
     ("data_batch_2.bin", "5ea93a67294ea407fff1d09f752e9692"),

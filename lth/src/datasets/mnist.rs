@@ -23,7 +23,7 @@ const fn idx(gz: &'static str, gz_sha: &'static str, name: &'static str, sha256:
     IdxFile { gz: RemoteFile { dataset: "mnist", name: gz, checksum: Checksum::Sha256(gz_sha) }, name, checksum: Checksum::Sha256(sha256) }
 }
 
-// SHA-256 values of the canonical distribution (../shared/datasets/README.md).
+// SHA-256 values of the canonical distribution, as the official files have them (docs/data.md).
 pub const TRAIN_IMAGES: IdxFile = idx(
     "train-images-idx3-ubyte.gz",
     "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
