@@ -1,6 +1,9 @@
 //! The `lth` binary as a user meets it: an end-to-end smoke reproduce, and bad input giving one
 //! clear line that names the file or value and the fix, with a non-zero exit.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -380,8 +383,12 @@ fn prune_lists_first_and_never_deletes_runs_in_use_or_of_unknown_or_damaged_spec
         assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     }
     let runs_of = |name: &str| -> Vec<PathBuf> {
-        let mut runs: Vec<PathBuf> =
-            std::fs::read_dir(out.join("runs")).unwrap().flatten().map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{name}-"))).collect();
+        let mut runs: Vec<PathBuf> = std::fs::read_dir(out.join("runs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{name}-")))
+            .collect();
         runs.sort();
         runs
     };
@@ -393,7 +400,9 @@ fn prune_lists_first_and_never_deletes_runs_in_use_or_of_unknown_or_damaged_spec
     std::fs::write(&spec0, original.replacen("\"batch_size\":60", "\"batch_size\":61", 1)).unwrap();
     std::fs::write(lenet[1].join("spec.json"), "garbage").unwrap();
     std::fs::remove_file(lenet[2].join("spec.json")).unwrap();
-    let runs = |extra: &[&str], experiments: &Path| lth(&[&["runs", "--out", out.to_str().unwrap(), "--experiments", experiments.to_str().unwrap()], extra].concat(), &data);
+    let runs = |extra: &[&str], experiments: &Path| {
+        lth(&[&["runs", "--out", out.to_str().unwrap(), "--experiments", experiments.to_str().unwrap()], extra].concat(), &data)
+    };
     let all_there = |what: &str| {
         for run in lenet.iter().chain(&mylenet) {
             assert!(run.join("level-01/done").exists(), "{what}: {} was deleted", run.display());
@@ -469,7 +478,11 @@ fn an_empty_marker_is_never_trusted_and_adopt_checks_what_it_can() {
     std::fs::write(&curve, &original).unwrap();
     let adopted = adopt();
     let stdout = String::from_utf8_lossy(&adopted.stdout).into_owned();
-    assert!(adopted.status.success() && stdout.contains("to the bit") && stdout.contains("not checked"), "{stdout}{}", String::from_utf8_lossy(&adopted.stderr));
+    assert!(
+        adopted.status.success() && stdout.contains("to the bit") && stdout.contains("not checked"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&adopted.stderr)
+    );
     assert_eq!(std::fs::read(&done).unwrap(), marker, "the adopted marker is not the one training wrote");
     assert!(reproduce().status.success());
     assert_eq!(std::fs::read(figs.join("fig3.csv")).unwrap(), table);
@@ -534,4 +547,16 @@ fn empty_data_settings_are_treated_as_unset_with_a_notice() {
     assert!(stderr.contains("notice: LTH_DATA_DIR is set but empty, so it is ignored (using the default cache folder)"), "{stderr}");
     assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "something was written into the current folder");
     assert!(home.join(".cache/lth/mnist").is_dir(), "MNIST is not in the default cache under HOME");
+}
+
+#[test]
+fn a_command_started_outside_the_project_names_the_flag_that_finds_the_specs() {
+    // `lth runs` (and every command that reads experiment specs) from a folder without
+    // experiments/: the error names --experiments, not just the missing folder.
+    let dir = scratch("outside");
+    for args in [vec!["runs"], vec!["plan", "fig3"], vec!["figure", "fig3"], vec!["goldens"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lth")).args(&args).current_dir(&dir).env("LTH_DATA_DIR", dir.join("data")).output().unwrap();
+        let line = error_line(&out);
+        assert!(line.contains("--experiments experiments") && line.contains("pass --experiments"), "{args:?}: {line}");
+    }
 }

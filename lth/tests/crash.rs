@@ -4,6 +4,9 @@
 //! Some rounds also empty the damaged file's marker, as an unsynced crash can: still refused.
 //! Nothing wrong is ever drawn. Seeded, and bounded to a few rounds of a tiny experiment.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! The generic path through the `lth` binary: `--device cpu-generic` trains on the CPU through
-//! exactly the code a GPU runs (candle's ops; `lth::kernels::device`), so the whole pipeline a
+//! exactly the code a GPU runs (candle's ops; `lth::ops::device`), so the whole pipeline a
 //! CUDA user runs is run on every commit. Each smoke run is made twice, with the CPU kernels
 //! and on the generic path, and the two compared run for run; `lth gpu-check` runs its
 //! self-test. The forward passes at theta0 and the host-read count per step are
@@ -17,6 +17,9 @@
 //! paths trained it under the same mask (always the dense level): where swaps left the masks a
 //! few weights apart the networks differ, and in a reinit control those weights are fresh
 //! draws of full size (VGG-19's first loss moved by 1%).
+
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,7 +47,8 @@ fn mirror() -> String {
 /// `lth args…` with a data cache shared by this test process's runs.
 fn lth(args: &[&str]) -> Output {
     let cache = std::env::temp_dir().join(format!("lth-cli-{}-generic-data", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_lth")).args(args).current_dir(root()).env("LTH_DATA_DIR", cache).env("LTH_DATA_MIRROR", mirror()).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_lth")).args(args).current_dir(root()).env("LTH_DATA_DIR", cache).env("LTH_DATA_MIRROR", mirror()).output().unwrap();
     assert!(out.status.success(), "lth {}:\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     out
 }

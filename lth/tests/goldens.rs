@@ -1,10 +1,13 @@
 //! The golden smoke runs (`lth goldens`): LeNet on real MNIST and Conv-2 on the synthetic set
 //! give exactly the committed digests (`tests/goldens.txt`), with 1 and 2 threads and through
 //! every matrix-product kernel this CPU has (`LTH_KERNELS`). The portable kernel is checked bit
-//! for bit against the others on the products themselves (`models::gemm`'s unit test); run
+//! for bit against the others on the products themselves (`nn::gemm`'s unit test); run
 //! end to end on x86 without hardware FMA it would take minutes per training.
 
-use lth::kernels::gemm::Path as Kernels;
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
+use lth::ops::gemm::Path as Kernels;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -2,6 +2,9 @@
 //! draws the same tables as the folder it came from, and resumes: a training that needs a level
 //! it has only the curve of retrains that level (and what that level reads) to the same bits.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

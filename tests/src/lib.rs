@@ -87,20 +87,20 @@ eval_subset = 500
 
 /// `spec`'s smoke-scale data on the CPU, prepared as its runs prepare it (real MNIST from the
 /// mirror; CIFAR-10 experiments get the synthetic set).
-pub fn smoke_data(spec: &lth::spec::ExperimentSpec) -> lth::datasets::Dataset {
-    use lth::spec::{DataSource, Scale};
-    let source = lth::datasets::fetch::Source { mirror: Some(mirror()), cache: data_cache() };
-    let raw = lth::datasets::load(spec.method.dataset, DataSource::Synthetic, &source).expect("loading the dataset");
+pub fn smoke_data(spec: &lth::base::spec::ExperimentSpec) -> lth::data::Dataset {
+    use lth::base::spec::{DataSource, Scale};
+    let source = lth::data::fetch::Source { mirror: Some(mirror()), cache: data_cache() };
+    let raw = lth::data::load(spec.method.dataset, DataSource::Synthetic, &source).expect("loading the dataset");
     let plan = spec.plan(Scale::Smoke, None, DataSource::Synthetic).expect("a smoke scale");
     raw.prepare(&plan[0].spec, &candle_core::Device::Cpu).expect("preparing the dataset")
 }
 
 /// Trains every smoke-scale run of `spec` into a new scratch results folder.
-pub fn run_smoke(spec: &lth::spec::ExperimentSpec, data: &lth::datasets::Dataset) -> lth::results::store::Store {
-    use lth::spec::{DataSource, Scale};
-    let store = lth::results::store::Store::new(scratch(&format!("smoke-{}", spec.name)));
+pub fn run_smoke(spec: &lth::base::spec::ExperimentSpec, data: &lth::data::Dataset) -> lth::store::runs::Store {
+    use lth::base::spec::{DataSource, Scale};
+    let store = lth::store::runs::Store::new(scratch(&format!("smoke-{}", spec.name)));
     for planned in spec.plan(Scale::Smoke, None, DataSource::Synthetic).expect("a smoke scale") {
-        lth::lottery::run(&planned, &store, data, &candle_core::Device::Cpu, &lth::progress::Progress::new(0, 0)).expect("a smoke run");
+        lth::lottery::procedure::run(&planned, &store, data, &candle_core::Device::Cpu, &lth::train::progress::Progress::new(0, 0)).expect("a smoke run");
     }
     store
 }

@@ -3,17 +3,20 @@
 //! candle's conv2d, the paper's Pm grid, learning above chance, and the pruning invariants and
 //! determinism of the LeNet slice, now for convolution kernels.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use candle_core::{Device, Tensor, Var};
-use lth::datasets::cifar10::{self, RECORD};
-use lth::datasets::fetch::{Checksum, RemoteFile, Source};
-use lth::datasets::{self, synthetic};
-use lth::kernels::im2col::conv3x3;
-use lth::masks::Mask;
-use lth::models::{Architecture, LayerKind};
-use lth::progress::Progress;
-use lth::pruning;
-use lth::results::store::{load_weights, Store};
-use lth::spec::{DataSource, ExperimentSpec, ModelKind, Procedure, Scale};
+use lth::base::spec::{DataSource, ExperimentSpec, ModelKind, Procedure, Scale};
+use lth::data::cifar10::{self, RECORD};
+use lth::data::fetch::{Checksum, RemoteFile, Source};
+use lth::data::{self, synthetic};
+use lth::nn::{Architecture, LayerKind};
+use lth::ops::im2col::conv3x3;
+use lth::sparsity::masks::Mask;
+use lth::sparsity::pruning;
+use lth::store::runs::{load_weights, Store};
+use lth::train::progress::Progress;
 use lth_tests::scratch;
 use std::path::Path;
 
@@ -54,7 +57,7 @@ fn the_archive_has_the_real_layout_and_channel_order() {
     let (train, test) = cifar10::load_dir(&dir).unwrap();
     assert_eq!((train.n, test.n, test.shape), (150, 30, [3, 32, 32]));
     assert_eq!(test.labels[0], 3);
-    let raw = datasets::RawDataset { kind: lth::spec::DatasetKind::Cifar10, train, test };
+    let raw = data::RawDataset { kind: lth::base::spec::DatasetKind::Cifar10, train, test };
     let spec = experiment("conv2");
     let mut run = spec.plan(Scale::Smoke, None, DataSource::Synthetic).unwrap()[0].spec.clone();
     run.method.validation_size = 50;
@@ -103,7 +106,7 @@ fn a_wrong_checksum_a_truncated_file_and_a_wrong_size_are_named() {
 fn changed_pixels_in_the_cache_are_refused_and_a_cache_without_digests_is_extracted_again() {
     let dir = scratch("cifar-cache");
     let source = Source { mirror: None, cache: dir.join("cache") };
-    let original = datasets::load(lth::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap();
+    let original = data::load(lth::base::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap();
     let batches = synthetic::fetch_cifar10(&source.cache).unwrap();
     // One pixel byte of the extracted synthetic set: one line naming the file and the fix.
     let path = batches.join("data_batch_2.bin");
@@ -111,22 +114,23 @@ fn changed_pixels_in_the_cache_are_refused_and_a_cache_without_digests_is_extrac
     let mut changed = bytes.clone();
     changed[RECORD * 7 + 100] ^= 0x10;
     std::fs::write(&path, &changed).unwrap();
-    let line = datasets::load(lth::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap_err().to_string();
+    let line = data::load(lth::base::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap_err().to_string();
     assert!(line.contains("data_batch_2.bin") && line.contains("changed in the cache") && line.contains("delete it") && !line.contains('\n'), "{line}");
     // A cache as an lth without digests left it (and its changed pixel): extracted again, not trusted.
     std::fs::remove_file(batches.join(cifar10::DIGESTS)).unwrap();
-    let again = datasets::load(lth::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap();
+    let again = data::load(lth::base::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap();
     assert!(again.train.pixels == original.train.pixels && again.test.pixels == original.test.pixels);
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     // Nothing is left staged in the cache.
-    let leftovers: Vec<_> = std::fs::read_dir(batches.parent().unwrap()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(batches.parent().unwrap()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
 fn conv3x3_matches_candles_conv2d_forward_and_backward() {
     let dev = Device::Cpu;
-    let mut rng = lth::seeds::stream(5, lth::seeds::Purpose::Init);
+    let mut rng = lth::base::seeds::stream(5, lth::base::seeds::Purpose::Init);
     let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0)).collect() };
     // 11 images span two of the kernel's groups of 8 (the groups' gradients are summed).
     for (n, c, h, w, o) in [(3, 5, 7, 6, 4), (11, 3, 5, 4, 6)] {
@@ -153,7 +157,7 @@ fn conv3x3_matches_candles_conv2d_forward_and_backward() {
 fn the_pm_grid_matches_the_paper() {
     let pm = |kind: ModelKind, conv: f64, rounds: usize| {
         let arch = Architecture::of(kind);
-        let spec = lth::spec::PruningSpec { scope: lth::spec::PruningScope::Layerwise, conv: Some(conv), fc: 0.2, output: 0.1 };
+        let spec = lth::base::spec::PruningSpec { scope: lth::base::spec::PruningScope::Layerwise, conv: Some(conv), fc: 0.2, output: 0.1 };
         let rates = pruning::rates(&arch, &spec);
         let kept: usize = arch.prunable().zip(&rates).map(|(p, (_, r))| pruning::survivors_after(p.numel(), *r, rounds)).sum();
         100.0 * kept as f64 / arch.n_weights() as f64
@@ -171,28 +175,28 @@ fn experiment(name: &str) -> ExperimentSpec {
 }
 
 /// Runs the smoke-scale ticket run of `name` on the synthetic set into `out`, levels 0..=`levels`.
-fn ticket_run(name: &str, levels: usize, out: &Path) -> (ExperimentSpec, lth::results::store::RunDir) {
+fn ticket_run(name: &str, levels: usize, out: &Path) -> (ExperimentSpec, lth::store::runs::RunDir) {
     let spec = experiment(name);
     let mut planned = spec.plan(Scale::Smoke, None, DataSource::Synthetic).unwrap().remove(0);
     assert_eq!(planned.spec.procedure, Procedure::Ticket);
     planned.levels.truncate(levels + 1);
     let data = synthetic_raw().prepare(&planned.spec, &Device::Cpu).unwrap();
     let store = Store::new(out);
-    lth::lottery::run(&planned, &store, &data, &Device::Cpu, &Progress::new(0, 0)).unwrap();
+    lth::lottery::procedure::run(&planned, &store, &data, &Device::Cpu, &Progress::new(0, 0)).unwrap();
     let dir = store.existing(&planned.spec);
     (spec, dir)
 }
 
 /// The synthetic set, generated and loaded once per test process.
-fn synthetic_raw() -> &'static datasets::RawDataset {
-    static RAW: std::sync::OnceLock<datasets::RawDataset> = std::sync::OnceLock::new();
+fn synthetic_raw() -> &'static data::RawDataset {
+    static RAW: std::sync::OnceLock<data::RawDataset> = std::sync::OnceLock::new();
     RAW.get_or_init(|| {
         let source = Source { mirror: None, cache: lth_tests::data_cache() };
-        datasets::load(lth::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap()
+        data::load(lth::base::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap()
     })
 }
 
-fn final_test_acc(dir: &lth::results::store::RunDir, level: usize) -> f64 {
+fn final_test_acc(dir: &lth::store::runs::RunDir, level: usize) -> f64 {
     let curve = std::fs::read_to_string(dir.curve_path(level)).unwrap();
     let last = curve.lines().last().unwrap();
     last.split(',').last().unwrap().parse().unwrap()
@@ -237,9 +241,15 @@ fn conv_kernels_keep_the_pruning_invariants_and_runs_are_deterministic() {
             assert_eq!(layer.remaining(), pruning::survivors_after(p.numel(), rate, level), "{} level {level}", p.name);
             assert!(layer.keep.iter().zip(&trained[&p.name]).all(|(&k, &w)| k == 1.0 || w == 0.0), "{}: a pruned weight moved", p.name);
         }
-        let (start_mask, start) =
-            lth::lottery::level_start(&experiment("conv2").plan(Scale::Smoke, None, DataSource::Synthetic).unwrap()[0].spec, &arch, &a, &a, &theta0, level)
-                .unwrap();
+        let (start_mask, start) = lth::lottery::procedure::level_start(
+            &experiment("conv2").plan(Scale::Smoke, None, DataSource::Synthetic).unwrap()[0].spec,
+            &arch,
+            &a,
+            &a,
+            &theta0,
+            level,
+        )
+        .unwrap();
         assert_eq!(start_mask, mask);
         assert!(start == theta0, "level {level} does not restart from theta0");
         previous = mask;

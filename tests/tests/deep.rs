@@ -4,18 +4,22 @@
 //! variants, seeded augmentation, and on the synthetic set: learning above chance, BatchNorm
 //! restarting from theta0 at every level, and bit-identical reruns.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use candle_core::{Device, Tensor, Var};
-use lth::datasets::{self, augment::Augment, fetch::Source};
-use lth::kernels::batchnorm::{train_candle, BatchNorm, Mode};
-use lth::kernels::im2col::conv;
-use lth::masks::Mask;
-use lth::models::{self, Architecture, LayerKind, Params, Weights};
-use lth::progress::Progress;
-use lth::pruning;
-use lth::results::store::{load_weights, RunDir, Store};
-use lth::schedule::Schedule;
-use lth::seeds::{stream, Purpose};
-use lth::spec::{DataSource, ExperimentSpec, ModelKind, Procedure, PruningScope, PruningSpec, Scale};
+use lth::base::seeds::{stream, Purpose};
+use lth::base::spec::{DataSource, ExperimentSpec, ModelKind, Procedure, PruningScope, PruningSpec, Scale};
+use lth::data::{self, augment::Augment, fetch::Source};
+use lth::nn::batchnorm::{BatchNorm, Mode};
+use lth::nn::{self, Architecture, LayerKind, Params, Weights};
+use lth::ops::batchnorm::train_candle;
+use lth::ops::im2col::conv;
+use lth::sparsity::masks::Mask;
+use lth::sparsity::pruning;
+use lth::store::runs::{load_weights, RunDir, Store};
+use lth::train::progress::Progress;
+use lth::train::schedule::Schedule;
 use lth_tests::scratch;
 use std::path::Path;
 
@@ -65,7 +69,7 @@ fn strided(xs: &Tensor, stride: usize) -> Tensor {
     xs.index_select(&pick(h), 2).unwrap().index_select(&pick(w), 3).unwrap()
 }
 
-/// A BatchNorm layer over fresh parameters, as `models::initial_weights` sets them up.
+/// A BatchNorm layer over fresh parameters, as `nn::initial_weights` sets them up.
 fn batchnorm_params(c: usize, scale: Vec<f32>, shift: Vec<f32>) -> Params {
     let mut params = Params::new();
     for (name, values) in [("bn.scale", scale), ("bn.shift", shift), ("bn.running_mean", vec![0.0; c]), ("bn.running_var", vec![1.0; c])] {
@@ -156,7 +160,7 @@ fn the_pm_grid_matches_the_paper() {
 
 #[test]
 fn global_pruning_ranks_all_convolutions_together() {
-    use lth::models::ParamInfo;
+    use lth::nn::ParamInfo;
     let info = |name: &str, n: usize, kind| ParamInfo { name: name.into(), shape: vec![n], prunable: Some(kind), fan_in: 1, fan_out: 1 };
     let arch = Architecture {
         params: vec![
@@ -192,7 +196,7 @@ fn global_pruning_ranks_all_convolutions_together() {
     assert_eq!(kept(&oneshot), 6);
     // On a real network: exact counts over the 3x3 convolutions, shortcuts and output untouched.
     let arch = Architecture::of(ModelKind::Resnet18);
-    let theta = models::initial_weights(&arch, &mut stream(9, Purpose::Init));
+    let theta = nn::initial_weights(&arch, &mut stream(9, Purpose::Init));
     let mut mask = Mask::dense(&arch);
     for round in 1..=3 {
         let next = pruning::prune_round(&arch, &spec, &theta, &mask);
@@ -211,7 +215,7 @@ fn the_schedules_of_all_six_variants_follow_the_formula() {
     for name in VARIANTS {
         let spec = experiment(name);
         let lr = match spec.method.optimizer {
-            lth::spec::OptimizerSpec::Sgd { lr, .. } => lr,
+            lth::base::spec::OptimizerSpec::Sgd { lr, .. } => lr,
             _ => panic!("{name}: SGD expected"),
         };
         let s = spec.method.lr_schedule.clone().unwrap();
@@ -294,23 +298,23 @@ fn augmentation_is_seeded() {
 }
 
 /// The synthetic set, generated and loaded once per test process.
-fn synthetic_raw() -> &'static datasets::RawDataset {
-    static RAW: std::sync::OnceLock<datasets::RawDataset> = std::sync::OnceLock::new();
+fn synthetic_raw() -> &'static data::RawDataset {
+    static RAW: std::sync::OnceLock<data::RawDataset> = std::sync::OnceLock::new();
     RAW.get_or_init(|| {
         let source = Source { mirror: None, cache: lth_tests::data_cache() };
-        datasets::load(lth::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap()
+        data::load(lth::base::spec::DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap()
     })
 }
 
 /// Runs `name`'s smoke ticket run, with `edit` applied to its spec, levels 0..=`levels`.
-fn ticket_run(name: &str, levels: usize, out: &Path, edit: impl Fn(&mut lth::spec::RunSpec)) -> (lth::spec::RunSpec, RunDir) {
+fn ticket_run(name: &str, levels: usize, out: &Path, edit: impl Fn(&mut lth::base::spec::RunSpec)) -> (lth::base::spec::RunSpec, RunDir) {
     let mut planned = experiment(name).plan(Scale::Smoke, None, DataSource::Synthetic).unwrap().remove(0);
     assert_eq!(planned.spec.procedure, Procedure::Ticket);
     edit(&mut planned.spec);
     planned.levels = (0..=levels).collect();
     let data = synthetic_raw().prepare(&planned.spec, &Device::Cpu).unwrap();
     let store = Store::new(out);
-    lth::lottery::run(&planned, &store, &data, &Device::Cpu, &Progress::new(0, 0)).unwrap();
+    lth::lottery::procedure::run(&planned, &store, &data, &Device::Cpu, &Progress::new(0, 0)).unwrap();
     let dir = store.existing(&planned.spec);
     (planned.spec, dir)
 }
@@ -339,7 +343,7 @@ fn resnet_learns_restarts_batchnorm_from_theta0_and_reruns_bit_identically() {
         assert_ne!(trained["block4.bn2.running_mean"], theta0["block4.bn2.running_mean"]);
         assert_ne!(trained["block4.bn2.scale"], theta0["block4.bn2.scale"]);
         // ...and every level starts again from theta0, BatchNorm state included.
-        let (_, start) = lth::lottery::level_start(&spec, &arch, &a, &a, &theta0, level).unwrap();
+        let (_, start) = lth::lottery::procedure::level_start(&spec, &arch, &a, &a, &theta0, level).unwrap();
         assert!(start == theta0, "level {level} does not restart from theta0");
     }
 }

@@ -3,10 +3,13 @@
 //! curve says what happened) but tables leave it out, the provenance names it, and a figure with
 //! nothing else to draw is refused with the fix.
 
-use lth::results::figures::{self, Provenance};
-use lth::results::record::diverged_at;
-use lth::results::table;
-use lth::spec::{DataSource, ExperimentSpec, Scale};
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
+use lth::base::spec::{DataSource, ExperimentSpec, Scale};
+use lth::report::figures::{self, Provenance};
+use lth::report::table;
+use lth::store::record::diverged_at;
 use lth_tests::{run_smoke, scratch, smoke_data, TINY_LENET};
 
 #[test]

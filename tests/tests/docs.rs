@@ -2,6 +2,9 @@
 //! CHANGELOG.md, docs/ and the figures' provenance files names a file of the repository, and
 //! nothing cites the paper's notes by a name other than `docs/paper.md`.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -9,7 +12,7 @@ fn root() -> PathBuf {
 }
 
 /// Folders never read: build output, git's own files, and committed results folders (thousands
-/// of curves that cite nothing; `lth/src/results/` is code and is read).
+/// of curves that cite nothing; `lth/src/report/` is code and is read).
 fn skipped(path: &Path) -> bool {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     matches!(name.as_str(), "target" | ".git") || (name == "results" && path.join("runs").is_dir())

@@ -2,10 +2,13 @@
 //! final test accuracy exactly, is smaller than the dense file once sparse enough, and a
 //! corrupt or mismatched file is one error naming it.
 
-use lth::datasets::Dataset;
-use lth::export::{self, Ticket};
-use lth::results::store::{RunDir, Store};
-use lth::spec::{DataSource, ExperimentSpec, Scale};
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
+use lth::base::spec::{DataSource, ExperimentSpec, Scale};
+use lth::data::Dataset;
+use lth::store::runs::{RunDir, Store};
+use lth::tools::export::{self, Ticket};
 use lth_tests::{run_smoke, scratch, smoke_data, TINY_LENET};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -52,7 +55,7 @@ fn an_exported_ticket_reads_back_and_scores_the_runs_final_test_accuracy_exactly
         let (_, acc) = export::evaluate(&loaded, data, &candle_core::Device::Cpu, true).unwrap();
         assert_eq!(acc, curve.last().unwrap().test_acc, "level {level}");
         // The trained weights themselves, not just the score: the same bits where kept.
-        let trained = ticket_run().load_final(level, &lth::models::Architecture::of(loaded.spec.method.model)).unwrap();
+        let trained = ticket_run().load_final(level, &lth::nn::Architecture::of(loaded.spec.method.model)).unwrap();
         for (name, values) in &loaded.weights {
             let keep = loaded.mask.layers.get(name).map(|l| &l.keep);
             for (i, &v) in values.iter().enumerate() {
@@ -153,14 +156,14 @@ fn a_rewound_resnet_ticket_ships_with_its_batchnorm_state() {
     let data = smoke_data(&spec);
     let ticket = spec.plan(Scale::Smoke, None, DataSource::Synthetic).unwrap().into_iter().next().unwrap();
     let store = Store::new(scratch("resnet-rewind"));
-    lth::lottery::run(&ticket, &store, &data, &candle_core::Device::Cpu, &lth::progress::Progress::new(0, 0)).unwrap();
+    lth::lottery::procedure::run(&ticket, &store, &data, &candle_core::Device::Cpu, &lth::train::progress::Progress::new(0, 0)).unwrap();
     let run = store.existing(&ticket.spec);
-    let arch = lth::models::Architecture::of(spec.method.model);
+    let arch = lth::nn::Architecture::of(spec.method.model);
     let theta0 = run.load_init(&arch).unwrap();
     let theta_k = run.load_rewind(&arch).unwrap();
     let moved = |suffix: &str| theta_k.iter().filter(|(n, _)| n.ends_with(suffix)).any(|(n, v)| v != &theta0[n]);
     assert!(moved(".running_mean") && moved(".running_var"), "θk holds BatchNorm's running statistics after step k");
-    let (_, start) = lth::lottery::level_start(&ticket.spec, &arch, &run, &run, &theta0, 1).unwrap();
+    let (_, start) = lth::lottery::procedure::level_start(&ticket.spec, &arch, &run, &run, &theta0, 1).unwrap();
     assert_eq!(start, theta_k);
     let exported = export::ticket_of(&run, 1).unwrap();
     let file = scratch("resnet-export").join("resnet.sparse.safetensors");

@@ -2,9 +2,12 @@
 //! a good file, a connection that drops mid-file (resumed with a Range request), a corrupted
 //! file, an unreachable mirror, a corrupt cached file, and IDX parsing errors.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use flate2::{write::GzEncoder, Compression};
-use lth::datasets::fetch::{Checksum, RemoteFile, Source};
-use lth::datasets::mnist::{self, IdxFile};
+use lth::data::fetch::{Checksum, RemoteFile, Source};
+use lth::data::mnist::{self, IdxFile};
 use lth::Error;
 use lth_tests::scratch;
 use sha2::{Digest, Sha256};

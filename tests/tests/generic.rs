@@ -1,19 +1,22 @@
-//! The generic path (the code a GPU runs: candle's ops, `lth::kernels::device`) on the CPU,
+//! The generic path (the code a GPU runs: candle's ops, `lth::ops::device`) on the CPU,
 //! in process: every network's forward pass at its initial weights agrees with the CPU
 //! kernels', and a training step reads nothing back from the device outside the evaluations.
 //! The whole pipeline through `lth --device cpu-generic`, and its equivalence with the CPU
 //! kernels run for run, is `lth/tests/generic.rs`.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use candle_core::{Device, Tensor};
-use lth::datasets::augment::Augment;
-use lth::datasets::{Dataset, Split};
-use lth::kernels::device::{reads, with_path};
-use lth::masks::Mask;
-use lth::models::{self, Architecture, Dropout};
-use lth::optim::{AdamConfig, Rule, SgdConfig};
-use lth::seeds::{stream, Purpose};
-use lth::spec::{Augmentation, ModelKind, Normalisation};
-use lth::training::{self, CurvePoint, Observer, TrainConfig};
+use lth::base::seeds::{stream, Purpose};
+use lth::base::spec::{Augmentation, ModelKind, Normalisation};
+use lth::data::augment::Augment;
+use lth::data::{Dataset, Split};
+use lth::nn::{self, Architecture, Dropout};
+use lth::ops::device::{reads, with_path};
+use lth::sparsity::masks::Mask;
+use lth::train::optim::{AdamConfig, Rule, SgdConfig};
+use lth::train::training::{self, CurvePoint, Observer, TrainConfig};
 
 const NETWORKS: [ModelKind; 6] = [ModelKind::Lenet300100, ModelKind::Conv2, ModelKind::Conv4, ModelKind::Conv6, ModelKind::Vgg19, ModelKind::Resnet18];
 
@@ -30,8 +33,8 @@ fn images(kind: ModelKind, n: usize) -> Tensor {
 fn logits(kind: ModelKind, xs: &Tensor, generic: bool) -> (Vec<f32>, Vec<f32>) {
     with_path(generic, || {
         let arch = Architecture::of(kind);
-        let params = models::to_params(&arch, &models::initial_weights(&arch, &mut stream(0, Purpose::Init)), &Device::Cpu).unwrap();
-        let net = models::build(kind, &params, &models::linear::Compact::none()).unwrap();
+        let params = nn::to_params(&arch, &nn::initial_weights(&arch, &mut stream(0, Purpose::Init)), &Device::Cpu).unwrap();
+        let net = nn::build(kind, &params, &nn::linear::Compact::none()).unwrap();
         let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         (flat(net.forward_t(xs, None).unwrap()), flat(net.forward(xs).unwrap()))
     })
@@ -54,13 +57,12 @@ fn every_network_gives_the_same_logits_at_theta0_on_both_paths() {
     }
 }
 
-
 /// Seeded images of `kind` with labels 0..9 in turn.
 fn split(kind: ModelKind, n: usize) -> Split {
     Split { images: images(kind, n), labels: Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu).unwrap() }
 }
 
-/// Counts the device-to-host reads (`kernels::device::reads`) between the observer's calls:
+/// Counts the device-to-host reads (`ops::device::reads`) between the observer's calls:
 /// `per_step[i]` is what step i + 1 read (its evaluation, if any, comes after and is counted in
 /// `per_evaluation`).
 #[derive(Default)]
@@ -91,21 +93,19 @@ fn a_training_step_on_the_generic_path_reads_nothing_back_from_the_device() {
     let sgd = Rule::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 });
     let augmentation = Augmentation { flip: true, pad: 4 };
     let norm = Normalisation { mean: vec![0.5; 3], std: vec![0.25; 3] };
-    for (kind, rule, dropout, augment) in [
-        (ModelKind::Lenet300100, adam, false, false),
-        (ModelKind::Conv2, adam, true, false),
-        (ModelKind::Resnet18, sgd, false, true),
-    ] {
+    for (kind, rule, dropout, augment) in
+        [(ModelKind::Lenet300100, adam, false, false), (ModelKind::Conv2, adam, true, false), (ModelKind::Resnet18, sgd, false, true)]
+    {
         let data = Dataset { train: split(kind, 16), validation: split(kind, 6), test: split(kind, 6) };
         let arch = Architecture::of(kind);
-        let theta0 = models::initial_weights(&arch, &mut stream(0, Purpose::Init));
+        let theta0 = nn::initial_weights(&arch, &mut stream(0, Purpose::Init));
         // One magnitude-pruning round's mask: the pruned weights' masking runs too.
-        let spec = lth::spec::PruningSpec { scope: lth::spec::PruningScope::Layerwise, conv: Some(0.2), fc: 0.2, output: 0.1 };
-        let mask = lth::pruning::prune_round(&arch, &spec, &theta0, &Mask::dense(&arch));
+        let spec = lth::base::spec::PruningSpec { scope: lth::base::spec::PruningScope::Layerwise, conv: Some(0.2), fc: 0.2, output: 0.1 };
+        let mask = lth::sparsity::pruning::prune_round(&arch, &spec, &theta0, &Mask::dense(&arch));
         let config = TrainConfig { iterations: 3, eval_every: 2, batch_size: 8, optimizer: rule, sparse_kernels: true, lr_schedule: None, start_iteration: 0 };
         let mut counter = ReadCounter::default();
         with_path(true, || {
-            let params = models::to_params(&arch, &theta0, &Device::Cpu).unwrap();
+            let params = nn::to_params(&arch, &theta0, &Device::Cpu).unwrap();
             let dropout = dropout.then(|| Dropout::new(0.5, stream(0, Purpose::Dropout)));
             let augment = augment.then(|| Augment::new(&augmentation, &norm, stream(0, Purpose::Augmentation)));
             counter.last = reads();

@@ -1,16 +1,19 @@
-//! Memory across levels on the generic path (`lth::kernels::device`): a Conv-2 ticket run of
+//! Memory across levels on the generic path (`lth::ops::device`): a Conv-2 ticket run of
 //! four levels, each built afresh from theta0 and the level's mask, leaves the process's
 //! resident memory where the first pruned level left it. On the CPU the generic path's tensors
-//! live in the heap, and jemalloc (`lth`'s allocator) keeps freed pages and reuses them, so a
+//! live in the heap, and jemalloc (the allocator `lth` and its tests choose) keeps freed pages and reuses them, so a
 //! level that frees what it allocated adds nothing; one that kept a copy of theta0, the masks,
 //! the optimizer state or the images alive (17 MB for Conv-2's weights alone) would show. Its
 //! own test binary, so that no other test's memory moves the measurement.
 
-use lth::datasets::{self, fetch::Source};
-use lth::kernels::device::with_path;
-use lth::progress::Progress;
-use lth::results::store::Store;
-use lth::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
+use lth::base::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
+use lth::data::{self, fetch::Source};
+use lth::ops::device::with_path;
+use lth::store::runs::Store;
+use lth::train::progress::Progress;
 use lth_tests::{data_cache, scratch};
 use std::path::Path;
 
@@ -44,14 +47,14 @@ fn levels_on_the_generic_path_leave_resident_memory_flat() {
     let planned = spec.plan(Scale::Smoke, None, DataSource::Synthetic).unwrap().remove(0);
     assert_eq!(planned.levels, vec![0, 1, 2, 3]);
     let source = Source { mirror: None, cache: data_cache() };
-    let data = datasets::load(DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap().prepare(&planned.spec, &candle_core::Device::Cpu).unwrap();
+    let data = data::load(DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap().prepare(&planned.spec, &candle_core::Device::Cpu).unwrap();
     let (store, progress) = (Store::new(&dir.join("results")), Progress::new(0, 0));
     let after: Vec<u64> = with_path(true, || {
         planned
             .levels
             .iter()
             .map(|&level| {
-                lth::lottery::run_level(&planned.spec, level, false, &store, &data, &candle_core::Device::Cpu, &progress, 1).unwrap();
+                lth::lottery::procedure::run_level(&planned.spec, level, false, &store, &data, &candle_core::Device::Cpu, &progress, 1).unwrap();
                 resident()
             })
             .collect()
@@ -60,5 +63,10 @@ fn levels_on_the_generic_path_leave_resident_memory_flat() {
     // pruned levels allocate the same shapes again. A quarter of one copy of the weights.
     let limit = 4 << 20;
     let growth = after[3].saturating_sub(after[1]);
-    assert!(growth < limit, "resident memory grew by {} KiB from level 1 to level 3 (after each level: {:?} KiB)", growth >> 10, after.iter().map(|b| b >> 10).collect::<Vec<_>>());
+    assert!(
+        growth < limit,
+        "resident memory grew by {} KiB from level 1 to level 3 (after each level: {:?} KiB)",
+        growth >> 10,
+        after.iter().map(|b| b >> 10).collect::<Vec<_>>()
+    );
 }

@@ -5,13 +5,16 @@
 //! the fix. Runs on a copy name it in their tables, figures and provenance. The last test reads
 //! the real JPEG copy in the mirror.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use flate2::{write::GzEncoder, Compression};
 use image::{DynamicImage, ImageOutputFormat, Rgb, RgbImage};
-use lth::datasets::copies::{self, Expected};
-use lth::datasets::image_folder::{Counts, CLASSES};
-use lth::datasets::{self, cifar10, fetch::Source};
-use lth::results::figures;
-use lth::spec::{Codec, DataSource, DatasetKind, ExperimentSpec, ImageCopy, Scale};
+use lth::base::spec::{Codec, DataSource, DatasetKind, ExperimentSpec, ImageCopy, Scale};
+use lth::data::copies::{self, Expected};
+use lth::data::image_folder::{Counts, CLASSES};
+use lth::data::{self, cifar10, fetch::Source};
+use lth::report::figures;
 use lth_tests::scratch;
 use std::path::{Path, PathBuf};
 
@@ -76,8 +79,8 @@ fn source(dir: &Path) -> Source {
     Source { mirror: None, cache: dir.join("cache") }
 }
 
-fn load(images: DataSource, source: &Source) -> datasets::RawDataset {
-    datasets::load(DatasetKind::Cifar10, images, source).unwrap()
+fn load(images: DataSource, source: &Source) -> data::RawDataset {
+    data::load(DatasetKind::Cifar10, images, source).unwrap()
 }
 
 /// The refusal of a copy as one line, checked to be one line that names `names` and a fix.
@@ -134,7 +137,7 @@ fn a_png_folder_loads_with_labels_shapes_and_order_and_is_decoded_once() {
     bytes[0] = 9;
     std::fs::write(&cached, bytes).unwrap();
     assert_eq!(copies::prepare(copy.to_str().unwrap(), &source(&dir), &expected()).unwrap(), images);
-    let line = datasets::load(DatasetKind::Cifar10, images, &source(&dir)).unwrap_err().to_string();
+    let line = data::load(DatasetKind::Cifar10, images, &source(&dir)).unwrap_err().to_string();
     assert!(line.contains(cifar10::TRAIN_FILES[0]) && line.contains("changed in the cache") && line.contains(&folder.display().to_string()), "{line}");
     // A decode by an lth that recorded no digests is decoded again, back to the copy's labels.
     std::fs::remove_file(folder.join(cifar10::DIGESTS)).unwrap();
@@ -150,7 +153,7 @@ fn a_jpeg_archive_loads_is_named_by_its_sha256_and_marked_lossy_in_run_ids() {
     pack(&copy, "cifar10", &archive);
     let images = copies::prepare(archive.to_str().unwrap(), &source(&dir), &expected()).unwrap();
     let DataSource::Copy(id) = images else { panic!("{images}") };
-    assert_eq!((id.codec, id.hex()), (Codec::Jpeg, lth::files::digest_file::<sha2::Sha256>(&archive).unwrap()));
+    assert_eq!((id.codec, id.hex()), (Codec::Jpeg, lth::base::files::digest_file::<sha2::Sha256>(&archive).unwrap()));
     let raw = load(images, &source(&dir));
     assert_eq!((raw.train.n, raw.test.n), (30, 20));
     // JPEG is lossy: close to the pattern, not equal to it.
@@ -182,9 +185,9 @@ fn runs_on_a_copy_name_it_in_their_table_figure_titles_and_provenance() {
     (sizes.reinit_levels, sizes.random_prune_levels, sizes.oneshot_levels) = (vec![1], vec![], vec![]);
     let plan = spec.plan(Scale::Smoke, None, images).unwrap();
     let data = load(images, &source(&dir)).prepare(&plan[0].spec, &candle_core::Device::Cpu).unwrap();
-    let store = lth::results::store::Store::new(dir.join("results"));
+    let store = lth::store::runs::Store::new(dir.join("results"));
     for planned in &plan {
-        lth::lottery::run(planned, &store, &data, &candle_core::Device::Cpu, &lth::progress::Progress::new(0, 0)).unwrap();
+        lth::lottery::procedure::run(planned, &store, &data, &candle_core::Device::Cpu, &lth::train::progress::Progress::new(0, 0)).unwrap();
     }
     let figure = figures::Figure { id: "figcopy", experiments: &["conv2"], title: "Conv-2", kind: figures::Kind::Sparsity(&["ticket", "reinit"]), notes: "" };
     let provenance = figures::Provenance {
@@ -267,7 +270,7 @@ fn an_extracted_official_copy_is_verified_file_by_file_and_installed() {
     for (i, (name, _)) in cifar10::BATCH_MD5.iter().enumerate() {
         let records: Vec<u8> = (0..4).flat_map(|r| std::iter::once(((i + r) % 10) as u8).chain(std::iter::repeat_n(i as u8, cifar10::RECORD - 1))).collect();
         std::fs::write(batches.join(name), &records).unwrap();
-        table.push((*name, lth::files::digest_file::<md5::Md5>(&batches.join(name)).unwrap()));
+        table.push((*name, lth::base::files::digest_file::<md5::Md5>(&batches.join(name)).unwrap()));
     }
     let table: Vec<(&str, &str)> = table.iter().map(|(n, m)| (*n, m.as_str())).collect();
     let expected = Expected { counts: COUNTS, official_md5: &table };

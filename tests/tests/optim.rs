@@ -1,9 +1,12 @@
 //! The fused masked Adam and SGD kernels against the same updates written as candle ops, and
 //! the mask rules: pruned weights and their state stay exactly 0.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use candle_core::{Device, Tensor, Var};
-use lth::models::Params;
-use lth::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule, SgdConfig, StepMask};
+use lth::nn::Params;
+use lth::train::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule, SgdConfig, StepMask};
 use rand::Rng;
 use std::collections::BTreeMap;
 
@@ -20,7 +23,7 @@ fn random(rng: &mut impl Rng, n: usize) -> Vec<f32> {
 /// multi-threaded path when candle may use two threads.
 fn train(rule: Rule, implementation: Implementation, steps: usize, (rows, cols): (usize, usize)) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let dev = Device::Cpu;
-    let mut rng = lth::seeds::stream(11, lth::seeds::Purpose::Init);
+    let mut rng = lth::base::seeds::stream(11, lth::base::seeds::Purpose::Init);
     let mut w0 = random(&mut rng, rows * cols);
     let keep: Vec<f32> = (0..rows * cols).map(|_| if rng.random_bool(0.3) { 1.0 } else { 0.0 }).collect();
     w0.iter_mut().zip(&keep).for_each(|(w, k)| *w *= k);

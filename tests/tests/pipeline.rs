@@ -2,15 +2,18 @@
 //! the reset rule, mask invariants, resume after interruption, bit-identical reruns, spec
 //! mismatch, figures redrawn from their tables, and `compare`.
 
-use lth::datasets::{self, batches::Batches, fetch::Source, Dataset};
-use lth::masks::Mask;
-use lth::models::Architecture;
-use lth::progress::Progress;
-use lth::pruning;
-use lth::results::store::{load_weights, Store};
-use lth::results::{compare, figures, plot};
-use lth::seeds::{stream, Purpose};
-use lth::spec::{DataSource, ExperimentSpec, PlannedRun, Procedure, Scale};
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
+use lth::base::seeds::{stream, Purpose};
+use lth::base::spec::{DataSource, ExperimentSpec, PlannedRun, Procedure, Scale};
+use lth::data::{self, batches::Batches, fetch::Source, Dataset};
+use lth::nn::Architecture;
+use lth::report::{compare, figures, plot};
+use lth::sparsity::masks::Mask;
+use lth::sparsity::pruning;
+use lth::store::runs::{load_weights, Store};
+use lth::train::progress::Progress;
 use lth_tests::{data_cache, mirror, scratch, TINY_LENET};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -35,7 +38,7 @@ fn data() -> &'static Dataset {
     static DATA: OnceLock<Dataset> = OnceLock::new();
     DATA.get_or_init(|| {
         let source = Source { mirror: Some(mirror()), cache: data_cache() };
-        let raw = datasets::load(spec().method.dataset, DataSource::Real, &source).unwrap();
+        let raw = data::load(spec().method.dataset, DataSource::Real, &source).unwrap();
         raw.prepare(&plan()[0].spec, &candle_core::Device::Cpu).unwrap()
     })
 }
@@ -51,7 +54,7 @@ fn try_run(out: &Path, spec: &ExperimentSpec) -> lth::Result<()> {
     let store = Store::new(out);
     let progress = Progress::new(0, 0);
     for planned in spec.plan(Scale::Smoke, None, DataSource::Real).unwrap() {
-        lth::lottery::run(&planned, &store, data(), &candle_core::Device::Cpu, &progress)?;
+        lth::lottery::procedure::run(&planned, &store, data(), &candle_core::Device::Cpu, &progress)?;
     }
     Ok(())
 }
@@ -78,7 +81,7 @@ fn finished() -> &'static PathBuf {
     })
 }
 
-fn run_dir(out: &Path, procedure: Procedure, copy: usize) -> lth::results::store::RunDir {
+fn run_dir(out: &Path, procedure: Procedure, copy: usize) -> lth::store::runs::RunDir {
     let planned = plan().into_iter().find(|r| r.spec.procedure == procedure && r.spec.copy == copy).unwrap();
     Store::new(out).existing(&planned.spec)
 }
@@ -99,7 +102,7 @@ fn every_level_of_every_procedure_finishes() {
 
 #[test]
 fn masks_follow_the_pruning_rates_and_only_shrink() {
-    let arch = Architecture::of(lth::spec::ModelKind::Lenet300100);
+    let arch = Architecture::of(lth::base::spec::ModelKind::Lenet300100);
     let ticket = run_dir(finished(), Procedure::Ticket, 0);
     let mut previous = Mask::dense(&arch);
     for level in 0..=3 {
@@ -130,14 +133,14 @@ fn masks_follow_the_pruning_rates_and_only_shrink() {
 
 #[test]
 fn survivors_restart_from_theta0_and_reinit_draws_fresh_weights() {
-    let arch = Architecture::of(lth::spec::ModelKind::Lenet300100);
+    let arch = Architecture::of(lth::base::spec::ModelKind::Lenet300100);
     let out = finished();
     let ticket = run_dir(out, Procedure::Ticket, 0);
     let theta0 = load_weights(&ticket.init_path(), &arch).unwrap();
     for planned in plan() {
         let run = Store::new(out).existing(&planned.spec);
         for &level in &planned.levels {
-            let (mask, start) = lth::lottery::level_start(&planned.spec, &arch, &run, &ticket, &theta0, level).unwrap();
+            let (mask, start) = lth::lottery::procedure::level_start(&planned.spec, &arch, &run, &ticket, &theta0, level).unwrap();
             let saved = Mask::load(&run.mask_path(level), &arch).unwrap();
             assert_eq!(mask, saved, "{} level {level}: mask is not reproducible", run.id);
             let same_as_theta0 = start == theta0;
@@ -301,8 +304,8 @@ fn sparse_kernels_train_like_dense_masked_training() {
     let mask = pruning::magnitude_oneshot(&trained, &Mask::dense(&arch), &rates, 13);
     assert!(mask.remaining() < 0.06, "Pm {}", mask.remaining());
     let train = |sparse_kernels: bool| {
-        let params = lth::models::to_params(&arch, &theta0, &candle_core::Device::Cpu).unwrap();
-        let config = lth::training::TrainConfig {
+        let params = lth::nn::to_params(&arch, &theta0, &candle_core::Device::Cpu).unwrap();
+        let config = lth::train::training::TrainConfig {
             iterations: 40,
             eval_every: 10,
             batch_size: 60,
@@ -312,9 +315,10 @@ fn sparse_kernels_train_like_dense_masked_training() {
             start_iteration: 0,
         };
         struct Quiet;
-        impl lth::training::Observer for Quiet {}
-        let curve = lth::training::train(spec().method.model, &params, &mask, data(), &config, stream(5, Purpose::DataOrder), None, None, &mut Quiet).unwrap();
-        (curve, lth::models::weights_of(&params).unwrap())
+        impl lth::train::training::Observer for Quiet {}
+        let curve =
+            lth::train::training::train(spec().method.model, &params, &mask, data(), &config, stream(5, Purpose::DataOrder), None, None, &mut Quiet).unwrap();
+        (curve, lth::nn::weights_of(&params).unwrap())
     };
     let (sparse_curve, sparse_weights) = train(true);
     let (dense_curve, dense_weights) = train(false);
@@ -366,9 +370,8 @@ fn a_figure_aggregates_exactly_the_runs_its_spec_expands_to() {
         assert!(!md.contains(&planned.spec.id().0), "{} is in the provenance", planned.spec.id());
     }
     // The other spec's runs are stale, listed, and left on disk until pruned.
-    let status = lth::results::inventory::runs(&Store::new(&out), &[spec()]).unwrap();
-    let stale: Vec<String> =
-        status.iter().filter(|r| matches!(r.standing, lth::results::inventory::Standing::Stale(_))).map(|r| r.dir.id.0.clone()).collect();
+    let status = lth::store::inventory::runs(&Store::new(&out), &[spec()]).unwrap();
+    let stale: Vec<String> = status.iter().filter(|r| matches!(r.standing, lth::store::inventory::Standing::Stale(_))).map(|r| r.dir.id.0.clone()).collect();
     let old: Vec<String> = edited_lr.plan(Scale::Smoke, None, DataSource::Real).unwrap().iter().map(|r| r.spec.id().0).collect();
     assert_eq!(stale, {
         let mut o = old.clone();
@@ -400,29 +403,29 @@ fn damaged_run_files_are_named_and_never_drawn_or_trained_from() {
     std::fs::write(&curve, &original[..original.len() - 4]).unwrap();
     let message = fig4_of(&out, &spec()).unwrap_err().to_string();
     assert!(message.contains(&curve.display().to_string()) && message.contains(&format!("lth redo {}", ticket.level_dir(2).display())), "{message}");
-    lth::results::store::redo(&ticket.level_dir(2)).unwrap();
+    lth::store::runs::redo(&ticket.level_dir(2)).unwrap();
     run_all(&out);
     assert_eq!(std::fs::read(&curve).unwrap(), original, "the redone level differs");
     assert_eq!(fig4_of(&out, &spec()).unwrap().0, table);
 
     // Weights a later level trains from, one byte changed: named, nothing trained.
     flip_byte(&ticket.final_path(1), 5000);
-    lth::results::store::redo(&ticket.curve_path(2)).unwrap();
+    lth::store::runs::redo(&ticket.curve_path(2)).unwrap();
     assert!(!ticket.level_dir(2).exists(), "redo of a level's file removes its level");
     let message = try_run(&out, &spec()).unwrap_err().to_string();
     assert!(message.contains(&ticket.final_path(1).display().to_string()) && message.contains("SHA-256"), "{message}");
     assert!(!ticket.is_done(2), "trained from a damaged file");
-    lth::results::store::redo(&ticket.level_dir(1)).unwrap();
+    lth::store::runs::redo(&ticket.level_dir(1)).unwrap();
     run_all(&out);
 
     // theta0, one byte changed: the branches that read it refuse it.
     let init = ticket.init_path();
     flip_byte(&init, 3000);
     let reinit = run_dir(&out, Procedure::Reinit, 0);
-    lth::results::store::redo(&reinit.level_dir(2)).unwrap();
+    lth::store::runs::redo(&reinit.level_dir(2)).unwrap();
     let message = try_run(&out, &spec()).unwrap_err().to_string();
     assert!(message.contains(&init.display().to_string()), "{message}");
-    lth::results::store::redo(&init).unwrap();
+    lth::store::runs::redo(&init).unwrap();
     run_all(&out);
 
     // A dense mask planted in a pruned level, even with its marker rewritten to match, and a
@@ -430,7 +433,7 @@ fn damaged_run_files_are_named_and_never_drawn_or_trained_from() {
     let dense = Mask::dense(&arch);
     dense.save(&ticket.mask_path(2)).unwrap();
     ticket.mark_done(2).unwrap();
-    lth::results::store::redo(&ticket.level_dir(3)).unwrap();
+    lth::store::runs::redo(&ticket.level_dir(3)).unwrap();
     let message = try_run(&out, &spec()).unwrap_err().to_string();
     assert!(message.contains("mask.safetensors") && message.contains("level 2 of a ticket keeps"), "{message}");
     let mut wrong = Mask::load(&run_dir(finished(), Procedure::Ticket, 0).mask_path(2), &arch).unwrap();
@@ -441,7 +444,7 @@ fn damaged_run_files_are_named_and_never_drawn_or_trained_from() {
     let message = try_run(&out, &spec()).unwrap_err().to_string();
     assert!(message.contains("mask.safetensors") && message.contains("shape"), "{message}");
     assert!(!ticket.is_done(3), "trained from a planted mask");
-    lth::results::store::redo(&ticket.level_dir(2)).unwrap();
+    lth::store::runs::redo(&ticket.level_dir(2)).unwrap();
     run_all(&out);
     assert_eq!(fig4_of(&out, &spec()).unwrap().0, table, "the repaired folder draws another table");
 }
@@ -450,7 +453,7 @@ fn damaged_run_files_are_named_and_never_drawn_or_trained_from() {
 fn a_control_started_before_its_ticket_names_the_command_to_run_first() {
     let out = scratch("no-ticket");
     let reinit = plan().into_iter().find(|r| r.spec.procedure == Procedure::Reinit).unwrap();
-    let message = lth::lottery::run(&reinit, &Store::new(&out), data(), &candle_core::Device::Cpu, &Progress::new(0, 0)).unwrap_err().to_string();
+    let message = lth::lottery::procedure::run(&reinit, &Store::new(&out), data(), &candle_core::Device::Cpu, &Progress::new(0, 0)).unwrap_err().to_string();
     assert!(message.contains("`lth run experiments/lenet.toml --scale smoke --trial 0`"), "{message}");
     assert!(!message.contains("--only"), "{message}");
 }

@@ -8,7 +8,10 @@
 //! expected file with `LTH_BLESS=1 cargo test --release -p lth-tests --test pr_comment` and
 //! read its diff.
 
-use lth::results::pr_comment::{comment, Context, MARKER};
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
+use lth::report::pr_comment::{comment, Context, MARKER};
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {

@@ -1,11 +1,14 @@
 //! Pruning invariants on LeNet-300-100's real shapes: per-layer rates and rounding, threshold
 //! separation, masks only shrink, one-shot and random masks keep iterative counts.
 
-use lth::masks::Mask;
-use lth::models::{init, Architecture};
-use lth::pruning;
-use lth::seeds::{stream, Purpose};
-use lth::spec::{ModelKind, PruningScope, PruningSpec};
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
+use lth::base::seeds::{stream, Purpose};
+use lth::base::spec::{ModelKind, PruningScope, PruningSpec};
+use lth::nn::{init, Architecture};
+use lth::sparsity::masks::Mask;
+use lth::sparsity::pruning;
 
 fn lenet() -> (Architecture, Vec<(String, f64)>) {
     let arch = Architecture::of(ModelKind::Lenet300100);

@@ -2,14 +2,17 @@
 //! paper's run to the byte; with k > 0, θk is the dense network after k steps, and every
 //! pruned level and branch starts from θk at its kept positions and 0 elsewhere, at iteration k.
 
-use lth::datasets::Dataset;
-use lth::masks::Mask;
-use lth::models::{self, Architecture};
-use lth::results::record::{parse_csv, CurveRecord};
-use lth::results::store::{load_weights, Store};
-use lth::seeds::{stream, trial_seed, Purpose};
-use lth::spec::{DataSource, ExperimentSpec, ModelKind, Procedure, Scale};
-use lth::training::{self, MaskedNetwork, Observer, TrainConfig};
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
+use lth::base::seeds::{stream, trial_seed, Purpose};
+use lth::base::spec::{DataSource, ExperimentSpec, ModelKind, Procedure, Scale};
+use lth::data::Dataset;
+use lth::nn::{self, Architecture};
+use lth::sparsity::masks::Mask;
+use lth::store::record::{parse_csv, CurveRecord};
+use lth::store::runs::{load_weights, Store};
+use lth::train::training::{self, MaskedNetwork, Observer, TrainConfig};
 use lth_tests::{run_smoke, scratch, smoke_data, TINY_LENET};
 use std::sync::OnceLock;
 
@@ -72,7 +75,7 @@ fn theta_k_is_the_dense_network_after_k_steps() {
     assert_ne!(theta_k, theta0);
     assert_ne!(theta_k, ticket.load_final(0, &arch).unwrap());
     // Four steps of the same training from theta0, as a run of 4 iterations: the same bits.
-    let params = models::to_params(&arch, &theta0, &candle_core::Device::Cpu).unwrap();
+    let params = nn::to_params(&arch, &theta0, &candle_core::Device::Cpu).unwrap();
     let run_spec = &spec.plan(Scale::Smoke, None, DataSource::Real).unwrap()[0].spec;
     let config = TrainConfig {
         iterations: 4,
@@ -87,7 +90,7 @@ fn theta_k_is_the_dense_network_after_k_steps() {
     impl Observer for Quiet {}
     let order = stream(trial_seed(run_spec.seed, 0), Purpose::DataOrder);
     training::train(spec.method.model, &params, &Mask::dense(&arch), data(spec), &config, order, None, None, &mut Quiet).unwrap();
-    assert_eq!(models::weights_of(&params).unwrap(), theta_k);
+    assert_eq!(nn::weights_of(&params).unwrap(), theta_k);
 }
 
 #[test]
@@ -102,7 +105,7 @@ fn every_pruned_level_and_branch_starts_from_theta_k_at_iteration_k() {
     for planned in &plan {
         let run = store.existing(&planned.spec);
         for &level in &planned.levels {
-            let (mask, start) = lth::lottery::level_start(&planned.spec, &arch, &run, &ticket, &theta0, level).unwrap();
+            let (mask, start) = lth::lottery::procedure::level_start(&planned.spec, &arch, &run, &ticket, &theta0, level).unwrap();
             assert_eq!(mask, Mask::load(&run.mask_path(level), &arch).unwrap());
             let curve: Vec<CurveRecord> = parse_csv(&std::fs::read(run.curve_path(level)).unwrap(), &run.curve_path(level)).unwrap();
             let dense_level = planned.spec.procedure == Procedure::Ticket && level == 0;
@@ -119,10 +122,10 @@ fn every_pruned_level_and_branch_starts_from_theta_k_at_iteration_k() {
             assert_eq!(start, theta_k, "{} level {level} does not start from θk", run.id);
             // What training began from: θk at kept positions and 0 elsewhere. Its first
             // evaluation (iteration 4) is that network's, to the bit.
-            let params = models::to_params(&arch, &start, &candle_core::Device::Cpu).unwrap();
+            let params = nn::to_params(&arch, &start, &candle_core::Device::Cpu).unwrap();
             let net = MaskedNetwork::new(spec.method.model, &params, &mask, &candle_core::Device::Cpu, true).unwrap();
             net.write_back(&params).unwrap();
-            for (name, values) in models::weights_of(&params).unwrap() {
+            for (name, values) in nn::weights_of(&params).unwrap() {
                 let keep = mask.layers.get(&name).map(|l| &l.keep);
                 for (i, &v) in values.iter().enumerate() {
                     let kept = keep.is_none_or(|k| k[i] != 0.0);

@@ -1,12 +1,15 @@
-//! Sparse fully connected layers (`models::linear`) against candle's dense product: the
+//! Sparse fully connected layers (`nn::linear`) against candle's dense product: the
 //! forward pass and both gradients, on shapes that do not fill the kernels' blocks, including
 //! rows and columns with nothing kept; and the first-layer backward that skips the input
 //! gradient.
 
+// jemalloc, as the `lth` binary uses (lth::base::allocator).
+lth::jemalloc!();
+
 use candle_core::{Device, Tensor, Var};
-use lth::masks::{LayerMask, Mask};
-use lth::models::linear::{Compact, Linear};
-use lth::models::Params;
+use lth::nn::linear::{Compact, Linear};
+use lth::nn::Params;
+use lth::sparsity::masks::{LayerMask, Mask};
 use rand::Rng;
 
 fn random(rng: &mut impl Rng, n: usize) -> Vec<f32> {
@@ -23,7 +26,7 @@ struct Case {
 
 fn case(batch: usize, inputs: usize, outputs: usize, density: f64, seed: u64) -> Case {
     let dev = Device::Cpu;
-    let mut rng = lth::seeds::stream(seed, lth::seeds::Purpose::Synthetic);
+    let mut rng = lth::base::seeds::stream(seed, lth::base::seeds::Purpose::Synthetic);
     let mut keep: Vec<f32> = (0..outputs * inputs).map(|_| if rng.random_bool(density) { 1.0 } else { 0.0 }).collect();
     // An empty row and an empty column.
     keep[inputs..2 * inputs].iter_mut().for_each(|k| *k = 0.0);

@@ -1,0 +1,202 @@
+//! The lottery-ticket procedure (docs/paper.md §1, Strategy 1) and its controls, one level at a
+//! time, resumable. A ticket run: theta0 → train → prune the smallest surviving weights → reset
+//! the survivors to theta0 → train → … Its branches read the ticket run of the same trial:
+//! one-shot prunes its trained dense network once per target level; reinit keeps its masks with
+//! fresh weights; random pruning draws masks with its per-layer counts and starts from theta0.
+//! With a rewind point (`rewind`, beyond the paper) θk takes theta0's place after level 0.
+
+use crate::base::error::{Error, Result};
+use crate::base::files::damaged_tensors;
+use crate::base::seeds::{self, Purpose};
+use crate::base::spec::{PlannedRun, Procedure, PruningSpec, RunSpec};
+use crate::data::augment::Augment;
+use crate::data::Dataset;
+use crate::lottery::rewind;
+use crate::nn::{self, Architecture, Weights};
+use crate::sparsity::masks::Mask;
+use crate::sparsity::pruning;
+use crate::store::record::{write_csv, CurveKey, CurveRecord};
+use crate::store::runs::{save_weights, RunDir, Store};
+use crate::train::progress::Progress;
+use crate::train::training::{self, TrainConfig};
+use candle_core::Device;
+
+/// Trains `level` of the run `spec` unless it is finished; `redo`: train it again if it kept
+/// only its curve (see `work`). The level it reads must have its weights (`work` schedules it
+/// so); `units` is the training's weight in the overall progress.
+#[allow(clippy::too_many_arguments)]
+pub fn run_level(spec: &RunSpec, level: usize, redo: bool, store: &Store, data: &Dataset, dev: &Device, progress: &Progress, units: u64) -> Result<()> {
+    let arch = Architecture::of(spec.method.model);
+    let run = store.open(spec)?;
+    if redo && run.is_done(level) && !run.has_weights(level) {
+        crate::store::runs::redo(&run.level_dir(level))?;
+    }
+    if run.is_done(level) {
+        return Ok(());
+    }
+    let trunk = match spec.procedure {
+        Procedure::Ticket => run.clone(),
+        _ => store.existing(&spec.trunk()),
+    };
+    let theta0 = initial_weights(spec, &arch, &trunk)?;
+    let (mask, start) = level_start(spec, &arch, &run, &trunk, &theta0, level)?;
+    let label = format!("{} level {level} (Pm {:.1}%)", run.id, 100.0 * mask.remaining());
+    // A rewound level trains from its rewind point: its progress spreads over the steps it takes.
+    let mut level_progress = progress.level(label, units, spec.iterations - rewind::start_iteration(spec, level));
+    let mut observer = rewind::Snapshot::new(spec, level, &mut level_progress);
+    train_level(spec, &arch, &run, &mask, &start, level, data, dev, &mut observer)?;
+    drop(observer);
+    drop(level_progress);
+    // Recorded as trained (the curve says what happened), but never drawn as a result.
+    if let Some(iteration) = crate::store::record::diverged_at(&run.load_curve(level)?) {
+        progress.line(format!(
+            "warning: {} level {level} diverged (NaN or infinite loss from iteration {iteration}); figures and claims leave it out and say so",
+            run.id
+        ));
+    }
+    Ok(())
+}
+
+/// Trains every unfinished level of `planned` in order, on this thread (tests and single runs;
+/// `work` schedules a whole plan).
+pub fn run(planned: &PlannedRun, store: &Store, data: &Dataset, dev: &Device, progress: &Progress) -> Result<()> {
+    // theta0 first, as before the work queue: a ticket run whose levels are finished still
+    // redraws a removed theta0 (`lth redo …/init.safetensors`).
+    if planned.spec.procedure == Procedure::Ticket {
+        initial_weights(&planned.spec, &Architecture::of(planned.spec.method.model), &store.open(&planned.spec)?)?;
+    }
+    planned.levels.iter().try_for_each(|&level| run_level(&planned.spec, level, false, store, data, dev, progress, 1))
+}
+
+/// theta0 of the trial: drawn and saved by the ticket run, read by its branches.
+fn initial_weights(spec: &RunSpec, arch: &Architecture, trunk: &RunDir) -> Result<Weights> {
+    if trunk.has_init() {
+        return trunk.load_init(arch);
+    }
+    if spec.procedure != Procedure::Ticket {
+        return Err(missing_trunk(spec, trunk, "init.safetensors"));
+    }
+    let mut rng = seeds::stream(trial_seed(spec), Purpose::Init);
+    let theta0 = nn::initial_weights(arch, &mut rng);
+    save_weights(&theta0, arch, &trunk.init_path())?;
+    trunk.mark_init()?;
+    Ok(theta0)
+}
+
+/// The mask of `level` and the weights training starts from (before masking). Public so that
+/// tests can check the reset rule.
+pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &RunDir, theta0: &Weights, level: usize) -> Result<(Mask, Weights)> {
+    let trunk_level = |l: usize| -> Result<(Mask, Weights)> {
+        if !trunk.is_done(l) {
+            return Err(missing_trunk(spec, trunk, &format!("level-{l:02}")));
+        }
+        finished_level(trunk, l, arch, &spec.method.pruning)
+    };
+    // What pruned levels reset their survivors to: theta0 (the paper), or θk when rewinding.
+    let reset = || -> Result<Weights> {
+        if spec.rewind_iteration == 0 {
+            return Ok(theta0.clone());
+        }
+        if !trunk.is_done(0) {
+            return Err(missing_trunk(spec, trunk, "level-00/rewind.safetensors"));
+        }
+        trunk.load_rewind(arch)
+    };
+    Ok(match spec.procedure {
+        Procedure::Ticket if level == 0 => (Mask::dense(arch), theta0.clone()),
+        Procedure::Ticket => {
+            let (previous, trained) = finished_level(run, level - 1, arch, &spec.method.pruning)?;
+            (pruning::prune_round(arch, &spec.method.pruning, &trained, &previous), reset()?)
+        }
+        Procedure::Oneshot => {
+            let (dense, trained) = trunk_level(0)?;
+            (pruning::prune_oneshot(arch, &spec.method.pruning, &trained, &dense, level), reset()?)
+        }
+        Procedure::Reinit => {
+            let (mask, _) = trunk_level(level)?;
+            let mut rng = seeds::stream(trial_seed(spec), Purpose::Reinit { copy: spec.copy, level });
+            (mask, nn::initial_weights(arch, &mut rng))
+        }
+        Procedure::RandomPrune => {
+            let (mask, _) = trunk_level(level)?;
+            let mut rng = seeds::stream(trial_seed(spec), Purpose::RandomPrune { copy: spec.copy, level });
+            (pruning::random_like(&mask, &mut rng), reset()?)
+        }
+    })
+}
+
+/// The mask and trained weights of a finished ticket level, checked against its marker and
+/// against the per-layer counts `level` rounds of pruning leave (a planted mask is refused).
+fn finished_level(ticket: &RunDir, level: usize, arch: &Architecture, pruning: &PruningSpec) -> Result<(Mask, Weights)> {
+    let mask = ticket.load_mask(level, arch)?;
+    for (layers, expected) in pruning::level_counts(arch, pruning, level) {
+        let kept: usize = layers.iter().map(|name| mask.layers[name].remaining()).sum();
+        if kept != expected {
+            let reason = format!("`{}` keep {kept} weights, but level {level} of a ticket keeps {expected}", layers.join("`, `"));
+            return Err(damaged_tensors(&ticket.mask_path(level), reason));
+        }
+    }
+    Ok((mask, ticket.load_final(level, arch)?))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_level(
+    spec: &RunSpec,
+    arch: &Architecture,
+    run: &RunDir,
+    mask: &Mask,
+    start: &Weights,
+    level: usize,
+    data: &Dataset,
+    dev: &Device,
+    observer: &mut rewind::Snapshot,
+) -> Result<()> {
+    // `training::train` zeroes the pruned weights before the first step.
+    let params = nn::to_params(arch, start, dev)?;
+    let config = TrainConfig {
+        iterations: spec.iterations,
+        eval_every: spec.eval_every,
+        batch_size: spec.method.batch_size,
+        optimizer: (&spec.method.optimizer).into(),
+        sparse_kernels: true,
+        lr_schedule: spec.method.lr_schedule.clone(),
+        start_iteration: rewind::start_iteration(spec, level),
+    };
+    let data_order = seeds::stream(trial_seed(spec), Purpose::DataOrder);
+    let dropout = spec.method.dropout.map(|p| nn::Dropout::new(p, seeds::stream(trial_seed(spec), Purpose::Dropout)));
+    let augment =
+        spec.method.augmentation.as_ref().map(|a| Augment::new(a, &spec.method.normalisation, seeds::stream(trial_seed(spec), Purpose::Augmentation)));
+    let curve = training::train(spec.method.model, &params, mask, data, &config, data_order, dropout, augment, observer)?;
+    let key = CurveKey {
+        experiment: spec.experiment.clone(),
+        scale: spec.scale.as_str().into(),
+        data: spec.data,
+        procedure: spec.procedure.as_str().into(),
+        trial: spec.trial,
+        copy: spec.copy,
+        level,
+        remaining: mask.remaining(),
+    };
+    let records: Vec<CurveRecord> = curve.iter().map(|p| key.record(p)).collect();
+    mask.save(&run.mask_path(level))?;
+    save_weights(&nn::weights_of(&params)?, arch, &run.final_path(level))?;
+    write_csv(&records, &run.curve_path(level))?;
+    observer.save(run, arch)?;
+    run.mark_done(level)
+}
+
+fn trial_seed(spec: &RunSpec) -> u64 {
+    seeds::trial_seed(spec.seed, spec.trial)
+}
+
+/// The error for a branch started before its ticket run: it names the command to run first.
+fn missing_trunk(spec: &RunSpec, trunk: &RunDir, what: &str) -> Error {
+    let data = if spec.data.is_real() { String::new() } else { format!(" --data {}", spec.data) };
+    Error::Invalid(format!(
+        "{}: {what} is missing or unfinished; the ticket run of trial {trial} must finish first: run `lth run experiments/{experiment}.toml --scale {scale} --trial {trial}{data}`, which trains the ticket before its controls",
+        trunk.dir.display(),
+        trial = spec.trial,
+        experiment = spec.experiment,
+        scale = spec.scale.as_str(),
+    ))
+}

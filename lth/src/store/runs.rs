@@ -1,0 +1,283 @@
+//! Every on-disk name of a results folder (open_lth's `paths.py`), and the checks that make
+//! what is read from it exactly what was written:
+//!
+//! ```text
+//! <out>/runs/<run-id>/spec.json                 the resolved RunSpec (canonical JSON)
+//! <out>/runs/<run-id>/init.safetensors          theta0 of a ticket run
+//! <out>/runs/<run-id>/init.done                 written after it: its size and SHA-256
+//! <out>/runs/<run-id>/level-NN/mask.safetensors
+//! <out>/runs/<run-id>/level-NN/final.safetensors   weights after training
+//! <out>/runs/<run-id>/level-NN/curve.csv        one CurveRecord per evaluation
+//! <out>/runs/<run-id>/level-00/rewind.safetensors  θk of a rewinding ticket run (`rewind`)
+//! <out>/runs/<run-id>/level-NN/done             written last: each file's size, SHA-256 and tensors
+//! <out>/spec-paths/<digest>.path                the path of a spec run by path (`inventory`)
+//! ```
+//!
+//! A level is finished if and only if its `done` marker exists (a folder may keep just the
+//! curves of finished levels, with their markers: see [`RunDir::has_weights`]); every file is written to a
+//! temporary name and renamed, so an interrupted run resumes at its first unfinished level.
+//! Every read of a finished file checks it against its marker, so a damaged file is named and
+//! refused, never trained from or drawn.
+
+use crate::base::error::{Error, IoContext, Result};
+use crate::base::files::{self, damaged_tensors, redo_target, save_tensors, write_atomic};
+use crate::base::spec::{RunId, RunSpec};
+use crate::nn::{Architecture, Weights};
+use crate::sparsity::masks::Mask;
+use crate::store::marker;
+use crate::store::record::{parse_csv, CurveRecord};
+use candle_core::{Device, Tensor};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub id: RunId,
+    pub dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Store { root: root.into() }
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    /// The folder of `spec`, created with its `spec.json`; fails if the folder holds another spec.
+    pub fn open(&self, spec: &RunSpec) -> Result<RunDir> {
+        let id = spec.id();
+        let dir = self.runs_dir().join(&id.0);
+        fs::create_dir_all(&dir).at(&dir)?;
+        let path = dir.join("spec.json");
+        let wanted = spec.canonical_json();
+        match fs::read_to_string(&path) {
+            Ok(existing) if existing == wanted => {}
+            Ok(existing) => return Err(Error::SpecMismatch { dir, reason: first_difference(&existing, &wanted) }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomic(&path, wanted.as_bytes())?,
+            Err(e) => return Err(Error::SpecMismatch { dir, reason: format!("its spec.json cannot be read: {e}") }),
+        }
+        Ok(RunDir { id, dir })
+    }
+
+    /// The folder of `spec` if it exists (for reading a trunk from a branch).
+    pub fn existing(&self, spec: &RunSpec) -> RunDir {
+        let id = spec.id();
+        RunDir { dir: self.runs_dir().join(&id.0), id }
+    }
+
+    /// Every run folder, sorted by name (none if the results folder is new).
+    pub fn run_dirs(&self) -> Result<Vec<RunDir>> {
+        let runs = self.runs_dir();
+        let Ok(entries) = fs::read_dir(&runs) else {
+            return Ok(Vec::new());
+        };
+        let mut dirs = Vec::new();
+        for entry in entries {
+            let path = entry.at(&runs)?.path();
+            if path.is_dir() {
+                let id = RunId(files::file_name(&path));
+                dirs.push(RunDir { id, dir: path });
+            }
+        }
+        dirs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(dirs)
+    }
+}
+
+impl RunDir {
+    pub fn init_path(&self) -> PathBuf {
+        self.dir.join("init.safetensors")
+    }
+    pub fn init_marker(&self) -> PathBuf {
+        self.dir.join("init.done")
+    }
+    pub fn level_dir(&self, level: usize) -> PathBuf {
+        self.dir.join(format!("level-{level:02}"))
+    }
+    pub fn mask_path(&self, level: usize) -> PathBuf {
+        self.level_dir(level).join("mask.safetensors")
+    }
+    pub fn final_path(&self, level: usize) -> PathBuf {
+        self.level_dir(level).join("final.safetensors")
+    }
+    pub fn curve_path(&self, level: usize) -> PathBuf {
+        self.level_dir(level).join("curve.csv")
+    }
+    /// The dense network's state at the rewind point, written with level 0 (`rewind`).
+    pub fn rewind_path(&self) -> PathBuf {
+        self.level_dir(0).join("rewind.safetensors")
+    }
+    pub fn done_path(&self, level: usize) -> PathBuf {
+        self.level_dir(level).join("done")
+    }
+    pub fn is_done(&self, level: usize) -> bool {
+        self.done_path(level).exists()
+    }
+    /// A finished level whose mask and trained weights are here too: what later levels and
+    /// controls read. A committed results folder keeps only curves (`figures/paper/results`),
+    /// enough to draw from but not to train from.
+    pub fn has_weights(&self, level: usize) -> bool {
+        self.is_done(level) && self.mask_path(level).exists() && self.final_path(level).exists()
+    }
+    /// theta0 was written and recorded (a killed run may leave the file without its marker;
+    /// `lth redo` or a user may remove the file and leave the marker).
+    pub fn has_init(&self) -> bool {
+        self.init_marker().exists() && self.init_path().exists()
+    }
+
+    /// The run's spec as stored in its folder.
+    pub fn spec(&self) -> Result<RunSpec> {
+        let path = self.dir.join("spec.json");
+        let text = fs::read_to_string(&path).at(&path)?;
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: not a run spec ({e})", path.display())))
+    }
+
+    /// The finished levels, ascending.
+    pub fn finished_levels(&self) -> Vec<usize> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut levels: Vec<usize> =
+            entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("level-")?.parse().ok()).filter(|&level| self.is_done(level)).collect();
+        levels.sort_unstable();
+        levels
+    }
+
+    /// Marks `level` finished: its marker records what its files hold.
+    pub fn mark_done(&self, level: usize) -> Result<()> {
+        let mut files = vec![self.mask_path(level), self.final_path(level), self.curve_path(level)];
+        // A rewinding ticket run's θk is part of its level 0.
+        if level == 0 && self.rewind_path().exists() {
+            files.push(self.rewind_path());
+        }
+        marker::write(&self.done_path(level), &files)
+    }
+
+    /// Records theta0 as written.
+    pub fn mark_init(&self) -> Result<()> {
+        marker::write(&self.init_marker(), &[self.init_path()])
+    }
+
+    pub fn load_init(&self, arch: &Architecture) -> Result<Weights> {
+        let path = self.init_path();
+        weights_from(&verified(&self.init_marker(), &path)?, &path, arch)
+    }
+
+    pub fn load_mask(&self, level: usize, arch: &Architecture) -> Result<Mask> {
+        let path = self.mask_path(level);
+        Mask::from_safetensors(&self.read_level_file(level, &path)?, &path, arch)
+    }
+
+    pub fn load_final(&self, level: usize, arch: &Architecture) -> Result<Weights> {
+        let path = self.final_path(level);
+        weights_from(&self.read_level_file(level, &path)?, &path, arch)
+    }
+
+    /// θk of a rewinding ticket run, checked against level 0's marker.
+    pub fn load_rewind(&self, arch: &Architecture) -> Result<Weights> {
+        let path = self.rewind_path();
+        weights_from(&self.read_level_file(0, &path)?, &path, arch)
+    }
+
+    pub fn load_curve(&self, level: usize) -> Result<Vec<CurveRecord>> {
+        let path = self.curve_path(level);
+        parse_csv(&self.read_level_file(level, &path)?, &path)
+    }
+
+    /// A finished level's file, checked against its marker (an empty marker vouches for
+    /// nothing: see [`marker::empty`]).
+    fn read_level_file(&self, level: usize, path: &Path) -> Result<Vec<u8>> {
+        let done = self.done_path(level);
+        if !done.exists() {
+            return Err(Error::Invalid(format!("{}: level {level} is not finished", self.level_dir(level).display())));
+        }
+        verified(&done, path)
+    }
+}
+
+/// The bytes of `path` if its marker vouches for them; otherwise the error that names it and
+/// the part of the run to redo.
+fn verified(marker: &Path, path: &Path) -> Result<Vec<u8>> {
+    marker::read_verified(marker, path).map_err(|reason| Error::RunFile { path: path.to_owned(), reason, redo: redo_target(path) })
+}
+
+/// Removes a damaged part of a run so that the next run of its command redoes it: a level
+/// folder (`<out>/runs/<run-id>/level-NN`, or a file in it) or theta0
+/// (`<out>/runs/<run-id>/init.safetensors`).
+/// Levels are deterministic, so a redone level is bit-identical to the one it replaces.
+pub fn redo(path: &Path) -> Result<()> {
+    // A file of a level (the one an error named) stands for its level.
+    let target = redo_target(path);
+    let path = target.as_path();
+    let name = files::file_name(path);
+    let in_run = |dir: Option<&Path>| dir.and_then(Path::parent).is_some_and(|runs| files::file_name(runs) == "runs");
+    let wrong = || Error::Invalid(format!("{}: not a level folder (`<out>/runs/<run-id>/level-NN`) or `<out>/runs/<run-id>/init.safetensors`", path.display()));
+    if !in_run(path.parent()) {
+        return Err(wrong());
+    }
+    if name.strip_prefix("level-").is_some_and(|n| n.parse::<usize>().is_ok()) {
+        // The marker first: from then on the level counts as unfinished, whatever else remains.
+        let done = path.join("done");
+        if done.exists() {
+            fs::remove_file(&done).at(&done)?;
+        }
+        return fs::remove_dir_all(path).at(path);
+    }
+    if name == "init.safetensors" || name == "init.done" {
+        let dir = path.parent().unwrap_or(path);
+        for file in [dir.join("init.done"), dir.join("init.safetensors")] {
+            if file.exists() {
+                fs::remove_file(&file).at(&file)?;
+            }
+        }
+        return Ok(());
+    }
+    Err(wrong())
+}
+
+pub fn save_weights(weights: &Weights, arch: &Architecture, path: &Path) -> Result<()> {
+    let tensors =
+        arch.params.iter().map(|p| Ok((p.name.clone(), Tensor::from_slice(&weights[&p.name], p.shape.as_slice(), &Device::Cpu)?))).collect::<Result<_>>()?;
+    save_tensors(&tensors, path)
+}
+
+/// Reads weights from a safetensors file, checking every parameter's name and shape. Run
+/// folders read through [`RunDir`], which checks the file against its marker first.
+pub fn load_weights(path: &Path, arch: &Architecture) -> Result<Weights> {
+    weights_from(&fs::read(path).at(path)?, path, arch)
+}
+
+fn weights_from(bytes: &[u8], path: &Path, arch: &Architecture) -> Result<Weights> {
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| damaged_tensors(path, e.to_string()))?;
+    arch.params
+        .iter()
+        .map(|p| {
+            let t = tensors.get(&p.name).ok_or_else(|| damaged_tensors(path, format!("no tensor `{}`", p.name)))?;
+            if t.dims() != p.shape.as_slice() {
+                return Err(damaged_tensors(path, format!("`{}` has shape {:?}, expected {:?}", p.name, t.dims(), p.shape)));
+            }
+            Ok((p.name.clone(), t.flatten_all()?.to_vec1::<f32>()?))
+        })
+        .collect()
+}
+
+/// The first field whose value differs between two specs' JSON, for the error message.
+fn first_difference(existing: &str, wanted: &str) -> String {
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+    if let (Some(serde_json::Value::Object(a)), Some(serde_json::Value::Object(b))) = (parse(existing), parse(wanted)) {
+        for (key, value) in &b {
+            if a.get(key) != Some(value) {
+                let old = a.get(key).map(|v| v.to_string()).unwrap_or_else(|| "absent".into());
+                return format!("`{key}` is {old} there, {value} requested");
+            }
+        }
+    }
+    "spec.json does not match".into()
+}

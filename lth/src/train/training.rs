@@ -1,0 +1,255 @@
+//! The one training loop: minibatch (augmented where the spec asks), forward, cross-entropy,
+//! backward, masked optimizer step at the scheduled learning rate (`schedule`).
+//! It always trains for the full budget and evaluates validation and test loss/accuracy every
+//! `eval_every` iterations (docs/paper.md §1, App C); the early-stop iteration is read from the
+//! curve afterwards (`results::table`), never used to stop. Progress goes to an [`Observer`].
+
+use crate::base::error::{Error, Result};
+use crate::base::spec::{LrSchedule, ModelKind};
+use crate::data::augment::Augment;
+use crate::data::batches::Batches;
+use crate::data::{Dataset, Split};
+use crate::nn::linear::Compact;
+use crate::nn::{self, Dropout, Network, Params};
+use crate::ops::device::{fast_kernels, scalar, to_host};
+use crate::sparsity::masks::{Mask, MaskTensors};
+use crate::train::optim::{MaskedOptimizer, Rule, StepMask};
+use crate::train::schedule::Schedule;
+use candle_core::{DType, Device, Tensor};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub iterations: usize,
+    pub eval_every: usize,
+    pub batch_size: usize,
+    pub optimizer: Rule,
+    /// Let sparse layers skip their pruned weights (`nn::linear`, `optim`). The results
+    /// are the same within float tolerance; off only to check that.
+    pub sparse_kernels: bool,
+    /// Warmup and drops of the optimizer's rate (`schedule`); None: constant.
+    pub lr_schedule: Option<LrSchedule>,
+    /// The iteration training starts after (0: from the start). A rewound level (`rewind`)
+    /// starts at its rewind point: it trains the remaining iterations, the rate schedule and
+    /// the data order pick up there, and the optimizer state starts afresh.
+    pub start_iteration: usize,
+}
+
+/// One evaluation: metrics at `iteration` (train metrics are the running mean over the
+/// minibatches since the previous evaluation).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub iteration: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+}
+
+/// Hooks for progress reporting; the loop itself knows nothing about levels or figures.
+pub trait Observer {
+    fn on_step(&mut self, _iteration: usize) {}
+    fn on_eval(&mut self, _point: &CurvePoint) {}
+    /// The iteration after which the observer wants the network's full state (`rewind`).
+    fn snapshot_at(&self) -> Option<usize> {
+        None
+    }
+    /// Every parameter (BatchNorm's running statistics included) after `snapshot_at`'s step.
+    fn on_snapshot(&mut self, _iteration: usize, _weights: nn::Weights) {}
+}
+
+/// The loss of an evaluation is averaged over chunks of at most this many input values (510
+/// MNIST images, 130 CIFAR images, also a batch-major forward pass: a convolution's im2col
+/// buffer holds up to 192 values per input value, so this keeps it near 300 MB) and then summed
+/// in f64 in chunk order; a network that evaluates a whole split at once keeps these chunks.
+const EVAL_CHUNK_VALUES: usize = 400_000;
+
+/// A split as evaluation reads it: for networks that evaluate feature-major (LeNet on the CPU),
+/// its images transposed once, here, instead of at every evaluation.
+pub struct EvalSplit<'a> {
+    split: &'a Split,
+    feature_major: Option<(Vec<f32>, usize)>,
+}
+
+impl<'a> EvalSplit<'a> {
+    pub fn new(net: &dyn Network, split: &'a Split) -> Result<Self> {
+        let feature_major = if net.evaluates_feature_major() { Some(crate::nn::linear::feature_major(&split.images)?) } else { None };
+        Ok(EvalSplit { split, feature_major })
+    }
+}
+
+/// Trains the `model` network over `params` under `mask` and returns its curve.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    model: ModelKind,
+    params: &Params,
+    mask: &Mask,
+    data: &Dataset,
+    config: &TrainConfig,
+    data_order: ChaCha8Rng,
+    mut dropout: Option<Dropout>,
+    mut augment: Option<Augment>,
+    observer: &mut dyn Observer,
+) -> Result<Vec<CurvePoint>> {
+    if data.train.len() < config.batch_size {
+        return Err(Error::Invalid(format!("{} training examples cannot fill a batch of {}", data.train.len(), config.batch_size)));
+    }
+    let dev = data.train.images.device();
+    let masked = MaskedNetwork::new(model, params, mask, dev, config.sparse_kernels)?;
+    let (net, train_params, step_masks) = (masked.net.as_ref(), &masked.params, masked.step_masks());
+    let mut optimizer = MaskedOptimizer::for_device(config.optimizer, dev);
+    let peak = config.optimizer.lr();
+    let schedule = config.lr_schedule.as_ref().map_or_else(|| Schedule::constant(peak), |s| Schedule::new(peak, s, config.iterations));
+    let mut batches = Batches::new(&data.train, config.batch_size, data_order);
+    // A rewound level sees the batches the dense network would have seen after its rewind point.
+    for _ in 0..config.start_iteration {
+        batches.next_indices();
+    }
+    // Augmentation builds each batch on the host (`Batches::next_augmented`); where the images
+    // are not the fast CPU path's, their host copy is read once here, not at every step.
+    let host_images = if augment.is_some() && !fast_kernels(dev) { Some(to_host::<f32>(&data.train.images)?) } else { None };
+    let mut running = Running::new(dev)?;
+    let eval = (EvalSplit::new(net, &data.validation)?, EvalSplit::new(net, &data.test)?);
+    let mut curve = vec![evaluate_point(net, &eval, config.start_iteration, &running)?];
+    observer.on_eval(&curve[0]);
+    let snapshot_at = observer.snapshot_at();
+    for iteration in config.start_iteration + 1..=config.iterations {
+        let (xs, ys) = match augment.as_mut() {
+            Some(augment) => batches.next_augmented(augment, host_images.as_deref())?,
+            None => batches.next_batch()?,
+        };
+        optimizer.set_lr(schedule.lr(iteration - 1));
+        let step = net.train_step(&xs, &ys, dropout.as_mut())?;
+        optimizer.step(train_params, &step.grads, &step_masks)?;
+        running.add(&step.loss, &step.logits, &ys)?;
+        observer.on_step(iteration);
+        if snapshot_at == Some(iteration) {
+            masked.write_back(params)?;
+            observer.on_snapshot(iteration, nn::weights_of(params)?);
+        }
+        if iteration % config.eval_every == 0 || iteration == config.iterations {
+            let point = evaluate_point(net, &eval, iteration, &running)?;
+            observer.on_eval(&point);
+            curve.push(point);
+            running = Running::new(dev)?;
+        }
+    }
+    masked.write_back(params)?;
+    Ok(curve)
+}
+
+/// A network set up to train under a mask: the pruned weights of the dense parameters zeroed,
+/// sparse layers (`nn::linear`) as compact parameters, and the masks the optimizer needs
+/// for the rest.
+pub struct MaskedNetwork<'m> {
+    mask: &'m Mask,
+    mask_tensors: MaskTensors,
+    compact: Compact,
+    /// What the optimizer updates: the dense parameters, with sparse layers' weights compact.
+    pub params: Params,
+    pub net: Box<dyn Network>,
+}
+
+impl<'m> MaskedNetwork<'m> {
+    /// `sparse_kernels: false` keeps every layer dense (the reference the sparse kernels are
+    /// checked against).
+    pub fn new(model: ModelKind, dense: &Params, mask: &'m Mask, dev: &Device, sparse_kernels: bool) -> Result<Self> {
+        let mask_tensors = mask.to_tensors(dev)?;
+        mask.apply(dense, &mask_tensors)?;
+        let compact = if sparse_kernels { Compact::choose(mask, fast_kernels(dev)) } else { Compact::none() };
+        let params = compact.params(dense)?;
+        let net = nn::build(model, &params, &compact)?;
+        Ok(MaskedNetwork { mask, mask_tensors, compact, params, net })
+    }
+
+    /// The masks of the layers that train dense (sparse ones hold only kept weights).
+    pub fn step_masks(&self) -> BTreeMap<String, StepMask<'_>> {
+        self.mask
+            .layers
+            .iter()
+            .filter(|(name, _)| !self.compact.is_sparse(name))
+            .filter_map(|(name, layer)| Some((name.clone(), StepMask { host: &layer.keep, tensor: self.mask_tensors.get(name)? })))
+            .collect()
+    }
+
+    /// Writes the trained weights of sparse layers back into `dense` (the others share storage).
+    pub fn write_back(&self, dense: &Params) -> Result<()> {
+        self.compact.write_back(&self.params, dense)
+    }
+}
+
+/// The train loss and accuracy since the last evaluation, summed on the device so that a step
+/// reads nothing back (`ops::device`): the loss in f64, each step's f32 loss converted
+/// exactly and added in step order (the arithmetic of a host f64 sum), the hits as integers.
+struct Running {
+    loss_sum: Tensor,
+    correct: Tensor,
+    seen: usize,
+    batches: usize,
+}
+
+impl Running {
+    fn new(dev: &Device) -> Result<Self> {
+        Ok(Running { loss_sum: Tensor::zeros((), DType::F64, dev)?, correct: Tensor::zeros((), DType::U32, dev)?, seen: 0, batches: 0 })
+    }
+
+    fn add(&mut self, loss: &Tensor, logits: &Tensor, labels: &Tensor) -> Result<()> {
+        self.loss_sum = (&self.loss_sum + loss.detach().to_dtype(DType::F64)?)?;
+        self.correct = (&self.correct + hits(&logits.detach(), labels)?)?;
+        self.seen += labels.dims1()?;
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// The mean loss and accuracy (two reads); NaN before any step.
+    fn means(&self) -> Result<(f64, f64)> {
+        if self.batches == 0 {
+            return Ok((f64::NAN, f64::NAN));
+        }
+        Ok((scalar::<f64>(&self.loss_sum)? / self.batches as f64, scalar::<u32>(&self.correct)? as f64 / self.seen as f64))
+    }
+}
+
+fn evaluate_point(net: &dyn Network, (validation, test): &(EvalSplit, EvalSplit), iteration: usize, running: &Running) -> Result<CurvePoint> {
+    let (val_loss, val_acc) = evaluate(net, validation)?;
+    let (test_loss, test_acc) = evaluate(net, test)?;
+    let (train_loss, train_acc) = running.means()?;
+    Ok(CurvePoint { iteration, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc })
+}
+
+/// Mean cross-entropy and accuracy of `net` on a split: in one feature-major pass where the
+/// network takes one, else in batch-major passes of [`EVAL_CHUNK_VALUES`]; the loss chunk by
+/// chunk either way, so both give the same bits. The sums stay on the device until the end
+/// (two reads per split), in the arithmetic of host f64 sums.
+pub fn evaluate(net: &dyn Network, eval: &EvalSplit) -> Result<(f64, f64)> {
+    let split = eval.split;
+    let n = split.len();
+    let chunk = (EVAL_CHUNK_VALUES / (split.images.elem_count() / n.max(1)).max(1)).max(1);
+    let whole = match &eval.feature_major {
+        Some((xs_t, width)) => net.forward_feature_major(xs_t, n, *width)?,
+        None => None,
+    };
+    let dev = split.images.device();
+    let (mut loss_sum, mut n_correct) = (Tensor::zeros((), DType::F64, dev)?, Tensor::zeros((), DType::U32, dev)?);
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let logits = match &whole {
+            Some(logits) => logits.narrow(0, start, len)?,
+            None => net.forward(&split.images.narrow(0, start, len)?)?,
+        };
+        let ys = split.labels.narrow(0, start, len)?;
+        let loss = crate::ops::loss::cross_entropy(&logits, &ys)?.to_dtype(DType::F64)?;
+        loss_sum = (loss_sum + (loss * len as f64)?)?;
+        n_correct = (n_correct + hits(&logits, &ys)?)?;
+    }
+    Ok((scalar::<f64>(&loss_sum)? / n as f64, scalar::<u32>(&n_correct)? as f64 / n as f64))
+}
+
+/// How many rows of `logits` have their largest value at the label: a u32 scalar on the device.
+fn hits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    Ok(logits.argmax(1)?.eq(labels)?.to_dtype(DType::U32)?.sum_all()?)
+}
