@@ -1,77 +1,147 @@
-//! The whole `cargo xtask` surface. Hand-parsed to keep xtask's dependencies to xshell and
-//! anyhow; `HELP` is the reference.
+//! The whole `cargo xtask` surface, as clap derives it: the one source of `cargo xtask --help`,
+//! of each command's flags and defaults, and of README's command table ([`command_table`],
+//! checked by the tests and written by `cargo xtask readme`).
 
-use anyhow::{bail, Context, Result};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-pub const HELP: &str = "\
-cargo xtask <command>
-
-  reproduce [FIG...] [--scale smoke|quick|paper] [--trials N] [--jobs N] [--device cpu|cuda[:N]|auto]
-            [--out DIR] [--mirror URL|DIR] [--figures-dir DIR] [--data real|synthetic|folder:PATH|URL]
-        fetch data, run the missing runs, aggregate and draw into figures/ (default: every figure)
-  data [mnist|cifar10] [--mirror URL|DIR]
-        download and verify the datasets (default: both)
-  figures [--check]            redraw figures/*.svg|png from figures/*.csv, and those of its subfolders
-                               (figures/paper/), and their CLAIMS.md (--check: fail if stale)
-  claims                       check the paper's claims against the tables in figures/ (and its
-                               subfolders) and write each folder's CLAIMS.md
-  compare OLD.csv NEW.csv      Markdown summary and per-cell changes, judged against both tables' trial spread
-  goldens [--check] [--mirror URL|DIR]
-                               rerun the golden smoke runs and rewrite tests/goldens.txt (--check: compare
-                               instead); only after an intended change to the arithmetic
-  bench [--vs-pytorch] [--only TEXT] [--repeats N] [--csv FILE] [--table FILE]
-                               training and evaluation throughput beside the alternatives (CPU);
-                               --vs-pytorch also times the same workloads in PyTorch (python3 with torch);
-                               --only: the rows whose workload contains TEXT, e.g. evaluation
-  cuda-build [--compute-cap N] build the CUDA lth binary, fetching nvcc from PyPI when none is
-                               installed (default N: $CUDA_COMPUTE_CAP or 90, i.e. H100/H200)
-  gpu-check                    CPU-vs-CUDA parity and GPU throughput (on a GPU machine; runs
-                               xtask/gpu-check.sh, which needs no Rust toolchain)
-  ci [--out DIR]                the whole CI, as .ci/run and .github/workflows/ci.yml run it: actionlint on
-                               the workflows, the tests, figures --check, the smoke reproduces compared to
-                               the committed tables byte for byte, the Slurm check; ends `ci: N passed, M
-                               failed` (--out: keep the regenerated smoke figures in DIR/figures)
-  pr-comment BASE [--out DIR]  the pull-request results comment against git ref BASE: the base's tables
-                               against this checkout's, the smoke tables rerun first if code or specs
-                               changed; writes DIR/comment.md and the changed figures' DIR/png/ (default
-                               DIR: target/pr-results)
-  plan [FIG...] [--scale S] [--trials N] [--device D] [--out DIR] [--mirror URL|DIR] [--data real|synthetic|folder:PATH|URL]
-       [--slurm [--slurm-script FILE] [--figures-dir DIR]]
-        one `lth run` command per (experiment, trial), each experiment once, for GNU parallel; with
-        --slurm, write them instead as a Slurm script (default target/slurm/lth-FIGS-SCALE.sh) that
-        `bash FILE` submits as a job array plus a figures job depending on it (afterok)
-
-Environment: LTH_DATA_MIRROR (mirror), LTH_DATA_DIR (dataset cache).
-";
-
-pub enum Task {
-    Help,
-    Reproduce(Reproduce),
-    Data { datasets: Vec<String>, mirror: Option<String> },
-    Figures { check: bool },
-    Claims,
-    Compare { old: String, new: String },
-    Goldens { check: bool, mirror: Option<String> },
-    Bench { vs_pytorch: bool, only: Option<String>, repeats: Option<String>, csv: Option<String>, table: Option<String> },
-    CudaBuild { compute_cap: String },
-    GpuCheck,
-    Plan(Reproduce),
-    Ci { out: Option<String> },
-    PrComment { base: String, out: String },
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    arg_required_else_help = true,
+    about = "The project's workflow commands: build `lth` and call it, check the outputs.",
+    after_help = "Environment: LTH_DATA_MIRROR (mirror), LTH_DATA_DIR (dataset cache)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub task: Task,
 }
 
+#[derive(Subcommand)]
+pub enum Task {
+    /// Fetch data, run the missing runs, aggregate and draw into figures/ (default: every figure).
+    Reproduce(Reproduce),
+    /// Download and verify the datasets only (default: both).
+    Data {
+        #[arg(value_name = "mnist|cifar10", value_parser = ["mnist", "cifar10"])]
+        datasets: Vec<String>,
+        /// Mirror of the dataset files.
+        #[arg(long, value_name = "URL|DIR")]
+        mirror: Option<String>,
+    },
+    /// Training and evaluation throughput beside the alternatives (CPU), optionally beside PyTorch.
+    Bench {
+        /// Also time the same workloads in PyTorch (python3 with torch).
+        #[arg(long)]
+        vs_pytorch: bool,
+        /// Only the rows whose workload contains TEXT, e.g. evaluation.
+        #[arg(long, value_name = "TEXT")]
+        only: Option<String>,
+        /// Timed repeats per side of each row.
+        #[arg(long, value_name = "N")]
+        repeats: Option<String>,
+        /// Also write the rows to FILE.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<String>,
+        /// Time nothing: print the Markdown table of a CSV written by --csv.
+        #[arg(long, value_name = "FILE")]
+        table: Option<String>,
+    },
+    /// Build the CUDA `lth` (nvcc from PyPI when none is installed) → target/lth-cuda.xz.
+    CudaBuild {
+        /// The GPU's compute capability [default: $CUDA_COMPUTE_CAP, else 90: H100/H200].
+        #[arg(long, value_name = "N")]
+        compute_cap: Option<String>,
+    },
+    /// CPU-vs-GPU parity and GPU throughput, on a GPU machine (xtask/gpu-check.sh needs no Rust).
+    GpuCheck,
+    /// Redraw figures/*.svg|png and CLAIMS.md from figures/*.csv (and figures/paper/).
+    Figures {
+        /// Fail if a drawing or claims report is stale instead of rewriting it (CI).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Rewrite figures/CLAIMS.md (and figures/paper/CLAIMS.md): the paper's claims against the tables.
+    Claims,
+    /// Markdown for a PR: summary, paper patterns, per-cell changes judged against both tables' noise.
+    Compare {
+        #[arg(value_name = "OLD.csv")]
+        old: String,
+        #[arg(value_name = "NEW.csv")]
+        new: String,
+    },
+    /// Rerun the golden smoke runs and rewrite tests/goldens.txt; only after an intended change to the arithmetic.
+    Goldens {
+        /// Compare with tests/goldens.txt instead of rewriting it.
+        #[arg(long)]
+        check: bool,
+        /// Mirror of the dataset files.
+        #[arg(long, value_name = "URL|DIR")]
+        mirror: Option<String>,
+    },
+    /// One `lth run … --trial N` line per (experiment, trial), for GNU parallel; with --slurm, a Slurm job array plus a figures job.
+    Plan(Plan),
+    /// The whole CI, as .ci/run and the GitHub workflow run it; ends `ci: N passed, M failed`.
+    Ci {
+        /// Keep the regenerated smoke figures in DIR/figures.
+        #[arg(long, value_name = "DIR")]
+        out: Option<String>,
+    },
+    /// The pull-request results comment against git ref BASE (DIR/comment.md and DIR/png/).
+    PrComment {
+        /// The base branch's git ref, e.g. origin/main.
+        base: String,
+        #[arg(long, value_name = "DIR", default_value = "target/pr-results")]
+        out: String,
+    },
+    /// Rewrite README's command table from these commands' help (--check: fail if it differs).
+    Readme {
+        /// Fail if README's table differs instead of rewriting it.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Args, Clone)]
 pub struct Reproduce {
+    /// Figures (default: every implemented one).
+    #[arg(value_name = "FIG")]
     pub figures: Vec<String>,
+    /// How much training: seconds, minutes on a laptop, or the paper's.
+    #[arg(long, value_name = "smoke|quick|paper", default_value = "quick")]
     pub scale: String,
+    /// Override the scale's number of trials.
+    #[arg(long, value_name = "N")]
     pub trials: Option<String>,
-    pub device: String,
-    pub out: String,
-    pub mirror: Option<String>,
-    pub figures_dir: String,
+    /// Trainings run in parallel (default: one per CPU core).
+    #[arg(long, value_name = "N")]
     pub jobs: Option<String>,
+    /// Where to train.
+    #[arg(long, value_name = "cpu|cuda[:N]|auto", default_value = "cpu")]
+    pub device: String,
+    /// Results folder.
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    pub out: String,
+    /// Mirror of the dataset files.
+    #[arg(long, value_name = "URL|DIR")]
+    pub mirror: Option<String>,
+    /// CIFAR-10 images.
+    #[arg(long, value_name = "real|synthetic|folder:PATH|URL")]
     pub data: Option<String>,
-    /// `plan` only: write a Slurm script instead of printing the commands.
+    /// Where figures, tables and provenance go.
+    #[arg(long, value_name = "DIR", default_value = "figures")]
+    pub figures_dir: String,
+}
+
+#[derive(Args, Clone)]
+pub struct Plan {
+    #[command(flatten)]
+    pub job: Reproduce,
+    /// Write a Slurm script (default target/slurm/lth-FIGS-SCALE.sh) that `bash FILE` submits.
+    #[arg(long)]
     pub slurm: bool,
+    /// Where --slurm writes its script.
+    #[arg(long, value_name = "FILE", requires = "slurm")]
     pub slurm_script: Option<String>,
 }
 
@@ -101,84 +171,73 @@ impl Reproduce {
     }
 }
 
-pub fn parse(args: &[String]) -> Result<Task> {
-    let Some((command, rest)) = args.split_first() else {
-        return Ok(Task::Help);
-    };
-    let mut positional = Vec::new();
-    let mut options: Vec<(String, Option<String>)> = Vec::new();
-    let mut it = rest.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--check" | "--vs-pytorch" | "--slurm" => options.push((arg.clone(), None)),
-            "-h" | "--help" => return Ok(Task::Help),
-            flag if flag.starts_with("--") => {
-                let value = it.next().with_context(|| format!("{flag} needs a value; see `cargo xtask --help`"))?;
-                options.push((flag.to_string(), Some(value.clone())));
-            }
-            _ => positional.push(arg.clone()),
+/// Parses the arguments after `cargo xtask`.
+pub fn parse(args: &[String]) -> Result<Task, clap::Error> {
+    Cli::try_parse_from(std::iter::once("cargo xtask".to_string()).chain(args.iter().cloned())).map(|cli| cli.task)
+}
+
+/// README's command table: for each command, its usage with every flag (as clap knows them:
+/// names, value names, positionals) and, indented below, its one-line help.
+pub fn command_table() -> String {
+    let mut cli = Cli::command();
+    cli.build();
+    let mut text = String::new();
+    for command in cli.get_subcommands().filter(|c| c.get_name() != "help") {
+        let mut usage = format!("cargo xtask {}", command.get_name());
+        for arg in command.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+            let value = arg.get_value_names().and_then(|v| v.first()).map_or_else(|| arg.get_id().to_string().to_uppercase(), |v| v.to_string());
+            let repeated = matches!(arg.get_action(), clap::ArgAction::Append);
+            let word = match arg.get_long() {
+                Some(long) if !arg.get_action().takes_values() => format!("--{long}"),
+                Some(long) => format!("--{long} {value}"),
+                None => format!("{value}{}", if repeated { "..." } else { "" }),
+            };
+            usage += &if arg.is_required_set() { format!(" {word}") } else { format!(" [{word}]") };
         }
+        let about = command.get_about().map(|a| a.to_string()).unwrap_or_default();
+        text.push_str(&format!("{usage}
+    {about}
+"));
     }
-    let take = |name: &str| options.iter().rev().find(|(k, _)| k == name).and_then(|(_, v)| v.clone());
-    let known: &[&str] = match command.as_str() {
-        "reproduce" => &["--scale", "--trials", "--jobs", "--device", "--out", "--mirror", "--figures-dir", "--data"],
-        "plan" => &["--scale", "--trials", "--jobs", "--device", "--out", "--mirror", "--figures-dir", "--data", "--slurm", "--slurm-script"],
-        "data" => &["--mirror"],
-        "figures" => &["--check"],
-        "goldens" => &["--check", "--mirror"],
-        "bench" => &["--vs-pytorch", "--only", "--repeats", "--csv", "--table"],
-        "cuda-build" => &["--compute-cap"],
-        "ci" => &["--out"],
-        "pr-comment" => &["--out"],
-        _ => &[],
-    };
-    if let Some((bad, _)) = options.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-        bail!("`cargo xtask {command}` has no option {bad}; see `cargo xtask --help`");
+    text
+}
+
+/// README's table between its markers replaced by `table`; None if the markers are missing.
+pub fn with_table(readme: &str, table: &str) -> Option<String> {
+    let (start, end) = (README_START, README_END);
+    let from = readme.find(start)? + start.len();
+    let to = from + readme[from..].find(end)?;
+    Some(format!("{}\n```\n{table}```\n{}", &readme[..from], &readme[to..]))
+}
+
+pub const README_START: &str = "<!-- cargo xtask readme: generated from xtask/src/flags.rs -->";
+pub const README_END: &str = "<!-- end of cargo xtask readme -->";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_parse_as_before() {
+        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let Ok(Task::Reproduce(r)) = parse(&args("reproduce fig3 fig4 --scale smoke --out /tmp/r")) else { panic!("reproduce") };
+        assert_eq!(
+            (r.figures, r.scale.as_str(), r.device.as_str(), r.out.as_str(), r.figures_dir.as_str()),
+            (vec!["fig3".into(), "fig4".into()], "smoke", "cpu", "/tmp/r", "figures")
+        );
+        let Ok(Task::Plan(p)) = parse(&args("plan fig8 --scale paper --device cuda --slurm")) else { panic!("plan") };
+        assert!(p.slurm && p.job.device == "cuda" && p.slurm_script.is_none());
+        assert!(matches!(parse(&args("figures --check")), Ok(Task::Figures { check: true })));
+        assert!(matches!(parse(&args("pr-comment origin/main")), Ok(Task::PrComment { out, .. }) if out == "target/pr-results"));
+        assert!(parse(&args("figures --nope")).is_err(), "an unknown flag is refused");
+        assert!(parse(&args("compare one.csv")).is_err(), "compare needs two tables");
     }
-    let job = || Reproduce {
-        figures: positional.clone(),
-        scale: take("--scale").unwrap_or_else(|| "quick".into()),
-        trials: take("--trials"),
-        device: take("--device").unwrap_or_else(|| "cpu".into()),
-        out: take("--out").unwrap_or_else(|| "results".into()),
-        mirror: take("--mirror"),
-        figures_dir: take("--figures-dir").unwrap_or_else(|| "figures".into()),
-        jobs: take("--jobs"),
-        data: take("--data"),
-        slurm: options.iter().any(|(k, _)| k == "--slurm"),
-        slurm_script: take("--slurm-script"),
-    };
-    Ok(match command.as_str() {
-        "reproduce" => Task::Reproduce(job()),
-        "plan" => Task::Plan(job()),
-        "data" => {
-            let datasets = if positional.is_empty() { vec!["mnist".into(), "cifar10".into()] } else { positional.clone() };
-            Task::Data { datasets, mirror: take("--mirror") }
-        }
-        "figures" => Task::Figures { check: options.iter().any(|(k, _)| k == "--check") },
-        "compare" => match positional.as_slice() {
-            [old, new] => Task::Compare { old: old.clone(), new: new.clone() },
-            _ => bail!("usage: cargo xtask compare OLD.csv NEW.csv"),
-        },
-        "goldens" => Task::Goldens { check: options.iter().any(|(k, _)| k == "--check"), mirror: take("--mirror") },
-        "bench" => Task::Bench {
-            vs_pytorch: options.iter().any(|(k, _)| k == "--vs-pytorch"),
-            only: take("--only"),
-            repeats: take("--repeats"),
-            csv: take("--csv"),
-            table: take("--table"),
-        },
-        "cuda-build" => {
-            Task::CudaBuild { compute_cap: take("--compute-cap").or_else(|| std::env::var("CUDA_COMPUTE_CAP").ok()).unwrap_or_else(|| "90".into()) }
-        }
-        "gpu-check" => Task::GpuCheck,
-        "ci" => Task::Ci { out: take("--out") },
-        "pr-comment" => match positional.as_slice() {
-            [base] => Task::PrComment { base: base.clone(), out: take("--out").unwrap_or_else(|| "target/pr-results".into()) },
-            _ => bail!("usage: cargo xtask pr-comment BASE [--out DIR], e.g. `cargo xtask pr-comment origin/main`"),
-        },
-        "claims" => Task::Claims,
-        "help" | "-h" | "--help" => Task::Help,
-        other => bail!("unknown command `{other}`; see `cargo xtask --help`"),
-    })
+
+    #[test]
+    fn readme_command_table_is_generated_from_the_flags() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let current = with_table(&readme, &command_table()).expect("README.md has the command table's markers");
+        assert!(current == readme, "README.md's command table differs from `cargo xtask --help`; run `cargo xtask readme`");
+    }
 }

@@ -9,6 +9,8 @@ mod pr;
 mod slurm;
 
 use anyhow::{bail, Context, Result};
+use clap::error::ErrorKind;
+use flags::Task;
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
@@ -28,33 +30,41 @@ fn run() -> Result<()> {
 
 /// Parses and runs one `cargo xtask` command; `ci` and `pr-comment` run others through it.
 fn run_task(sh: &Shell, args: &[String]) -> Result<()> {
-    let task = flags::parse(args)?;
+    let task = match flags::parse(args) {
+        Ok(task) => task,
+        // `--help`, or a usage error, printed as clap formats it.
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) => {
+            print!("{e}");
+            return Ok(());
+        }
+        Err(e) => bail!("{}", e.to_string().trim_start_matches("error: ").trim_end()),
+    };
     let xtask = |args: &[&str]| run_task(sh, &args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
     match task {
-        flags::Task::Help => print!("{}", flags::HELP),
-        flags::Task::Reproduce(r) => reproduce(sh, &r, args)?,
-        flags::Task::Data { datasets, mirror } => {
+        Task::Reproduce(r) => reproduce(sh, &r, args)?,
+        Task::Data { datasets, mirror } => {
             let lth = build_lth(sh, false)?;
+            let datasets = if datasets.is_empty() { vec!["mnist".into(), "cifar10".into()] } else { datasets };
             let mirror = mirror.map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
             for dataset in datasets {
                 let mirror = &mirror;
                 cmd!(sh, "{lth} fetch {dataset} {mirror...}").run()?;
             }
         }
-        flags::Task::Figures { check } => figures(sh, check)?,
-        flags::Task::Ci { out } => ci::run(sh, &project_root(), out.as_deref(), &xtask)?,
-        flags::Task::PrComment { base, out } => {
+        Task::Figures { check } => figures(sh, check)?,
+        Task::Ci { out } => ci::run(sh, &project_root(), out.as_deref(), &xtask)?,
+        Task::PrComment { base, out } => {
             let lth = build_lth(sh, false)?;
             pr::comment(sh, &project_root(), &lth, &base, &out, &xtask)?;
         }
-        flags::Task::Claims => {
+        Task::Claims => {
             let lth = build_lth(sh, false)?;
             for dir in table_dirs(&project_root().join("figures"))? {
                 cmd!(sh, "{lth} claims {dir}").run()?;
             }
         }
-        flags::Task::Bench { vs_pytorch, only, repeats, csv, table } => {
-            let lth = build_lth(&sh, false)?;
+        Task::Bench { vs_pytorch, only, repeats, csv, table } => {
+            let lth = build_lth(sh, false)?;
             let mut args: Vec<String> = vs_pytorch.then(|| "--vs-pytorch".to_string()).into_iter().collect();
             for (flag, value) in [("--only", only), ("--repeats", repeats), ("--csv", csv), ("--table", table)] {
                 if let Some(value) = value {
@@ -63,11 +73,12 @@ fn run_task(sh: &Shell, args: &[String]) -> Result<()> {
             }
             cmd!(sh, "{lth} bench {args...}").run()?;
         }
-        flags::Task::CudaBuild { compute_cap } => {
+        Task::CudaBuild { compute_cap } => {
+            let compute_cap = compute_cap.or_else(|| std::env::var("CUDA_COMPUTE_CAP").ok()).unwrap_or_else(|| "90".into());
             let binary = cuda::build(sh, &project_root(), &compute_cap)?;
             cuda::pack(sh, &project_root(), &binary)?;
         }
-        flags::Task::GpuCheck => {
+        Task::GpuCheck => {
             let root = project_root();
             if !root.join("target/lth-cuda.xz").exists() {
                 let binary = cuda::build(sh, &root, "90")?;
@@ -75,23 +86,43 @@ fn run_task(sh: &Shell, args: &[String]) -> Result<()> {
             }
             cmd!(sh, "sh xtask/gpu-check.sh").run()?;
         }
-        flags::Task::Compare { old, new } => {
+        Task::Compare { old, new } => {
             let lth = build_lth(sh, false)?;
             cmd!(sh, "{lth} compare {old} {new}").run()?;
         }
-        flags::Task::Goldens { check, mirror } => {
+        Task::Goldens { check, mirror } => {
             let lth = build_lth(sh, false)?;
             let mode = (!check).then_some("--write");
             let mirror = mirror.map(|m| vec!["--mirror".to_string(), m]).unwrap_or_default();
             cmd!(sh, "{lth} goldens {mode...} {mirror...}").run()?;
         }
-        flags::Task::Plan(r) if r.slurm => plan_slurm(sh, &r, args)?,
-        flags::Task::Plan(r) => {
+        Task::Plan(p) if p.slurm => plan_slurm(sh, &p, args)?,
+        Task::Plan(p) => {
             let lth = build_lth(sh, false)?;
+            let r = &p.job;
             let job = r.job_args();
             let data = r.data_args();
             let figs = &r.figures;
             cmd!(sh, "{lth} plan {figs...} {job...} {data...}").run()?;
+        }
+        Task::Readme { check } => readme(check)?,
+    }
+    Ok(())
+}
+
+/// `readme`: README's command table rewritten from the flags (with `check`, compared).
+fn readme(check: bool) -> Result<()> {
+    let path = project_root().join("README.md");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let Some(fresh) = flags::with_table(&text, &flags::command_table()) else {
+        bail!("{} has no `{}` ... `{}` markers around its command table", path.display(), flags::README_START, flags::README_END);
+    };
+    match (check, fresh == text) {
+        (_, true) => println!("readme: the command table matches `cargo xtask --help`"),
+        (true, false) => bail!("README.md's command table differs from `cargo xtask --help`; run `cargo xtask readme`"),
+        (false, false) => {
+            std::fs::write(&path, fresh).with_context(|| format!("writing {}", path.display()))?;
+            println!("readme: rewrote the command table of {}", path.display());
         }
     }
     Ok(())
@@ -124,7 +155,8 @@ fn target_dir() -> PathBuf {
 
 /// `plan --slurm`: the plan's `lth run` lines as a self-submitting Slurm script (`slurm`), with
 /// absolute paths, since its tasks run on other machines of the cluster.
-fn plan_slurm(sh: &Shell, r: &flags::Reproduce, args: &[String]) -> Result<()> {
+fn plan_slurm(sh: &Shell, p: &flags::Plan, args: &[String]) -> Result<()> {
+    let r = &p.job;
     if r.figures.is_empty() {
         bail!("`cargo xtask plan --slurm` needs the figures its final job draws, e.g. `cargo xtask plan fig8 --scale paper --device cuda --slurm`");
     }
@@ -165,7 +197,7 @@ fn plan_slurm(sh: &Shell, r: &flags::Reproduce, args: &[String]) -> Result<()> {
         figures_dir: &figures_dir,
         build_hint,
     });
-    let path = r.slurm_script.as_deref().map(absolute).unwrap_or_else(|| root.join(format!("target/slurm/lth-{}-{}.sh", figures.join("-"), r.scale)));
+    let path = p.slurm_script.as_deref().map(absolute).unwrap_or_else(|| root.join(format!("target/slurm/lth-{}-{}.sh", figures.join("-"), r.scale)));
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }

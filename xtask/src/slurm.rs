@@ -5,6 +5,11 @@
 //! the shared results folder once every task has succeeded (`--dependency=afterok`). Slurm does
 //! the scheduling; nothing here polls or retries.
 
+// The one definition of shell quoting, shared with `lth plan` (the file imports nothing).
+#[path = "../../lth/src/base/shell.rs"]
+mod shell;
+use shell::quoted;
+
 use std::path::Path;
 
 /// What the script runs and where.
@@ -100,15 +105,6 @@ esac
         n = plan.runs.len(),
         build_hint = plan.build_hint,
     )
-}
-
-/// A word as a POSIX shell reads it back.
-fn quoted(word: &str) -> String {
-    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=+,".contains(c)) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }
 
 #[cfg(test)]
