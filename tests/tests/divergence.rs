@@ -29,7 +29,7 @@ fn a_diverged_training_is_recorded_but_never_drawn_as_a_result() {
     let finished = table::load_records(&store, &plan).unwrap();
     assert_eq!(finished.finished, finished.planned);
     assert!(!finished.diverged.is_empty() && finished.diverged.iter().all(|d| d.contains(" level ") && d.contains("(iteration ")), "{:?}", finished.diverged);
-    assert!(finished.records.iter().all(|r| r.val_loss.is_finite() && r.test_loss.is_finite()));
+    assert!(finished.records.iter().all(|r| r.point.val_loss.is_finite() && r.point.test_loss.is_finite()));
     // A figure with nothing but diverged trainings is refused, naming them and the fix.
     let provenance = Provenance {
         command: "test".into(),

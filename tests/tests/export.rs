@@ -53,7 +53,7 @@ fn an_exported_ticket_reads_back_and_scores_the_runs_final_test_accuracy_exactly
         assert_eq!(loaded, ticket, "level {level} does not read back as written");
         let curve = ticket_run().load_curve(level).unwrap();
         let (_, acc) = export::evaluate(&loaded, data, &candle_core::Device::Cpu, true).unwrap();
-        assert_eq!(acc, curve.last().unwrap().test_acc, "level {level}");
+        assert_eq!(acc, curve.last().unwrap().point.test_acc, "level {level}");
         // The trained weights themselves, not just the score: the same bits where kept.
         let trained = ticket_run().load_final(level, &lth::nn::Architecture::of(loaded.spec.method.model)).unwrap();
         for (name, values) in &loaded.weights {
@@ -169,7 +169,7 @@ fn a_rewound_resnet_ticket_ships_with_its_batchnorm_state() {
     let file = scratch("resnet-export").join("resnet.sparse.safetensors");
     export::write(&exported, &file).unwrap();
     let (_, acc) = export::evaluate(&export::load(&file).unwrap(), &data, &candle_core::Device::Cpu, true).unwrap();
-    assert_eq!(acc, run.load_curve(1).unwrap().last().unwrap().test_acc);
+    assert_eq!(acc, run.load_curve(1).unwrap().last().unwrap().point.test_acc);
 }
 
 /// Issue #29: `.safetensors` files were written 0600 whatever the umask (candle's writer) while

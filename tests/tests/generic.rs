@@ -109,7 +109,8 @@ fn a_training_step_on_the_generic_path_reads_nothing_back_from_the_device() {
             let dropout = dropout.then(|| Dropout::new(0.5, stream(0, Purpose::Dropout)));
             let augment = augment.then(|| Augment::new(&augmentation, &norm, stream(0, Purpose::Augmentation)));
             counter.last = reads();
-            training::train(kind, &params, &mask, &data, &config, stream(0, Purpose::DataOrder), dropout, augment, &mut counter).unwrap();
+            let streams = training::Streams { data_order: stream(0, Purpose::DataOrder), dropout, augment };
+            training::train(training::Start { model: kind, params: &params, mask: &mask }, &data, &config, streams, &mut counter).unwrap();
         });
         assert_eq!(counter.per_step, vec![0; 3], "{kind:?}: reads per training step");
         // Validation and test (a loss sum and a hit count each), then the running train loss

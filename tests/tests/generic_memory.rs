@@ -11,6 +11,7 @@ lth::jemalloc!();
 
 use lth::base::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
 use lth::data::{self, fetch::Source};
+use lth::lottery::procedure::Resources;
 use lth::ops::device::with_path;
 use lth::store::runs::Store;
 use lth::train::progress::Progress;
@@ -49,12 +50,13 @@ fn levels_on_the_generic_path_leave_resident_memory_flat() {
     let source = Source { mirror: None, cache: data_cache() };
     let data = data::load(DatasetKind::Cifar10, DataSource::Synthetic, &source).unwrap().prepare(&planned.spec, &candle_core::Device::Cpu).unwrap();
     let (store, progress) = (Store::new(&dir.join("results")), Progress::new(0, 0));
+    let on = Resources { store: &store, data: &data, dev: &candle_core::Device::Cpu, progress: &progress };
     let after: Vec<u64> = with_path(true, || {
         planned
             .levels
             .iter()
             .map(|&level| {
-                lth::lottery::procedure::run_level(&planned.spec, level, false, &store, &data, &candle_core::Device::Cpu, &progress, 1).unwrap();
+                lth::lottery::procedure::run_level(&planned.spec, level, false, 1, on).unwrap();
                 resident()
             })
             .collect()

@@ -14,6 +14,7 @@ use lth::sparsity::masks::Mask;
 use lth::sparsity::pruning;
 use lth::store::runs::{load_weights, Store};
 use lth::train::progress::Progress;
+use lth::train::training::{Start, Streams};
 use lth_tests::{data_cache, mirror, scratch, TINY_LENET};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -316,8 +317,9 @@ fn sparse_kernels_train_like_dense_masked_training() {
         };
         struct Quiet;
         impl lth::train::training::Observer for Quiet {}
-        let curve =
-            lth::train::training::train(spec().method.model, &params, &mask, data(), &config, stream(5, Purpose::DataOrder), None, None, &mut Quiet).unwrap();
+        let start = Start { model: spec().method.model, params: &params, mask: &mask };
+        let streams = Streams { data_order: stream(5, Purpose::DataOrder), dropout: None, augment: None };
+        let curve = lth::train::training::train(start, data(), &config, streams, &mut Quiet).unwrap();
         (curve, lth::nn::weights_of(&params).unwrap())
     };
     let (sparse_curve, sparse_weights) = train(true);

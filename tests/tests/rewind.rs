@@ -10,7 +10,7 @@ use lth::base::spec::{DataSource, ExperimentSpec, ModelKind, Procedure, Scale};
 use lth::data::Dataset;
 use lth::nn::{self, Architecture};
 use lth::sparsity::masks::Mask;
-use lth::store::record::{parse_csv, CurveRecord};
+use lth::store::record::read_curve;
 use lth::store::runs::{load_weights, Store};
 use lth::train::training::{self, MaskedNetwork, Observer, TrainConfig};
 use lth_tests::{run_smoke, scratch, smoke_data, TINY_LENET};
@@ -89,7 +89,8 @@ fn theta_k_is_the_dense_network_after_k_steps() {
     struct Quiet;
     impl Observer for Quiet {}
     let order = stream(trial_seed(run_spec.seed, 0), Purpose::DataOrder);
-    training::train(spec.method.model, &params, &Mask::dense(&arch), data(spec), &config, order, None, None, &mut Quiet).unwrap();
+    let streams = training::Streams { data_order: order, dropout: None, augment: None };
+    training::train(training::Start { model: spec.method.model, params: &params, mask: &Mask::dense(&arch) }, data(spec), &config, streams, &mut Quiet).unwrap();
     assert_eq!(nn::weights_of(&params).unwrap(), theta_k);
 }
 
@@ -107,10 +108,10 @@ fn every_pruned_level_and_branch_starts_from_theta_k_at_iteration_k() {
         for &level in &planned.levels {
             let (mask, start) = lth::lottery::procedure::level_start(&planned.spec, &arch, &run, &ticket, &theta0, level).unwrap();
             assert_eq!(mask, Mask::load(&run.mask_path(level), &arch).unwrap());
-            let curve: Vec<CurveRecord> = parse_csv(&std::fs::read(run.curve_path(level)).unwrap(), &run.curve_path(level)).unwrap();
+            let curve = read_curve(&run.curve_path(level)).unwrap();
             let dense_level = planned.spec.procedure == Procedure::Ticket && level == 0;
-            assert_eq!(curve[0].iteration, if dense_level { 0 } else { 4 }, "{} level {level}", run.id);
-            assert_eq!(curve.last().unwrap().iteration, 40);
+            assert_eq!(curve[0].point.iteration, if dense_level { 0 } else { 4 }, "{} level {level}", run.id);
+            assert_eq!(curve.last().unwrap().point.iteration, 40);
             if dense_level {
                 assert_eq!(start, theta0);
                 continue;
@@ -133,7 +134,7 @@ fn every_pruned_level_and_branch_starts_from_theta_k_at_iteration_k() {
                 }
             }
             let (test_loss, test_acc) = training::evaluate(net.net.as_ref(), &training::EvalSplit::new(net.net.as_ref(), &data(spec).test).unwrap()).unwrap();
-            assert_eq!((curve[0].test_loss, curve[0].test_acc), (test_loss, test_acc), "{} level {level}", run.id);
+            assert_eq!((curve[0].point.test_loss, curve[0].point.test_acc), (test_loss, test_acc), "{} level {level}", run.id);
             checked += 1;
         }
     }

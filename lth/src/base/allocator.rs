@@ -35,3 +35,11 @@ pub use tikv_jemallocator::Jemalloc;
 // The library chooses no allocator; its own unit tests run under the one the CLI uses.
 #[cfg(all(test, feature = "jemalloc"))]
 crate::jemalloc!();
+
+/// Without the `jemalloc` feature the program keeps the system allocator: the macro expands to
+/// nothing, so the binaries build either way (`cargo build --no-default-features`).
+#[cfg(not(feature = "jemalloc"))]
+#[macro_export]
+macro_rules! jemalloc {
+    () => {};
+}

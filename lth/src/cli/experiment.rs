@@ -207,7 +207,7 @@ pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>
         );
     }
     let progress = Progress::new(tasks.iter().map(|(t, _)| t.units).sum(), tasks.len());
-    crate::lottery::work::run(&plan, tasks, jobs, &store, &data, &dev, &progress)?;
+    crate::lottery::work::run(&plan, tasks, jobs, crate::lottery::procedure::Resources { store: &store, data: &data, dev: &dev, progress: &progress })?;
     progress.finish();
     Ok(())
 }

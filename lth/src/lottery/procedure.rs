@@ -18,14 +18,23 @@ use crate::sparsity::pruning;
 use crate::store::record::{write_csv, CurveKey, CurveRecord};
 use crate::store::runs::{save_weights, RunDir, Store};
 use crate::train::progress::Progress;
-use crate::train::training::{self, TrainConfig};
+use crate::train::training::{self, Start, Streams, TrainConfig};
 use candle_core::Device;
+
+/// Where levels train: the run store, the images, the device and the progress display.
+#[derive(Clone, Copy)]
+pub struct Resources<'a> {
+    pub store: &'a Store,
+    pub data: &'a Dataset,
+    pub dev: &'a Device,
+    pub progress: &'a Progress,
+}
 
 /// Trains `level` of the run `spec` unless it is finished; `redo`: train it again if it kept
 /// only its curve (see `work`). The level it reads must have its weights (`work` schedules it
 /// so); `units` is the training's weight in the overall progress.
-#[allow(clippy::too_many_arguments)]
-pub fn run_level(spec: &RunSpec, level: usize, redo: bool, store: &Store, data: &Dataset, dev: &Device, progress: &Progress, units: u64) -> Result<()> {
+pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resources) -> Result<()> {
+    let Resources { store, data, dev, progress } = on;
     let arch = Architecture::of(spec.method.model);
     let run = store.open(spec)?;
     if redo && run.is_done(level) && !run.has_weights(level) {
@@ -44,11 +53,11 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, store: &Store, data: 
     // A rewound level trains from its rewind point: its progress spreads over the steps it takes.
     let mut level_progress = progress.level(label, units, spec.iterations - rewind::start_iteration(spec, level));
     let mut observer = rewind::Snapshot::new(spec, level, &mut level_progress);
-    train_level(spec, &arch, &run, &mask, &start, level, data, dev, &mut observer)?;
+    let curve = train_level(spec, (&run, level), (&mask, &start), data, dev, &mut observer)?;
     drop(observer);
     drop(level_progress);
     // Recorded as trained (the curve says what happened), but never drawn as a result.
-    if let Some(iteration) = crate::store::record::diverged_at(&run.load_curve(level)?) {
+    if let Some(iteration) = crate::store::record::diverged_at(&curve) {
         progress.line(format!(
             "warning: {} level {level} diverged (NaN or infinite loss from iteration {iteration}); figures and claims leave it out and say so",
             run.id
@@ -60,12 +69,13 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, store: &Store, data: 
 /// Trains every unfinished level of `planned` in order, on this thread (tests and single runs;
 /// `work` schedules a whole plan).
 pub fn run(planned: &PlannedRun, store: &Store, data: &Dataset, dev: &Device, progress: &Progress) -> Result<()> {
+    let on = Resources { store, data, dev, progress };
     // theta0 first, as before the work queue: a ticket run whose levels are finished still
     // redraws a removed theta0 (`lth redo …/init.safetensors`).
     if planned.spec.procedure == Procedure::Ticket {
         initial_weights(&planned.spec, &Architecture::of(planned.spec.method.model), &store.open(&planned.spec)?)?;
     }
-    planned.levels.iter().try_for_each(|&level| run_level(&planned.spec, level, false, store, data, dev, progress, 1))
+    planned.levels.iter().try_for_each(|&level| run_level(&planned.spec, level, false, 1, on))
 }
 
 /// theta0 of the trial: drawn and saved by the ticket run, read by its branches.
@@ -139,18 +149,16 @@ fn finished_level(ticket: &RunDir, level: usize, arch: &Architecture, pruning: &
     Ok((mask, ticket.load_final(level, arch)?))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Trains `level` of `run` from its mask and start weights and saves it; returns its curve.
 fn train_level(
     spec: &RunSpec,
-    arch: &Architecture,
-    run: &RunDir,
-    mask: &Mask,
-    start: &Weights,
-    level: usize,
+    (run, level): (&RunDir, usize),
+    (mask, start): (&Mask, &Weights),
     data: &Dataset,
     dev: &Device,
     observer: &mut rewind::Snapshot,
-) -> Result<()> {
+) -> Result<Vec<CurveRecord>> {
+    let arch = &Architecture::of(spec.method.model);
     // `training::train` zeroes the pruned weights before the first step.
     let params = nn::to_params(arch, start, dev)?;
     let config = TrainConfig {
@@ -162,11 +170,12 @@ fn train_level(
         lr_schedule: spec.method.lr_schedule.clone(),
         start_iteration: rewind::start_iteration(spec, level),
     };
-    let data_order = seeds::stream(trial_seed(spec), Purpose::DataOrder);
-    let dropout = spec.method.dropout.map(|p| nn::Dropout::new(p, seeds::stream(trial_seed(spec), Purpose::Dropout)));
-    let augment =
-        spec.method.augmentation.as_ref().map(|a| Augment::new(a, &spec.method.normalisation, seeds::stream(trial_seed(spec), Purpose::Augmentation)));
-    let curve = training::train(spec.method.model, &params, mask, data, &config, data_order, dropout, augment, observer)?;
+    let streams = Streams {
+        data_order: seeds::stream(trial_seed(spec), Purpose::DataOrder),
+        dropout: spec.method.dropout.map(|p| nn::Dropout::new(p, seeds::stream(trial_seed(spec), Purpose::Dropout))),
+        augment: spec.method.augmentation.as_ref().map(|a| Augment::new(a, &spec.method.normalisation, seeds::stream(trial_seed(spec), Purpose::Augmentation))),
+    };
+    let curve = training::train(Start { model: spec.method.model, params: &params, mask }, data, &config, streams, observer)?;
     let key = CurveKey {
         experiment: spec.experiment.clone(),
         scale: spec.scale.as_str().into(),
@@ -182,7 +191,8 @@ fn train_level(
     save_weights(&nn::weights_of(&params)?, arch, &run.final_path(level))?;
     write_csv(&records, &run.curve_path(level))?;
     observer.save(run, arch)?;
-    run.mark_done(level)
+    run.mark_done(level)?;
+    Ok(records)
 }
 
 fn trial_seed(spec: &RunSpec) -> u64 {

@@ -11,11 +11,8 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::spec::{PlannedRun, Procedure};
-use crate::data::Dataset;
-use crate::lottery::procedure;
+use crate::lottery::procedure::{self, Resources};
 use crate::store::runs::Store;
-use crate::train::progress::Progress;
-use candle_core::Device;
 use std::collections::BTreeSet;
 use std::sync::{Condvar, Mutex};
 
@@ -86,10 +83,7 @@ pub fn run(
     plan: &[PlannedRun],
     tasks: Vec<(Task, Option<(usize, usize)>)>,
     jobs: usize,
-    store: &Store,
-    data: &Dataset,
-    dev: &Device,
-    progress: &Progress,
+    on: Resources,
 ) -> Result<()> {
     let unfinished = tasks.iter().map(|(t, _)| (t.run, t.level)).collect();
     let queue = Mutex::new(Queue { pending: tasks, unfinished, failed: false });
@@ -97,7 +91,7 @@ pub fn run(
     let worker = || -> Result<()> {
         while let Some(task) = next(&queue, &changed)? {
             let spec = &plan[task.run].spec;
-            let result = procedure::run_level(spec, task.level, task.redo, store, data, dev, progress, task.units);
+            let result = procedure::run_level(spec, task.level, task.redo, task.units, on);
             let mut q = queue.lock().map_err(|_| poisoned())?;
             q.unfinished.remove(&(task.run, task.level));
             q.failed |= result.is_err();

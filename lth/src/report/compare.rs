@@ -163,23 +163,46 @@ pub(super) struct Provenance {
 impl Provenance {
     pub(super) fn beside(csv: &Path) -> Option<Provenance> {
         let text = std::fs::read_to_string(csv.with_extension("md")).ok()?;
-        let row = |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("| {name} | "))?.strip_suffix(" |"));
         let figure = text.lines().next().and_then(|l| l.strip_prefix("# ")).and_then(|l| l.split(':').next()).map(str::to_string);
-        let data = row("data")
-            .into_iter()
-            .flat_map(|d| d.split("; "))
-            .filter_map(|entry| {
-                let (experiment, what) = entry.split_once(": ")?;
-                let what = match what.rsplit_once(", ") {
-                    Some((what, counts)) if counts.ends_with("planned trainings finished") => what,
-                    _ => what,
-                };
-                let plain = |t: &str| t.replace(['`', '*'], "");
-                (!what.starts_with("no finished runs")).then(|| (plain(experiment), plain(what)))
-            })
-            .collect();
-        Some(Provenance { figure, scale: row("scale").map(|s| s.trim_matches('`').to_string()), data })
+        let data = data_entries(&text).into_iter().filter(|e| !e.what.starts_with("no finished runs")).map(|e| (e.experiment, e.what)).collect();
+        Some(Provenance { figure, scale: provenance_value(&text, "scale").map(|s| s.trim_matches('`').to_string()), data })
     }
+}
+
+/// The second cell of a provenance file's `| name | value |` row.
+pub(super) fn provenance_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| line.strip_prefix(&format!("| {name} | "))?.strip_suffix(" |"))
+}
+
+/// One experiment's entry in a provenance file's `data` row, as `figures` writes it
+/// ("`conv2`: **synthetic** (…), 2 of 2 planned trainings finished"), markdown removed.
+pub(super) struct DataEntry {
+    pub(super) experiment: String,
+    /// What it trained on: "real", "synthetic (…)", "JPEG copy of CIFAR-10 (…)", or "no finished runs".
+    pub(super) what: String,
+    /// Finished and planned trainings.
+    pub(super) trainings: Option<(usize, usize)>,
+}
+
+/// The entries of a provenance file's `data` row (none where it has no such row).
+pub(super) fn data_entries(text: &str) -> Vec<DataEntry> {
+    let plain = |t: &str| t.replace(['`', '*'], "");
+    let counts = |c: &str| {
+        let (finished, planned) = c.strip_suffix(" planned trainings finished")?.split_once(" of ")?;
+        Some((finished.parse().ok()?, planned.parse().ok()?))
+    };
+    provenance_value(text, "data")
+        .into_iter()
+        .flat_map(|row| row.split("; "))
+        .filter_map(|entry| {
+            let (experiment, what) = entry.split_once(": ")?;
+            let (what, trainings) = match what.rsplit_once(", ").map(|(w, c)| (w, counts(c))) {
+                Some((what, Some(trainings))) => (what, Some(trainings)),
+                _ => (what, None),
+            };
+            Some(DataEntry { experiment: plain(experiment), what: plain(what), trainings })
+        })
+        .collect()
 }
 
 /// The warnings for two tables whose provenance files name another scale or other data (or

@@ -85,7 +85,7 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
                 finished.planned
             );
         }
-        let data = describe(&finished.records[0].data);
+        let data = describe(&finished.records[0].key.data);
         sources.push(format!("`{experiment}`: {data}, {} of {} planned trainings finished", finished.finished, finished.planned));
         records.extend(finished.records);
         run_ids.extend(finished.runs);
@@ -93,8 +93,8 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
     if records.is_empty() {
         return Err(table::nothing_finished(store, &figure.experiments.join("`, `"), scale));
     }
-    let synthetic = records.iter().any(|r| r.data == DataSource::Synthetic);
-    let copy = records.iter().find_map(|r| match r.data {
+    let synthetic = records.iter().any(|r| r.key.data == DataSource::Synthetic);
+    let copy = records.iter().find_map(|r| match r.key.data {
         DataSource::Copy(copy) => Some(copy),
         _ => None,
     });

@@ -67,20 +67,20 @@ pub fn curves_frame(rows: &[CurveRecord]) -> Result<DataFrame> {
     let int = |f: fn(&CurveRecord) -> usize| rows.iter().map(|r| f(r) as u64).collect::<Vec<_>>();
     let float = |f: fn(&CurveRecord) -> f64| rows.iter().map(f).collect::<Vec<_>>();
     let columns = vec![
-        Column::new("experiment".into(), text(|r| &r.experiment)),
-        Column::new("data".into(), rows.iter().map(|r| r.data.to_string()).collect::<Vec<_>>()),
-        Column::new("scale".into(), text(|r| &r.scale)),
-        Column::new("procedure".into(), text(|r| &r.procedure)),
-        Column::new("trial".into(), int(|r| r.trial)),
-        Column::new("copy".into(), int(|r| r.copy)),
-        Column::new("level".into(), int(|r| r.level)),
-        Column::new("remaining".into(), float(|r| r.remaining)),
-        Column::new("iteration".into(), int(|r| r.iteration)),
-        Column::new("val_loss".into(), float(|r| r.val_loss)),
-        Column::new("val_acc".into(), float(|r| r.val_acc)),
-        Column::new("test_loss".into(), float(|r| r.test_loss)),
-        Column::new("test_acc".into(), float(|r| r.test_acc)),
-        Column::new("train_acc".into(), float(|r| r.train_acc)),
+        Column::new("experiment".into(), text(|r| &r.key.experiment)),
+        Column::new("data".into(), rows.iter().map(|r| r.key.data.to_string()).collect::<Vec<_>>()),
+        Column::new("scale".into(), text(|r| &r.key.scale)),
+        Column::new("procedure".into(), text(|r| &r.key.procedure)),
+        Column::new("trial".into(), int(|r| r.key.trial)),
+        Column::new("copy".into(), int(|r| r.key.copy)),
+        Column::new("level".into(), int(|r| r.key.level)),
+        Column::new("remaining".into(), float(|r| r.key.remaining)),
+        Column::new("iteration".into(), int(|r| r.point.iteration)),
+        Column::new("val_loss".into(), float(|r| r.point.val_loss)),
+        Column::new("val_acc".into(), float(|r| r.point.val_acc)),
+        Column::new("test_loss".into(), float(|r| r.point.test_loss)),
+        Column::new("test_acc".into(), float(|r| r.point.test_acc)),
+        Column::new("train_acc".into(), float(|r| r.point.train_acc)),
     ];
     Ok(DataFrame::new_infer_height(columns)?)
 }
@@ -241,10 +241,11 @@ pub fn read_csv_frame(path: &Path) -> Result<DataFrame> {
 mod tests {
     use super::*;
     use crate::base::spec::DataSource;
-    use crate::store::record::CurveRecord;
+    use crate::store::record::{CurveKey, CurveRecord};
+    use crate::train::training::CurvePoint;
 
     fn record(procedure: &str, trial: usize, iteration: usize, test_acc: f64) -> CurveRecord {
-        CurveRecord {
+        let key = CurveKey {
             experiment: "x".into(),
             scale: "smoke".into(),
             data: DataSource::Synthetic,
@@ -253,14 +254,8 @@ mod tests {
             copy: 0,
             level: 0,
             remaining: 1.0,
-            iteration,
-            train_loss: 0.0,
-            train_acc: 0.0,
-            val_loss: 0.0,
-            val_acc: 0.0,
-            test_loss: 0.0,
-            test_acc,
-        }
+        };
+        key.record(&CurvePoint { iteration, train_loss: 0.0, train_acc: 0.0, val_loss: 0.0, val_acc: 0.0, test_loss: 0.0, test_acc })
     }
 
     #[test]

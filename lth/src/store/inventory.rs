@@ -144,9 +144,9 @@ fn spec_named(dir: &RunDir, specs: &[ExperimentSpec]) -> Option<RunSpec> {
     for level in dir.finished_levels() {
         let rows: Vec<CurveRecord> = std::fs::read(dir.curve_path(level))
             .ok()
-            .and_then(|bytes| crate::store::record::parse_csv(&bytes, &dir.curve_path(level)).ok())
+            .and_then(|bytes| crate::store::record::parse_curve(&bytes, &dir.curve_path(level)).ok())
             .unwrap_or_default();
-        sources.extend(rows.first().map(|r| r.data).filter(|d| !sources.contains(d)));
+        sources.extend(rows.first().map(|r| r.key.data).filter(|d| !sources.contains(d)));
     }
     for spec in specs.iter().filter(|s| dir.id.0.starts_with(&s.name)) {
         for &scale in spec.scales.keys() {

@@ -25,7 +25,7 @@ use crate::base::spec::{RunId, RunSpec};
 use crate::nn::{Architecture, Weights};
 use crate::sparsity::masks::Mask;
 use crate::store::marker;
-use crate::store::record::{parse_csv, CurveRecord};
+use crate::store::record::{parse_curve, CurveRecord};
 use candle_core::{Device, Tensor};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -188,7 +188,7 @@ impl RunDir {
 
     pub fn load_curve(&self, level: usize) -> Result<Vec<CurveRecord>> {
         let path = self.curve_path(level);
-        parse_csv(&self.read_level_file(level, &path)?, &path)
+        parse_curve(&self.read_level_file(level, &path)?, &path)
     }
 
     /// A finished level's file, checked against its marker (an empty marker vouches for

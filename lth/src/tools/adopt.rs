@@ -19,7 +19,7 @@ use crate::lottery::rewind;
 use crate::nn::Architecture;
 use crate::sparsity::masks::Mask;
 use crate::store::marker;
-use crate::store::record::{parse_csv, CurveRecord};
+use crate::store::record::{parse_curve, CurveRecord};
 use crate::store::runs::{load_weights, RunDir};
 use crate::tools::export::{self, Ticket};
 use candle_core::Device;
@@ -83,7 +83,7 @@ fn adopt_level(
     let refuse = |path: PathBuf, reason: String| Error::RunFile { path, reason: format!("{reason}; not adopted"), redo: run.level_dir(level) };
     let curve_path = run.curve_path(level);
     let bytes = std::fs::read(&curve_path).map_err(|e| refuse(curve_path.clone(), format!("cannot be read ({e})")))?;
-    let rows: Vec<CurveRecord> = parse_csv(&bytes, &curve_path).map_err(|e| refuse(curve_path.clone(), format!("not a curve ({e})")))?;
+    let rows: Vec<CurveRecord> = parse_curve(&bytes, &curve_path).map_err(|e| refuse(curve_path.clone(), format!("not a curve ({e})")))?;
     check_curve(spec, level, &rows).map_err(|reason| refuse(curve_path.clone(), reason))?;
     let mut checked =
         vec![format!("curve.csv: its schema, {} rows at the iterations the spec evaluates, its run and level columns, every value in range", rows.len())];
@@ -94,12 +94,12 @@ fn adopt_level(
         (true, true) => {
             let mask = Mask::from_safetensors(&std::fs::read(&mask_path).at(&mask_path)?, &mask_path, arch)?;
             let weights = load_weights(&final_path, arch)?;
-            let remaining = rows[0].remaining;
+            let remaining = rows[0].key.remaining;
             if mask.remaining() != remaining {
                 return Err(refuse(mask_path, format!("keeps {} of the weights, but its curve says {remaining}", mask.remaining())));
             }
             checked.push("mask.safetensors and final.safetensors: the architecture's tensor names and shapes, and the curve's share of weights".into());
-            let last = rows[rows.len() - 1].test_acc;
+            let last = rows[rows.len() - 1].point.test_acc;
             match data(spec) {
                 Ok(data) => {
                     let mut weights = weights;
@@ -133,7 +133,7 @@ pub fn check_curve(spec: &RunSpec, level: usize, rows: &[CurveRecord]) -> std::r
     let start = rewind::start_iteration(spec, level);
     let expected: Vec<usize> =
         std::iter::once(start).chain((start + 1..=spec.iterations).filter(|i| i % spec.eval_every == 0 || *i == spec.iterations)).collect();
-    let iterations: Vec<usize> = rows.iter().map(|r| r.iteration).collect();
+    let iterations: Vec<usize> = rows.iter().map(|r| r.point.iteration).collect();
     if iterations != expected {
         return Err(format!(
             "{} rows at iterations {}, but the spec evaluates {} times, at {}",
@@ -143,14 +143,14 @@ pub fn check_curve(spec: &RunSpec, level: usize, rows: &[CurveRecord]) -> std::r
             span(&expected)
         ));
     }
-    for (i, r) in rows.iter().enumerate() {
+    for (i, CurveRecord { key: k, point: r }) in rows.iter().enumerate() {
         let at = |what: &str| format!("row {} (iteration {}): {what}", i + 1, r.iteration);
-        let identity = (r.experiment.as_str(), r.scale.as_str(), r.data, r.procedure.as_str(), r.trial, r.copy, r.level);
+        let identity = (k.experiment.as_str(), k.scale.as_str(), k.data, k.procedure.as_str(), k.trial, k.copy, k.level);
         if identity != (spec.experiment.as_str(), spec.scale.as_str(), spec.data, spec.procedure.as_str(), spec.trial, spec.copy, level) {
             return Err(at(&format!("names another run or level ({identity:?})")));
         }
-        if !(r.remaining > 0.0 && r.remaining <= 1.0) || r.remaining != rows[0].remaining {
-            return Err(at(&format!("remaining = {} is not the level's share of weights in (0, 1]", r.remaining)));
+        if !(k.remaining > 0.0 && k.remaining <= 1.0) || k.remaining != rows[0].key.remaining {
+            return Err(at(&format!("remaining = {} is not the level's share of weights in (0, 1]", k.remaining)));
         }
         // The first row comes before any training step: it has no training metrics.
         let train = if i == 0 { vec![] } else { vec![("train_loss", r.train_loss, false), ("train_acc", r.train_acc, true)] };

@@ -15,7 +15,7 @@ use crate::ops::im2col::conv3x3;
 use crate::sparsity::masks::Mask;
 use crate::sparsity::pruning;
 use crate::train::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule, SgdConfig};
-use crate::train::training::MaskedNetwork;
+use crate::train::training::{MaskedNetwork, MaskedTrainer};
 use candle_core::{Device, Tensor, Var};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -521,15 +521,13 @@ pub fn mask_at(arch: &Architecture, weights: &nn::Weights, density: f64, scope: 
 fn train_steps(kind: ModelKind, (weights, mask): &(nn::Weights, Mask), variant: Variant, steps: usize) -> Result<f64> {
     let arch = Architecture::of(kind);
     let dense = nn::to_params(&arch, weights, &Device::Cpu)?;
-    let masked = MaskedNetwork::new(kind, &dense, mask, &Device::Cpu, variant.sparse)?;
-    let (net, params, step_masks) = (&masked.net, &masked.params, masked.step_masks());
     let (rule, batch) = recipe(kind);
-    let mut optimizer = MaskedOptimizer::new(rule, variant.implementation);
+    let masked = MaskedNetwork::new(kind, &dense, mask, &Device::Cpu, variant.sparse)?;
+    let mut trainer = MaskedTrainer::new(masked, MaskedOptimizer::new(rule, variant.implementation));
     let xs = images(kind, batch)?;
     let ys = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &Device::Cpu)?;
     per_second(steps, || {
-        let step = net.train_step(&xs, &ys, None)?;
-        optimizer.step(params, &step.grads, &step_masks)?;
+        let step = trainer.step(&xs, &ys, None)?;
         // Read the loss, as training does (and so nothing is left pending).
         step.loss.to_scalar::<f32>()?;
         Ok(())

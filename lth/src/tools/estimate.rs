@@ -13,7 +13,7 @@ use crate::nn::{self, Architecture};
 use crate::sparsity::masks::Mask;
 use crate::sparsity::pruning;
 use crate::train::optim::MaskedOptimizer;
-use crate::train::training::{self, MaskedNetwork};
+use crate::train::training::{self, MaskedNetwork, MaskedTrainer};
 use candle_core::Device;
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,9 @@ impl Costs {
             let mask = pruning::prune_oneshot(&arch, &spec.method.pruning, &weights, &Mask::dense(&arch), level);
             let dense = nn::to_params(&arch, &weights, dev)?;
             let masked = MaskedNetwork::new(spec.method.model, &dense, &mask, dev, true)?;
-            let step = seconds_per_step(spec, &masked, data)?;
-            let image = seconds_per_image(&masked, data)?;
+            let mut trainer = MaskedTrainer::new(masked, MaskedOptimizer::for_device((&spec.method.optimizer).into(), dev));
+            let step = seconds_per_step(spec, &mut trainer, data)?;
+            let image = seconds_per_image(&trainer.masked, data)?;
             points.push((level, step, image));
         }
         Ok(Costs { points })
@@ -85,14 +86,11 @@ impl Costs {
     }
 }
 
-fn seconds_per_step(spec: &RunSpec, masked: &MaskedNetwork, data: &Dataset) -> Result<f64> {
-    let mut optimizer = MaskedOptimizer::for_device((&spec.method.optimizer).into(), data.train.images.device());
-    let step_masks = masked.step_masks();
+fn seconds_per_step(spec: &RunSpec, trainer: &mut MaskedTrainer, data: &Dataset) -> Result<f64> {
     let mut batches = Batches::new(&data.train, spec.method.batch_size.min(data.train.len()).max(1), stream(0, Purpose::DataOrder));
     let mut step = || -> Result<()> {
         let (xs, ys) = batches.next_batch()?;
-        let step = masked.net.train_step(&xs, &ys, None)?;
-        optimizer.step(&masked.params, &step.grads, &step_masks)?;
+        let step = trainer.step(&xs, &ys, None)?;
         step.loss.to_scalar::<f32>()?;
         Ok(())
     };

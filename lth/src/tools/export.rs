@@ -94,7 +94,7 @@ pub fn ticket_of(run: &RunDir, level: usize) -> Result<Ticket> {
     zero_pruned(&mut weights, &mask);
     let curve = run.load_curve(level)?;
     let last = curve.last().ok_or_else(|| Error::Invalid(format!("{}: an empty curve", run.curve_path(level).display())))?;
-    Ok(Ticket { spec, run: run.id.0.clone(), level, final_test_acc: last.test_acc, mask, weights })
+    Ok(Ticket { spec, run: run.id.0.clone(), level, final_test_acc: last.point.test_acc, mask, weights })
 }
 
 /// The export file's bytes.

@@ -24,7 +24,7 @@ use crate::ops::device::{scalar, to_host, with_path};
 use crate::sparsity::masks::Mask;
 use crate::tools::bench::{images, mask_at, per_second, recipe, scope};
 use crate::train::optim::{Implementation, MaskedOptimizer};
-use crate::train::training::MaskedNetwork;
+use crate::train::training::{MaskedNetwork, MaskedTrainer};
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
@@ -129,18 +129,16 @@ fn train(w: &Workload, dev: &Device, implementation: Implementation, sparse: boo
     let (theta0, mask) = ticket(w.kind, w.density);
     let params = nn::to_params(&Architecture::of(w.kind), &theta0, dev)?;
     let masked = MaskedNetwork::new(w.kind, &params, &mask, dev, sparse)?;
-    let (net, train_params, step_masks) = (&masked.net, &masked.params, masked.step_masks());
-    let mut optimizer = MaskedOptimizer::new(recipe(w.kind).0, implementation);
+    let mut trainer = MaskedTrainer::new(masked, MaskedOptimizer::new(recipe(w.kind).0, implementation));
     let all = images(w.kind, w.batch * w.steps)?.to_device(dev)?;
     let mut losses = Vec::new();
     for step in 0..w.steps {
         let xs = all.narrow(0, step * w.batch, w.batch)?;
         let ys = Tensor::from_vec((0..w.batch as u32).map(|i| (i * 7 + step as u32) % 10).collect::<Vec<_>>(), w.batch, dev)?;
-        let step = net.train_step(&xs, &ys, None)?;
-        optimizer.step(train_params, &step.grads, &step_masks)?;
+        let step = trainer.step(&xs, &ys, None)?;
         losses.push(scalar::<f32>(&step.loss)? as f64);
     }
-    masked.write_back(&params)?;
+    trainer.masked.write_back(&params)?;
     Ok((losses, nn::weights_of(&params)?))
 }
 
@@ -160,19 +158,16 @@ pub fn throughput(dev: &Device, kind: ModelKind, density: f64) -> Result<Through
     let on_cpu = dev.is_cpu();
     let (theta0, mask) = ticket(kind, density);
     let params = nn::to_params(&Architecture::of(kind), &theta0, dev)?;
-    let masked = MaskedNetwork::new(kind, &params, &mask, dev, true)?;
-    let (net, train_params, step_masks) = (&masked.net, &masked.params, masked.step_masks());
     let (rule, batch) = recipe(kind);
     let batch = if on_cpu { 8 } else { batch };
-    let mut optimizer = MaskedOptimizer::for_device(rule, dev);
+    let mut trainer = MaskedTrainer::new(MaskedNetwork::new(kind, &params, &mask, dev, true)?, MaskedOptimizer::for_device(rule, dev));
     let xs = images(kind, batch)?.to_device(dev)?;
     let ys = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, dev)?;
     // On the CPU: one untimed-warm-up-free step each, to run the code (see the module docs).
     let timed = |steps: usize, f: &mut dyn FnMut() -> Result<()>| if on_cpu { once(f) } else { per_second(steps, f) };
     let steps = 50;
     let train_steps_per_s = timed(steps, &mut || {
-        let step = net.train_step(&xs, &ys, None)?;
-        optimizer.step(train_params, &step.grads, &step_masks)?;
+        let step = trainer.step(&xs, &ys, None)?;
         // Reading the loss back waits for the device to finish the step.
         scalar::<f32>(&step.loss)?;
         Ok(())
@@ -185,7 +180,7 @@ pub fn throughput(dev: &Device, kind: ModelKind, density: f64) -> Result<Through
     let eval_xs = images(kind, n)?.to_device(dev)?;
     let eval_images_per_s = n as f64
         * timed(steps, &mut || {
-            to_host::<u32>(&net.forward(&eval_xs)?.argmax(1)?)?;
+            to_host::<u32>(&trainer.net().forward(&eval_xs)?.argmax(1)?)?;
             Ok(())
         })?;
     Ok(Throughput { kind, density, batch, train_steps_per_s, eval_images_per_s })

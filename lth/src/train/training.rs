@@ -82,26 +82,31 @@ impl<'a> EvalSplit<'a> {
     }
 }
 
-/// Trains the `model` network over `params` under `mask` and returns its curve.
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    model: ModelKind,
-    params: &Params,
-    mask: &Mask,
-    data: &Dataset,
-    config: &TrainConfig,
-    data_order: ChaCha8Rng,
-    mut dropout: Option<Dropout>,
-    mut augment: Option<Augment>,
-    observer: &mut dyn Observer,
-) -> Result<Vec<CurvePoint>> {
+/// What a training starts from: the network, its parameters (trained in place: the caller
+/// reads the trained weights from them) and the mask it trains under.
+pub struct Start<'a> {
+    pub model: ModelKind,
+    pub params: &'a Params,
+    pub mask: &'a Mask,
+}
+
+/// A training's random streams, each seeded by the caller (`base::seeds`): the batch order and,
+/// where the spec asks for them, dropout and augmentation.
+pub struct Streams {
+    pub data_order: ChaCha8Rng,
+    pub dropout: Option<Dropout>,
+    pub augment: Option<Augment>,
+}
+
+/// Trains `start`'s network on `data` and returns its curve.
+pub fn train(start: Start, data: &Dataset, config: &TrainConfig, streams: Streams, observer: &mut dyn Observer) -> Result<Vec<CurvePoint>> {
+    let Start { model, params, mask } = start;
+    let Streams { data_order, mut dropout, mut augment } = streams;
     if data.train.len() < config.batch_size {
         return Err(Error::Invalid(format!("{} training examples cannot fill a batch of {}", data.train.len(), config.batch_size)));
     }
     let dev = data.train.images.device();
-    let masked = MaskedNetwork::new(model, params, mask, dev, config.sparse_kernels)?;
-    let (net, train_params, step_masks) = (masked.net.as_ref(), &masked.params, masked.step_masks());
-    let mut optimizer = MaskedOptimizer::for_device(config.optimizer, dev);
+    let mut trainer = MaskedTrainer::new(MaskedNetwork::new(model, params, mask, dev, config.sparse_kernels)?, MaskedOptimizer::for_device(config.optimizer, dev));
     let peak = config.optimizer.lr();
     let schedule = config.lr_schedule.as_ref().map_or_else(|| Schedule::constant(peak), |s| Schedule::new(peak, s, config.iterations));
     let mut batches = Batches::new(&data.train, config.batch_size, data_order);
@@ -113,8 +118,8 @@ pub fn train(
     // are not the fast CPU path's, their host copy is read once here, not at every step.
     let host_images = if augment.is_some() && !fast_kernels(dev) { Some(to_host::<f32>(&data.train.images)?) } else { None };
     let mut running = Running::new(dev)?;
-    let eval = (EvalSplit::new(net, &data.validation)?, EvalSplit::new(net, &data.test)?);
-    let mut curve = vec![evaluate_point(net, &eval, config.start_iteration, &running)?];
+    let eval = (EvalSplit::new(trainer.net(), &data.validation)?, EvalSplit::new(trainer.net(), &data.test)?);
+    let mut curve = vec![evaluate_point(trainer.net(), &eval, config.start_iteration, &running)?];
     observer.on_eval(&curve[0]);
     let snapshot_at = observer.snapshot_at();
     for iteration in config.start_iteration + 1..=config.iterations {
@@ -122,23 +127,22 @@ pub fn train(
             Some(augment) => batches.next_augmented(augment, host_images.as_deref())?,
             None => batches.next_batch()?,
         };
-        optimizer.set_lr(schedule.lr(iteration - 1));
-        let step = net.train_step(&xs, &ys, dropout.as_mut())?;
-        optimizer.step(train_params, &step.grads, &step_masks)?;
+        trainer.set_lr(schedule.lr(iteration - 1));
+        let step = trainer.step(&xs, &ys, dropout.as_mut())?;
         running.add(&step.loss, &step.logits, &ys)?;
         observer.on_step(iteration);
         if snapshot_at == Some(iteration) {
-            masked.write_back(params)?;
+            trainer.masked.write_back(params)?;
             observer.on_snapshot(iteration, nn::weights_of(params)?);
         }
         if iteration % config.eval_every == 0 || iteration == config.iterations {
-            let point = evaluate_point(net, &eval, iteration, &running)?;
+            let point = evaluate_point(trainer.net(), &eval, iteration, &running)?;
             observer.on_eval(&point);
             curve.push(point);
             running = Running::new(dev)?;
         }
     }
-    masked.write_back(params)?;
+    trainer.masked.write_back(params)?;
     Ok(curve)
 }
 
@@ -179,6 +183,36 @@ impl<'m> MaskedNetwork<'m> {
     /// Writes the trained weights of sparse layers back into `dense` (the others share storage).
     pub fn write_back(&self, dense: &Params) -> Result<()> {
         self.compact.write_back(&self.params, dense)
+    }
+}
+
+/// A masked network and its optimizer: the one definition of a training step (forward,
+/// backward, the update under the mask) that training runs and `bench`, `estimate` and
+/// `gpu-check` time.
+pub struct MaskedTrainer<'m> {
+    pub masked: MaskedNetwork<'m>,
+    optimizer: MaskedOptimizer,
+}
+
+impl<'m> MaskedTrainer<'m> {
+    pub fn new(masked: MaskedNetwork<'m>, optimizer: MaskedOptimizer) -> Self {
+        MaskedTrainer { masked, optimizer }
+    }
+
+    pub fn net(&self) -> &dyn Network {
+        self.masked.net.as_ref()
+    }
+
+    pub fn set_lr(&mut self, lr: f64) {
+        self.optimizer.set_lr(lr);
+    }
+
+    /// One step on the batch `(xs, labels)`; its loss and logits stay on the device (reading
+    /// them is the caller's choice: training sums them there, `ops::device`).
+    pub fn step(&mut self, xs: &Tensor, labels: &Tensor, dropout: Option<&mut Dropout>) -> Result<nn::Step> {
+        let step = self.masked.net.train_step(xs, labels, dropout)?;
+        self.optimizer.step(&self.masked.params, &step.grads, &self.masked.step_masks())?;
+        Ok(step)
     }
 }
 

@@ -4,7 +4,7 @@
 use super::model::*;
 use crate::base::error::{Error, Result};
 use crate::report::catalog;
-use crate::report::compare::{self, Cell};
+use crate::report::compare::{self, data_entries, provenance_value, Cell};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -32,22 +32,9 @@ pub(super) fn load(dir: &Path) -> Result<Tables> {
     Ok(tables)
 }
 
-/// The second cell of the provenance table's `| name | value |` row.
-pub(super) fn provenance_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    text.lines().find_map(|line| line.strip_prefix(&format!("| {name} | "))?.strip_suffix(" |"))
-}
-
 /// Per experiment, the "F of P planned trainings finished" of the provenance's `data` row.
 pub(super) fn trainings(provenance: &str) -> BTreeMap<String, (usize, usize)> {
-    let Some(row) = provenance_value(provenance, "data") else { return BTreeMap::new() };
-    row.split("; ")
-        .filter_map(|entry| {
-            let (experiment, rest) = entry.split_once(": ")?;
-            let counts = rest.rsplit_once(", ")?.1.strip_suffix(" planned trainings finished")?;
-            let (finished, planned) = counts.split_once(" of ")?;
-            Some((experiment.trim_matches('`').to_string(), (finished.parse().ok()?, planned.parse().ok()?)))
-        })
-        .collect()
+    data_entries(provenance).into_iter().filter_map(|e| Some((e.experiment, e.trainings?))).collect()
 }
 
 /// A table row from its key columns. Figure 3's table has no `experiment` or `data` column: its
@@ -75,7 +62,8 @@ pub(super) fn row(csv: &Path, keys: &[String], key: &[String], metrics: BTreeMap
 
 /// What the provenance's `data` row says an experiment trained on: "real", "synthetic" or a copy.
 pub(super) fn provenance_data(provenance: &str, experiment: &str) -> String {
-    let entry = provenance_value(provenance, "data").and_then(|row| row.split(&format!("`{experiment}`: ")).nth(1)).unwrap_or("real");
+    let entries = data_entries(provenance);
+    let entry = entries.iter().find(|e| e.experiment == experiment).map_or("real", |e| e.what.as_str());
     if entry.starts_with("real") {
         "real".into()
     } else if entry.contains("synthetic") {
