@@ -73,7 +73,7 @@ fn split_global(rates: &[(String, f64)], convs: &[String]) -> (Vec<(String, f64)
 
 /// Keeps the `count` largest-magnitude weights among those `mask` keeps in `layers`, ranked
 /// together; other layers are left as they are.
-fn keep_largest_global(mask: &Mask, weights: &Weights, layers: &[String], count: usize) -> Mask {
+pub(super) fn keep_largest_global(mask: &Mask, weights: &Weights, layers: &[String], count: usize) -> Mask {
     let mut alive: Vec<(f32, u32, u32)> = Vec::new();
     for (l, name) in layers.iter().enumerate() {
         let (w, keep) = (&weights[name], &mask.layers[name].keep);
