@@ -28,6 +28,8 @@ pub enum Purpose {
     Synthetic,
     /// Crops and flips of training batches (the same sequence at every level of a trial).
     Augmentation,
+    /// The mask of uniformly random pruning at initialization (level).
+    AtInit { level: usize },
 }
 
 impl Purpose {
@@ -42,6 +44,7 @@ impl Purpose {
             Purpose::Dropout => "dropout".into(),
             Purpose::Synthetic => "synthetic".into(),
             Purpose::Augmentation => "augmentation".into(),
+            Purpose::AtInit { level } => format!("at-init/{level}"),
         }
     }
 }

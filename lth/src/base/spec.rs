@@ -307,6 +307,13 @@ pub struct Sizes {
     pub random_prune_copies: usize,
     #[serde(default)]
     pub random_prune_levels: Vec<usize>,
+    /// Pruning-at-initialization methods (`init_random`, `init_magnitude`, `snip`, `synflow`;
+    /// beyond the paper), each one run per trial at `at_init_levels` (the weight counts of
+    /// these ticket levels).
+    #[serde(default)]
+    pub at_init: Vec<Procedure>,
+    #[serde(default)]
+    pub at_init_levels: Vec<usize>,
     /// Train on only this many training examples (None: all).
     #[serde(default)]
     pub train_subset: Option<usize>,
@@ -327,6 +334,13 @@ pub enum Procedure {
     Reinit,
     /// A random mask with the ticket's per-layer sparsity, from theta0.
     RandomPrune,
+    /// Pruning at initialization (beyond the paper): a mask chosen at theta0 before any
+    /// training, with as many weights as the ticket's level keeps, trained from theta0
+    /// (`sparsity::at_init`): uniformly random, largest |theta0|, SNIP or SynFlow.
+    InitRandom,
+    InitMagnitude,
+    Snip,
+    Synflow,
 }
 
 impl Procedure {
@@ -336,7 +350,16 @@ impl Procedure {
             Procedure::Oneshot => "oneshot",
             Procedure::Reinit => "reinit",
             Procedure::RandomPrune => "random_prune",
+            Procedure::InitRandom => "init_random",
+            Procedure::InitMagnitude => "init_magnitude",
+            Procedure::Snip => "snip",
+            Procedure::Synflow => "synflow",
         }
+    }
+
+    /// Whether the run prunes at initialization (needs only theta0 of its trunk).
+    pub fn at_init(self) -> bool {
+        matches!(self, Procedure::InitRandom | Procedure::InitMagnitude | Procedure::Snip | Procedure::Synflow)
     }
 }
 
@@ -499,6 +522,9 @@ impl ExperimentSpec {
             schedule.validate()?;
         }
         self.validate_rewind()?;
+        if self.method.rewind_iteration > 0 && self.scales.values().any(|s| !s.at_init.is_empty()) {
+            return Err("pruning at initialization (at_init) trains from theta0, but method.rewind_iteration rewinds; use it in a spec without rewinding".into());
+        }
         if has_conv != p.conv.is_some() {
             return Err(format!("pruning.conv must be {} for model {:?}", if has_conv { "set" } else { "absent" }, self.method.model));
         }
@@ -521,12 +547,23 @@ impl ExperimentSpec {
             if sizes.iterations == 0 || sizes.eval_every == 0 || sizes.trials == 0 {
                 return Err(format!("{}, eval_every and trials must be at least 1", at("iterations")));
             }
-            let lists =
-                [("reinit_levels", &sizes.reinit_levels), ("oneshot_levels", &sizes.oneshot_levels), ("random_prune_levels", &sizes.random_prune_levels)];
+            let lists = [
+                ("reinit_levels", &sizes.reinit_levels),
+                ("oneshot_levels", &sizes.oneshot_levels),
+                ("random_prune_levels", &sizes.random_prune_levels),
+                ("at_init_levels", &sizes.at_init_levels),
+            ];
             for (field, levels) in lists {
                 if let Some(bad) = levels.iter().find(|&&l| l == 0 || l > sizes.levels) {
                     return Err(format!("{} holds level {bad}; levels must be in 1..={}", at(field), sizes.levels));
                 }
+            }
+            if let Some(bad) = sizes.at_init.iter().find(|m| !m.at_init()) {
+                return Err(format!("{} holds `{}`; the methods are init_random, init_magnitude, snip and synflow", at("at_init"), bad.as_str()));
+            }
+            let batchnorm = matches!(self.method.model, ModelKind::Vgg19 | ModelKind::Resnet18);
+            if batchnorm && sizes.at_init.contains(&Procedure::Synflow) {
+                return Err(format!("{} holds `synflow`, which is implemented for networks without BatchNorm (LeNet, Conv-2/4/6); remove it", at("at_init")));
             }
         }
         Ok(())
@@ -589,6 +626,9 @@ impl ExperimentSpec {
             }
             for copy in 0..sizes.random_prune_copies {
                 runs.push(run(Procedure::RandomPrune, trial, copy, sizes.random_prune_levels.clone()));
+            }
+            for &method in &sizes.at_init {
+                runs.push(run(method, trial, 0, sizes.at_init_levels.clone()));
             }
         }
         Ok(runs)
@@ -694,7 +734,7 @@ impl RunSpec {
         let hex: String = hash.iter().take(5).map(|b| format!("{b:02x}")).collect();
         let copy = match self.procedure {
             Procedure::Reinit | Procedure::RandomPrune => format!("-c{}", self.copy),
-            Procedure::Ticket | Procedure::Oneshot => String::new(),
+            _ => String::new(),
         };
         RunId(format!("{}{}-{}-{}-t{}{copy}-{hex}", self.experiment, self.data.id_tag(), self.scale.as_str(), self.procedure.as_str(), self.trial))
     }
@@ -708,6 +748,14 @@ impl RunSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pruning_at_init_lists_only_its_methods_and_levels_that_exist() {
+        let err = refused("\noneshot_levels = ", "\nat_init = [\"reinit\"]\noneshot_levels = ");
+        assert!(err.contains("at_init holds `reinit`") && err.contains("snip"), "{err}");
+        let err = refused("\noneshot_levels = ", "\nat_init = [\"snip\"]\nat_init_levels = [99]\noneshot_levels = ");
+        assert!(err.contains("at_init_levels holds level 99"), "{err}");
+    }
 
     /// Loads `experiments/lenet.toml` with `from` replaced by `to`; the error line if refused.
     fn refused(from: &str, to: &str) -> String {

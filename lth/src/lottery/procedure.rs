@@ -10,11 +10,12 @@ use crate::base::files::damaged_tensors;
 use crate::base::seeds::{self, Purpose};
 use crate::base::spec::{PlannedRun, Procedure, PruningSpec, RunSpec};
 use crate::data::augment::Augment;
+use crate::data::batches::Batches;
 use crate::data::Dataset;
 use crate::lottery::rewind;
 use crate::nn::{self, Architecture, Weights};
 use crate::sparsity::masks::Mask;
-use crate::sparsity::pruning;
+use crate::sparsity::{at_init, pruning};
 use crate::store::record::{write_csv, CurveKey, CurveRecord};
 use crate::store::runs::{save_weights, RunDir, Store};
 use crate::train::progress::Progress;
@@ -48,7 +49,10 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
         _ => store.existing(&spec.trunk()),
     };
     let theta0 = initial_weights(spec, &arch, &trunk)?;
-    let (mask, start) = level_start(spec, &arch, &run, &trunk, &theta0, level)?;
+    let (mask, start) = match spec.procedure.at_init() {
+        true => (at_init_mask(spec, &arch, &theta0, level, data)?, theta0.clone()),
+        false => level_start(spec, &arch, &run, &trunk, &theta0, level)?,
+    };
     let label = format!("{} level {level} (Pm {:.1}%)", run.id, 100.0 * mask.remaining());
     // A rewound level trains from its rewind point: its progress spreads over the steps it takes.
     let mut level_progress = progress.level(label, units, spec.iterations - rewind::start_iteration(spec, level));
@@ -132,6 +136,31 @@ pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &Ru
             let mut rng = seeds::stream(trial_seed(spec), Purpose::RandomPrune { copy: spec.copy, level });
             (pruning::random_like(&mask, &mut rng), reset()?)
         }
+        Procedure::InitRandom | Procedure::InitMagnitude | Procedure::Snip | Procedure::Synflow => {
+            return Err(Error::Invalid(format!("{}: pruning at initialization chooses its mask from data; see `at_init_mask`", spec.id())));
+        }
+    })
+}
+
+/// SynFlow's rounds of rescoring (Tanaka et al., 2020, use 100).
+const SYNFLOW_ROUNDS: usize = 100;
+
+/// The mask a pruning-at-initialization run (`sparsity::at_init`) chooses at theta0 for
+/// `level`: as many weights as the ticket keeps at that level, trained from theta0. SNIP
+/// scores one unaugmented batch, the first of the trial's data order.
+fn at_init_mask(spec: &RunSpec, arch: &Architecture, theta0: &Weights, level: usize, data: &Dataset) -> Result<Mask> {
+    let keep = pruning::level_counts(arch, &spec.method.pruning, level).iter().map(|(_, n)| n).sum();
+    let model = spec.method.model;
+    Ok(match spec.procedure {
+        Procedure::InitRandom => at_init::random(arch, keep, &mut seeds::stream(trial_seed(spec), Purpose::AtInit { level })),
+        Procedure::InitMagnitude => at_init::magnitude(arch, theta0, keep),
+        Procedure::Snip => {
+            let mut order = Batches::new(&data.train, spec.method.batch_size, seeds::stream(trial_seed(spec), Purpose::DataOrder));
+            let (xs, labels) = order.next_batch()?;
+            at_init::snip(model, arch, theta0, keep, (&xs, &labels))?
+        }
+        Procedure::Synflow => at_init::synflow(model, arch, theta0, keep, &data.train.images.dims()[1..], SYNFLOW_ROUNDS)?,
+        other => return Err(Error::Invalid(format!("`{}` does not prune at initialization", other.as_str()))),
     })
 }
 

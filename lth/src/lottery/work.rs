@@ -41,6 +41,8 @@ pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) 
         Procedure::Ticket => level.checked_sub(1).map(|previous| (run, previous)),
         Procedure::Oneshot => trunk_of(run).map(|trunk| (trunk, 0)),
         Procedure::Reinit | Procedure::RandomPrune => trunk_of(run).map(|trunk| (trunk, level)),
+        // Pruning at initialization reads only theta0, which the ticket's level 0 draws first.
+        Procedure::InitRandom | Procedure::InitMagnitude | Procedure::Snip | Procedure::Synflow => trunk_of(run).map(|trunk| (trunk, 0)),
     };
     let dirs = plan.iter().map(|p| store.open(&p.spec)).collect::<Result<Vec<_>>>()?;
     let mut todo: BTreeSet<(usize, usize, bool)> = BTreeSet::new();
@@ -54,7 +56,7 @@ pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) 
     // Follow what pending trainings read back through levels that kept only their curves.
     let mut frontier: Vec<(usize, usize)> = todo.iter().map(|&(run, level, _)| (run, level)).collect();
     while let Some((run, level)) = frontier.pop() {
-        if let Some((r, l)) = reads(run, level) {
+        if let Some((r, l)) = reads(run, level).filter(|_| !plan[run].spec.procedure.at_init()) {
             if dirs[r].is_done(l) && !dirs[r].has_weights(l) && todo.insert((r, l, true)) {
                 frontier.push((r, l));
             }
