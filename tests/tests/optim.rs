@@ -34,7 +34,7 @@ fn train(rule: Rule, implementation: Implementation, steps: usize, (rows, cols):
     ]
     .into();
     let mask_tensor = Tensor::from_slice(&keep, (rows, cols), &dev).unwrap();
-    let masks: BTreeMap<String, StepMask> = [("layer.weight".to_string(), StepMask { host: &keep, tensor: &mask_tensor })].into();
+    let masks: BTreeMap<String, StepMask> = [("layer.weight".to_string(), StepMask { host: &keep, tensor: mask_tensor.clone() })].into();
     let mut optimizer = MaskedOptimizer::new(rule, implementation);
     for _ in 0..steps {
         let cw = Tensor::from_vec(random(&mut rng, rows * cols), (rows, cols), &dev).unwrap();

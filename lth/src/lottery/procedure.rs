@@ -49,9 +49,11 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
         _ => store.existing(&spec.trunk()),
     };
     let theta0 = initial_weights(spec, &arch, &trunk)?;
-    let (mask, start) = match spec.procedure.at_init() {
-        true => (at_init_mask(spec, &arch, &theta0, level, data)?, theta0.clone()),
-        false => level_start(spec, &arch, &run, &trunk, &theta0, level)?,
+    // Pruning at initialization scores data (SNIP), which the reset rules of `level_start` never read.
+    let (mask, start) = if spec.procedure.at_init() {
+        (at_init_mask(spec, &arch, &theta0, level, data)?, theta0.clone())
+    } else {
+        level_start(spec, &arch, &run, &trunk, &theta0, level)?
     };
     let label = format!("{} level {level} (Pm {:.1}%)", run.id, 100.0 * mask.remaining());
     // A rewound level trains from its rewind point: its progress spreads over the steps it takes.

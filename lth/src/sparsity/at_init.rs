@@ -80,12 +80,13 @@ pub fn synflow_scores(model: ModelKind, arch: &Architecture, theta: &Weights, ma
 
 /// The `keep` weights SynFlow keeps after `rounds` rounds of rescoring.
 pub fn synflow(model: ModelKind, arch: &Architecture, theta0: &Weights, keep: usize, input: &[usize], rounds: usize) -> Result<Mask> {
-    let total = arch.n_weights() as f64;
+    let (total, rounds) = (arch.n_weights() as f64, rounds.max(1));
     let mut mask = Mask::dense(arch);
-    for round in 1..=rounds.max(1) {
+    for round in 1..=rounds {
         let scores = synflow_scores(model, arch, theta0, &mask, input)?;
-        let count = if round == rounds.max(1) { keep } else { (total * (keep as f64 / total).powf(round as f64 / rounds as f64)).round() as usize };
-        mask = keep_largest_global(&mask, &scores, &names(arch), count.max(keep));
+        // total · (keep/total)^(round/rounds) never rounds below `keep`; the last round is exact.
+        let count = if round == rounds { keep } else { (total * (keep as f64 / total).powf(round as f64 / rounds as f64)).round() as usize };
+        mask = keep_largest_global(&mask, &scores, &names(arch), count);
     }
     Ok(mask)
 }

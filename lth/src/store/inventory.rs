@@ -142,10 +142,7 @@ fn spec_named(dir: &RunDir, specs: &[ExperimentSpec]) -> Option<RunSpec> {
     // The images the run trained on: real, synthetic, or a copy that its curves name.
     let mut sources = vec![DataSource::Real, DataSource::Synthetic];
     for level in dir.finished_levels() {
-        let rows: Vec<CurveRecord> = std::fs::read(dir.curve_path(level))
-            .ok()
-            .and_then(|bytes| crate::store::record::parse_curve(&bytes, &dir.curve_path(level)).ok())
-            .unwrap_or_default();
+        let rows: Vec<CurveRecord> = crate::store::record::read_curve(&dir.curve_path(level)).unwrap_or_default();
         sources.extend(rows.first().map(|r| r.key.data).filter(|d| !sources.contains(d)));
     }
     for spec in specs.iter().filter(|s| dir.id.0.starts_with(&s.name)) {

@@ -64,7 +64,7 @@ pub enum Implementation {
 /// A parameter's mask in the two forms the implementations need.
 pub struct StepMask<'a> {
     pub host: &'a [f32],
-    pub tensor: &'a Tensor,
+    pub tensor: Tensor,
 }
 
 /// Per-parameter state: Adam's two moments, or SGD's momentum buffer (in `first`).
@@ -121,12 +121,12 @@ impl MaskedOptimizer {
                 }
                 State::Device { first, second } => {
                     let grad = match mask {
-                        Some(k) => grad.mul(k.tensor)?,
+                        Some(k) => grad.mul(&k.tensor)?,
                         None => grad.clone(),
                     };
                     let mut next = kernel.candle_ops(var.as_tensor(), &grad, first, second)?;
                     if let Some(k) = mask {
-                        next = next.mul(k.tensor)?;
+                        next = next.mul(&k.tensor)?;
                     }
                     var.set(&next)?;
                 }

@@ -12,7 +12,7 @@ use crate::data::{Dataset, Split};
 use crate::nn::linear::Compact;
 use crate::nn::{self, Dropout, Network, Params};
 use crate::ops::device::{fast_kernels, scalar, to_host};
-use crate::sparsity::masks::{Mask, MaskTensors};
+use crate::sparsity::masks::Mask;
 use crate::train::optim::{MaskedOptimizer, Rule, StepMask};
 use crate::train::schedule::Schedule;
 use candle_core::{DType, Device, Tensor};
@@ -150,8 +150,9 @@ pub fn train(start: Start, data: &Dataset, config: &TrainConfig, streams: Stream
 /// sparse layers (`nn::linear`) as compact parameters, and the masks the optimizer needs
 /// for the rest.
 pub struct MaskedNetwork<'m> {
-    mask: &'m Mask,
-    mask_tensors: MaskTensors,
+    /// The masks of the layers that train dense (sparse ones hold only kept weights), made
+    /// once: the optimizer reads them at every step.
+    step_masks: BTreeMap<String, StepMask<'m>>,
     compact: Compact,
     /// What the optimizer updates: the dense parameters, with sparse layers' weights compact.
     pub params: Params,
@@ -167,17 +168,13 @@ impl<'m> MaskedNetwork<'m> {
         let compact = if sparse_kernels { Compact::choose(mask, fast_kernels(dev)) } else { Compact::none() };
         let params = compact.params(dense)?;
         let net = nn::build(model, &params, &compact)?;
-        Ok(MaskedNetwork { mask, mask_tensors, compact, params, net })
-    }
-
-    /// The masks of the layers that train dense (sparse ones hold only kept weights).
-    pub fn step_masks(&self) -> BTreeMap<String, StepMask<'_>> {
-        self.mask
+        let step_masks = mask
             .layers
             .iter()
-            .filter(|(name, _)| !self.compact.is_sparse(name))
-            .filter_map(|(name, layer)| Some((name.clone(), StepMask { host: &layer.keep, tensor: self.mask_tensors.get(name)? })))
-            .collect()
+            .filter(|(name, _)| !compact.is_sparse(name))
+            .filter_map(|(name, layer)| Some((name.clone(), StepMask { host: &layer.keep, tensor: mask_tensors.get(name)?.clone() })))
+            .collect();
+        Ok(MaskedNetwork { step_masks, compact, params, net })
     }
 
     /// Writes the trained weights of sparse layers back into `dense` (the others share storage).
@@ -211,7 +208,7 @@ impl<'m> MaskedTrainer<'m> {
     /// them is the caller's choice: training sums them there, `ops::device`).
     pub fn step(&mut self, xs: &Tensor, labels: &Tensor, dropout: Option<&mut Dropout>) -> Result<nn::Step> {
         let step = self.masked.net.train_step(xs, labels, dropout)?;
-        self.optimizer.step(&self.masked.params, &step.grads, &self.masked.step_masks())?;
+        self.optimizer.step(&self.masked.params, &step.grads, &self.masked.step_masks)?;
         Ok(step)
     }
 }
