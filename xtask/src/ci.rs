@@ -2,7 +2,8 @@
 //! `.github/workflows/ci.yml` both set up their environment and call this, so the two never
 //! drift. The steps, in order: actionlint on the workflows, the README's test command, the
 //! committed figures redrawn from their tables, the smoke reproduces (their tables compared to
-//! the committed ones byte for byte), and the Slurm check. The last line is always
+//! the committed ones byte for byte; the paper's figures, rewinding, pruning at initialization),
+//! and the Slurm check. The last line is always
 //! `ci: N passed, M failed`, counted from `cargo test`'s own summaries.
 
 use anyhow::{bail, Context, Result};
@@ -112,6 +113,17 @@ fn steps(sh: &Shell, root: &Path, out: Option<&str>, xtask: &dyn Fn(&[&str]) -> 
         same_as_committed(&format!("{fig}.csv"))?;
     }
     println!("rewinding fig4r fig7r fig8r: ok, identical to the committed tables");
+
+    println!("== pruning at initialization (beyond the paper): LeNet on MNIST, Conv-2 on the synthetic set, smoke scale");
+    xtask(&["reproduce", "fig4i", "fig5i", "--scale", "smoke", "--data", "synthetic", "--out", &results, "--figures-dir", &figures])?;
+    for fig in ["fig4i", "fig5i"] {
+        let provenance = read(&format!("{fig}.md"))?;
+        if !provenance.contains("Beyond the ICLR paper") || !provenance.contains("Per-layer density") {
+            bail!("{figures}/{fig}.md does not say the figure is beyond the ICLR paper, or has no per-layer density table");
+        }
+        same_as_committed(&format!("{fig}.csv"))?;
+    }
+    println!("pruning at initialization fig4i fig5i: ok, identical to the committed tables");
     Ok(())
 }
 

@@ -56,9 +56,15 @@ macro_rules! conv6_note {
 }
 
 /// Said wherever rewinding is drawn.
+/// Said wherever pruning at initialization is drawn.
+const AT_INIT_NOTE: &str = "**Beyond the ICLR paper.** Pruning at initialization (`lth::sparsity::at_init`; docs/decisions.md, \"Pruning at initialization\"): each method chooses a mask at theta0, before any training, keeping as many weights as the IMP ticket keeps at that level, ranked over every prunable layer under one threshold (so a whole layer can be pruned away: the per-layer table below shows it); the network then trains from theta0 exactly as the ticket's level 0 does. `init_random`: uniformly random weights. `init_magnitude`: the largest |theta0|. `snip`: the largest |theta0 · dL/dtheta0| on the first training batch of the trial's data order (Lee et al. 2019). `synflow`: the largest |theta0 · dR/dtheta0|, R the network's output summed on an all-ones input with |theta|, pruned over 100 rounds on an exponential schedule (Tanaka et al. 2020). The IMP tickets and the reinit control are the paper's procedure, unchanged.";
+
+/// The procedures the pruning-at-initialization figures draw: the tickets and reinit of the same trials, then the methods.
+const AT_INIT_PROCEDURES: [&str; 6] = ["ticket", "reinit", "init_random", "init_magnitude", "snip", "synflow"];
+
 const REWIND_NOTE: &str = "**Beyond the ICLR paper.** Rewinding (late resetting; Frankle et al. 2019, \"Stabilizing the Lottery Ticket Hypothesis\", and the authors' open_lth): the `_rewind<k>` runs reset every pruned level's survivors to the dense network's state at iteration k of the paper-scale training (BatchNorm statistics included), not to theta0, and train from k to the end of the same schedule; the learning-rate schedule and the data order resume at k, the optimizer state restarts. Reinit controls draw fresh weights and also train from k. A smaller scale rewinds to the same fraction of its training (at least iteration 1). The other experiment is the paper's procedure, unchanged.";
 
-pub const FIGURES: [Figure; 10] = [
+pub const FIGURES: [Figure; 12] = [
     Figure {
         id: "fig1",
         experiments: &["lenet", "conv2", "conv4", "conv6"],
@@ -130,6 +136,20 @@ pub const FIGURES: [Figure; 10] = [
         title: "BEYOND THE ICLR PAPER: ResNet-18 lr 0.1 on CIFAR-10, rewinding to iteration 500 against the paper's reset to theta0 (Fig 8's checkpoints)",
         kind: Kind::Checkpoints(&RESNET_CHECKPOINTS),
         notes: REWIND_NOTE,
+    },
+    Figure {
+        id: "fig4i",
+        experiments: &["lenet_at_init"],
+        title: "BEYOND THE ICLR PAPER: LeNet-300-100 on MNIST, IMP tickets against pruning at initialization (random, magnitude, SNIP, SynFlow)",
+        kind: Kind::Sparsity(&AT_INIT_PROCEDURES),
+        notes: AT_INIT_NOTE,
+    },
+    Figure {
+        id: "fig5i",
+        experiments: &["conv2_at_init"],
+        title: "BEYOND THE ICLR PAPER: Conv-2 on CIFAR-10, IMP tickets against pruning at initialization (random, magnitude, SNIP, SynFlow)",
+        kind: Kind::Sparsity(&AT_INIT_PROCEDURES),
+        notes: AT_INIT_NOTE,
     },
 ];
 

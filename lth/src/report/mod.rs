@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod claims;
 pub mod compare;
+pub mod density;
 pub mod figures;
 pub mod goldens;
 pub mod plot;

@@ -16,12 +16,10 @@ use std::path::Path;
 
 const FONT: &str = "sans-serif";
 const PANEL: (u32, u32) = (560, 440);
-const TICKET: RGBColor = RGBColor(31, 119, 180);
-const REINIT: RGBColor = RGBColor(255, 127, 14);
-const ONESHOT: RGBColor = RGBColor(44, 160, 44);
 /// Pm (%) values labelled on the log axes of Figure 4.
 const PM_TICKS: [f64; 13] = [100.0, 70.0, 50.0, 30.0, 20.0, 10.0, 7.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.2];
-/// Colours of the curves of one procedure at several sparsities.
+/// Colours of the curves of one procedure at several sparsities, and of the procedures of one
+/// network in the order its figure lists them (tickets blue, then reinit orange, ...).
 const LEVEL_COLOURS: [RGBColor; 6] =
     [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
 
@@ -455,6 +453,10 @@ fn procedure_label(name: &str) -> &'static str {
         "reinit" => "reinit",
         "oneshot" => "one-shot",
         "random_prune" => "random sparse",
+        "init_random" => "random at init",
+        "init_magnitude" => "magnitude at init",
+        "snip" => "SNIP",
+        "synflow" => "SynFlow",
         _ => "?",
     }
 }
@@ -467,7 +469,6 @@ fn procedure_label(name: &str) -> &'static str {
 /// and controls are dashed.
 fn sparsity_series(rows: &[SparsityRow], procedures: &[&str], (_, _, metric, scale): &Metric) -> Vec<Points> {
     let experiments = distinct(rows.iter().map(|r| r.experiment.as_str()));
-    let procedure_colours = [TICKET, REINIT, ONESHOT];
     let mut series = Vec::new();
     for (e, experiment) in experiments.iter().enumerate() {
         for (p, procedure) in procedures.iter().enumerate() {
@@ -482,7 +483,7 @@ fn sparsity_series(rows: &[SparsityRow], procedures: &[&str], (_, _, metric, sca
                 .collect();
             points.sort_by(|a, b| b.0.total_cmp(&a.0));
             let (label, colour, dashed) = if experiments.len() == 1 {
-                (procedure_label(procedure).to_string(), procedure_colours[p % 3], false)
+                (procedure_label(procedure).to_string(), LEVEL_COLOURS[p % 6], false)
             } else {
                 (format!("{} {}", experiment_label(experiment), procedure_label(procedure)), LEVEL_COLOURS[e % 6], p > 0)
             };

@@ -3,6 +3,7 @@
 
 use super::check::{evaluate, load};
 use super::model::*;
+use super::beyond::BEYOND;
 use super::paper::CLAIMS;
 use crate::base::error::Result;
 use crate::base::files;
@@ -128,6 +129,29 @@ pub(super) fn render(tables: &Tables) -> String {
         range = 100.0 * RANGE_TOLERANCE,
     );
     let claims: Vec<(&Claim, &Table)> = CLAIMS.iter().filter_map(|c| Some((c, tables.get(c.figure)?))).collect();
+    // Only where one of their tables is: the paper's folders keep their report as it was.
+    let beyond: Vec<(&Claim, &Table)> = BEYOND.iter().filter_map(|c| Some((c, tables.get(c.figure)?))).collect();
+    if claims.is_empty() && !beyond.is_empty() {
+        out.push_str("No claim of docs/paper.md §3 reads the tables in this folder.\n");
+    } else {
+        rows(&mut out, &claims);
+        let absent: Vec<&str> = catalog::FIGURES.iter().map(|f| f.id).filter(|id| !tables.contains_key(*id) && CLAIMS.iter().any(|c| c.figure == *id)).collect();
+        if !absent.is_empty() {
+            let _ = writeln!(out, "\nNot checked here, for want of a table in this folder: the claims of {}.", absent.join(", "));
+        }
+    }
+    if !beyond.is_empty() {
+        out.push_str(
+            "\n## Beyond the ICLR paper\n\n\
+             Claims of the follow-up literature (pruning at initialization), judged by the same rules on the `fig4i`/`fig5i` tables.\n\n",
+        );
+        rows(&mut out, &beyond);
+    }
+    out
+}
+
+/// The count line and one table row per claim.
+fn rows(out: &mut String, claims: &[(&Claim, &Table)]) {
     let outcomes: Vec<Outcome> = claims.iter().map(|(c, t)| evaluate(c, t)).collect();
     let count = |f: fn(&Verdict) -> bool| outcomes.iter().filter(|o| f(&o.verdict)).count();
     let _ = writeln!(
@@ -148,9 +172,4 @@ pub(super) fn render(tables: &Tables) -> String {
         };
         let _ = writeln!(out, "| `{}` | {} | {} | {} | {} | {verdict} |", claim.id, claim.paper, claim.rule(), outcome.measured, outcome.source);
     }
-    let absent: Vec<&str> = catalog::FIGURES.iter().map(|f| f.id).filter(|id| !tables.contains_key(*id) && CLAIMS.iter().any(|c| c.figure == *id)).collect();
-    if !absent.is_empty() {
-        let _ = writeln!(out, "\nNot checked here, for want of a table in this folder: the claims of {}.", absent.join(", "));
-    }
-    out
 }

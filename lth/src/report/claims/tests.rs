@@ -6,6 +6,7 @@ use super::check;
 use super::check::cell as cell_of;
 use super::check::*;
 use super::model::*;
+use super::beyond::BEYOND;
 use super::paper::CLAIMS;
 use super::report::*;
 use crate::base::error::Error;
@@ -100,7 +101,7 @@ fn built(claim: &Claim, pass: bool) -> Table {
 
 #[test]
 fn every_claim_holds_on_a_table_built_to_pass_and_not_on_one_built_to_fail() {
-    for claim in CLAIMS {
+    for claim in CLAIMS.iter().chain(BEYOND) {
         let passing = evaluate(claim, &built(claim, true));
         assert_eq!(passing.verdict, Verdict::Holds, "{}: {}", claim.id, passing.measured);
         let failing = evaluate(claim, &built(claim, false));
@@ -110,7 +111,7 @@ fn every_claim_holds_on_a_table_built_to_pass_and_not_on_one_built_to_fail() {
 
 #[test]
 fn synthetic_data_and_smoke_scale_are_never_judged() {
-    for claim in CLAIMS {
+    for claim in CLAIMS.iter().chain(BEYOND) {
         let mut table = built(claim, true);
         table.scale = "smoke".into();
         assert!(matches!(evaluate(claim, &table).verdict, Verdict::NotTested(why) if why.contains("smoke")), "{}", claim.id);
@@ -118,6 +119,25 @@ fn synthetic_data_and_smoke_scale_are_never_judged() {
         table.rows.iter_mut().for_each(|r| r.data = "synthetic".into());
         assert_eq!(evaluate(claim, &table).verdict, Verdict::NotTested("synthetic data".into()), "{}", claim.id);
     }
+}
+
+/// The claims beyond the paper get a section of their own, and only in a folder that holds one
+/// of their tables: the paper's folders keep their reports byte for byte.
+#[test]
+fn claims_beyond_the_paper_are_reported_apart_and_only_beside_their_tables() {
+    let beyond = &BEYOND[0];
+    let paper = claim("4a-earlier-21");
+    let paper_only = Tables::from([("fig4".to_string(), built(paper, true))]);
+    assert!(!render(&paper_only).contains("Beyond the ICLR paper"));
+    let beyond_only = Tables::from([(beyond.figure.to_string(), built(beyond, false))]);
+    let text = render(&beyond_only);
+    assert!(text.contains("No claim of docs/paper.md §3 reads the tables in this folder."), "{text}");
+    let section = text.split("## Beyond the ICLR paper").nth(1).expect("a section beyond the paper");
+    assert!(section.contains(&format!("| `{}` |", beyond.id)) && section.contains("**does not hold**"), "{section}");
+    let both = Tables::from([("fig4".to_string(), built(paper, true)), (beyond.figure.to_string(), built(beyond, true))]);
+    let text = render(&both);
+    let (before, after) = text.split_once("## Beyond the ICLR paper").expect("a section beyond the paper");
+    assert!(before.contains("`4a-earlier-21`") && !before.contains(beyond.id) && after.contains(beyond.id));
 }
 
 /// Issue #29: verdicts on tables with unfinished trainings (553 of 605) were given as final; one
