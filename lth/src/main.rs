@@ -6,7 +6,7 @@
 lth::jemalloc!();
 
 use clap::{Parser, Subcommand};
-use lth::cli::{bench, data, experiment, figures, goldens, options, runs, tickets};
+use lth::cli::{bench, data, experiment, figures, goldens, instability, options, runs, tickets};
 
 #[derive(Parser)]
 #[command(name = "lth", version, about = "The Lottery Ticket Hypothesis (Frankle & Carbin, ICLR 2019), reproduced with candle")]
@@ -62,6 +62,10 @@ enum Command {
     /// values, the weights' shapes and that they give the curve's final test accuracy. Says
     /// what it could not check; refuses, naming the file, when a check fails.
     Adopt(tickets::Adopt),
+    /// Beyond the paper: train copies of a ticket run's level from the same start (theta0 or the
+    /// dense network after k steps) with different SGD noise, and print the error barrier on the
+    /// straight path between each pair (linear mode connectivity; docs/decisions.md).
+    Instability(instability::Instability),
     /// Remove a damaged level folder (`<out>/runs/<run-id>/level-NN`) or theta0
     /// (`<out>/runs/<run-id>/init.safetensors`), so that the next run of the same command
     /// retrains just that part.
@@ -94,6 +98,7 @@ fn main() {
         Command::Export(c) => c.run(),
         Command::Infer(c) => c.run(),
         Command::Adopt(c) => c.run(),
+        Command::Instability(c) => c.run(),
         Command::Redo(c) => c.run(),
     };
     if let Err(e) = result {

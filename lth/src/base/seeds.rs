@@ -30,6 +30,8 @@ pub enum Purpose {
     Augmentation,
     /// The mask of uniformly random pruning at initialization (level).
     AtInit { level: usize },
+    /// The seed of one copy's streams in an instability analysis (beyond the paper).
+    Instability { copy: usize },
 }
 
 impl Purpose {
@@ -45,6 +47,7 @@ impl Purpose {
             Purpose::Synthetic => "synthetic".into(),
             Purpose::Augmentation => "augmentation".into(),
             Purpose::AtInit { level } => format!("at-init/{level}"),
+            Purpose::Instability { copy } => format!("instability/{copy}"),
         }
     }
 }

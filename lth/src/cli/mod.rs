@@ -7,6 +7,7 @@ pub mod data;
 pub mod experiment;
 pub mod figures;
 pub mod goldens;
+pub mod instability;
 pub mod options;
 pub mod runs;
 pub mod tickets;

@@ -1,6 +1,8 @@
 //! The lottery layer: ticket runs and their controls (one-shot, reinit, random pruning),
-//! rewinding, and a plan's trainings as a queue for worker threads. May import `store` and below.
+//! rewinding, a plan's trainings as a queue for worker threads, and the instability analysis of
+//! a ticket run's levels (beyond the paper). May import `store` and below.
 
+pub mod instability;
 pub mod procedure;
 pub mod rewind;
 pub mod work;

@@ -192,21 +192,8 @@ fn train_level(
     let arch = &Architecture::of(spec.method.model);
     // `training::train` zeroes the pruned weights before the first step.
     let params = nn::to_params(arch, start, dev)?;
-    let config = TrainConfig {
-        iterations: spec.iterations,
-        eval_every: spec.eval_every,
-        batch_size: spec.method.batch_size,
-        optimizer: (&spec.method.optimizer).into(),
-        sparse_kernels: true,
-        lr_schedule: spec.method.lr_schedule.clone(),
-        start_iteration: rewind::start_iteration(spec, level),
-    };
-    let streams = Streams {
-        data_order: seeds::stream(trial_seed(spec), Purpose::DataOrder),
-        dropout: spec.method.dropout.map(|p| nn::Dropout::new(p, seeds::stream(trial_seed(spec), Purpose::Dropout))),
-        augment: spec.method.augmentation.as_ref().map(|a| Augment::new(a, &spec.method.normalisation, seeds::stream(trial_seed(spec), Purpose::Augmentation))),
-    };
-    let curve = training::train(Start { model: spec.method.model, params: &params, mask }, data, &config, streams, observer)?;
+    let config = train_config(spec, rewind::start_iteration(spec, level));
+    let curve = training::train(Start { model: spec.method.model, params: &params, mask }, data, &config, streams(spec, trial_seed(spec)), observer)?;
     let key = CurveKey {
         experiment: spec.experiment.clone(),
         scale: spec.scale.as_str().into(),
@@ -226,7 +213,31 @@ fn train_level(
     Ok(records)
 }
 
-fn trial_seed(spec: &RunSpec) -> u64 {
+/// How every level of `spec` trains (its iterations, batch, optimizer and rate schedule), from
+/// `start_iteration` on.
+pub fn train_config(spec: &RunSpec, start_iteration: usize) -> TrainConfig {
+    TrainConfig {
+        iterations: spec.iterations,
+        eval_every: spec.eval_every,
+        batch_size: spec.method.batch_size,
+        optimizer: (&spec.method.optimizer).into(),
+        sparse_kernels: true,
+        lr_schedule: spec.method.lr_schedule.clone(),
+        start_iteration,
+    }
+}
+
+/// The random streams of a training drawn from `seed`: the trial's seed for every level of a
+/// run (so levels differ only by their mask), another for a copy of `instability`.
+pub fn streams(spec: &RunSpec, seed: u64) -> Streams {
+    Streams {
+        data_order: seeds::stream(seed, Purpose::DataOrder),
+        dropout: spec.method.dropout.map(|p| nn::Dropout::new(p, seeds::stream(seed, Purpose::Dropout))),
+        augment: spec.method.augmentation.as_ref().map(|a| Augment::new(a, &spec.method.normalisation, seeds::stream(seed, Purpose::Augmentation))),
+    }
+}
+
+pub fn trial_seed(spec: &RunSpec) -> u64 {
     seeds::trial_seed(spec.seed, spec.trial)
 }
 

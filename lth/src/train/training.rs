@@ -60,6 +60,10 @@ pub trait Observer {
     }
     /// Every parameter (BatchNorm's running statistics included) after `snapshot_at`'s step.
     fn on_snapshot(&mut self, _iteration: usize, _weights: nn::Weights) {}
+    /// End the training at the snapshot (`instability` needs only θk).
+    fn stop_at_snapshot(&self) -> bool {
+        false
+    }
 }
 
 /// The loss of an evaluation is averaged over chunks of at most this many input values (510
@@ -134,6 +138,9 @@ pub fn train(start: Start, data: &Dataset, config: &TrainConfig, streams: Stream
         if snapshot_at == Some(iteration) {
             trainer.masked.write_back(params)?;
             observer.on_snapshot(iteration, nn::weights_of(params)?);
+            if observer.stop_at_snapshot() {
+                return Ok(curve);
+            }
         }
         if iteration % config.eval_every == 0 || iteration == config.iterations {
             let point = evaluate_point(trainer.net(), &eval, iteration, &running)?;
