@@ -2,7 +2,8 @@
 //! `.github/workflows/ci.yml` both set up their environment and call this, so the two never
 //! drift. The steps, in order: actionlint on the workflows, the README's test command, the
 //! committed figures redrawn from their tables, the smoke reproduces (their tables compared to
-//! the committed ones byte for byte; the paper's figures, rewinding, pruning at initialization),
+//! the committed ones byte for byte; the paper's figures, rewinding, pruning at initialization,
+//! instability),
 //! and the Slurm check. The last line is always
 //! `ci: N passed, M failed`, counted from `cargo test`'s own summaries.
 
@@ -124,6 +125,14 @@ fn steps(sh: &Shell, root: &Path, out: Option<&str>, xtask: &dyn Fn(&[&str]) -> 
         same_as_committed(&format!("{fig}.csv"))?;
     }
     println!("pruning at initialization fig4i fig5i: ok, identical to the committed tables");
+
+    println!("== instability (beyond the paper): LeNet on MNIST, Conv-2 on the synthetic set, smoke scale");
+    xtask(&["reproduce", "lmc", "--scale", "smoke", "--data", "synthetic", "--out", &results, "--figures-dir", &figures])?;
+    if !read("lmc.md")?.contains("Beyond the ICLR paper") {
+        bail!("{figures}/lmc.md does not say the figure is beyond the ICLR paper");
+    }
+    same_as_committed("lmc.csv")?;
+    println!("instability lmc: ok, identical to the committed table");
     Ok(())
 }
 

@@ -314,12 +314,28 @@ pub struct Sizes {
     pub at_init: Vec<Procedure>,
     #[serde(default)]
     pub at_init_levels: Vec<usize>,
+    /// The instability analysis of each trial's ticket run (beyond the paper), run after the
+    /// trainings; None: none.
+    #[serde(default)]
+    pub instability: Option<InstabilitySizes>,
     /// Train on only this many training examples (None: all).
     #[serde(default)]
     pub train_subset: Option<usize>,
     /// Evaluate on only this many validation and test examples (None: all).
     #[serde(default)]
     pub eval_subset: Option<usize>,
+}
+
+/// What the instability analysis (`lottery::instability`) of a scale covers: these levels of
+/// each trial's ticket run, from each of these iterations, with this many copies (every pair a
+/// path) and points per path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstabilitySizes {
+    pub levels: Vec<usize>,
+    pub rewind: Vec<usize>,
+    pub copies: usize,
+    pub points: usize,
 }
 
 /// The procedure of one run: the winning-ticket trunk or one of its branches.
@@ -565,6 +581,20 @@ impl ExperimentSpec {
             if batchnorm && sizes.at_init.contains(&Procedure::Synflow) {
                 return Err(format!("{} holds `synflow`, which is implemented for networks without BatchNorm (LeNet, Conv-2/4/6); remove it", at("at_init")));
             }
+            if let Some(inst) = &sizes.instability {
+                if batchnorm {
+                    return Err(format!("{}: the instability of a network with BatchNorm needs its statistics recomputed along the path, which is not built yet; remove it", at("instability")));
+                }
+                if let Some(bad) = inst.levels.iter().find(|&&l| l > sizes.levels) {
+                    return Err(format!("{} holds level {bad}; levels must be in 0..={}", at("instability.levels"), sizes.levels));
+                }
+                if let Some(bad) = inst.rewind.iter().find(|&&k| k >= sizes.iterations) {
+                    return Err(format!("{} holds iteration {bad}; copies must start before the end of training ({} iterations)", at("instability.rewind"), sizes.iterations));
+                }
+                if inst.copies < 2 || inst.points < 2 {
+                    return Err(format!("{} and points must be at least 2", at("instability.copies")));
+                }
+            }
         }
         Ok(())
     }
@@ -748,6 +778,17 @@ impl RunSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instability_analysis_asks_for_levels_and_iterations_that_exist() {
+        let with = |inst: &str| refused("\noneshot_levels = ", &format!("\ninstability = {{ {inst} }}\noneshot_levels = "));
+        let err = with("levels = [0, 99], rewind = [0], copies = 2, points = 11");
+        assert!(err.contains("instability.levels holds level 99"), "{err}");
+        let err = with("levels = [0], rewind = [50000], copies = 2, points = 11");
+        assert!(err.contains("instability.rewind holds iteration 50000"), "{err}");
+        let err = with("levels = [0], rewind = [0], copies = 1, points = 11");
+        assert!(err.contains("copies and points must be at least 2"), "{err}");
+    }
 
     #[test]
     fn pruning_at_init_lists_only_its_methods_and_levels_that_exist() {

@@ -209,5 +209,10 @@ pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>
     let progress = Progress::new(tasks.iter().map(|(t, _)| t.units).sum(), tasks.len());
     crate::lottery::work::run(&plan, tasks, jobs, crate::lottery::procedure::Resources { store: &store, data: &data, dev: &dev, progress: &progress })?;
     progress.finish();
+    // Beyond the paper: the instability analyses of the ticket runs, once those are trained.
+    if let Some(sizes) = &spec.sizes(job.scale)?.instability {
+        let on = crate::lottery::procedure::Resources { store: &store, data: &data, dev: &dev, progress: &progress };
+        crate::lottery::instability::run_all(&plan, sizes, jobs, on)?;
+    }
     Ok(())
 }

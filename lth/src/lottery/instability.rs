@@ -22,9 +22,9 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::seeds::{self, Purpose};
-use crate::base::spec::{DataSource, ModelKind, Procedure, RunSpec};
+use crate::base::spec::{DataSource, InstabilitySizes, ModelKind, PlannedRun, Procedure, RunSpec};
 use crate::data::Dataset;
-use crate::lottery::procedure::{streams, train_config, trial_seed};
+use crate::lottery::procedure::{streams, train_config, trial_seed, Resources};
 use crate::nn::{self, Architecture, Weights};
 use crate::sparsity::masks::Mask;
 use crate::store::record::{read_csv, write_csv};
@@ -35,6 +35,7 @@ use candle_core::Device;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// One point of the path between two copies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +215,64 @@ pub fn analyse(spec: &RunSpec, request: &Request, store: &Store, data: &Dataset,
     }
     write_csv(&rows, &path)?;
     Ok(rows)
+}
+
+/// The analyses `sizes` asks of the ticket runs in `plan`: each trial's, at every level and
+/// rewind point.
+pub fn requests<'p>(plan: &'p [PlannedRun], sizes: &InstabilitySizes) -> Vec<(&'p RunSpec, Request)> {
+    let mut out = Vec::new();
+    for planned in plan.iter().filter(|p| p.spec.procedure == Procedure::Ticket) {
+        for &level in &sizes.levels {
+            for &rewind in &sizes.rewind {
+                out.push((&planned.spec, Request { level, rewind, copies: sizes.copies, points: sizes.points }));
+            }
+        }
+    }
+    out
+}
+
+/// Runs every analysis of `plan` that is not finished, `jobs` at a time (one thread each, its
+/// copies one after another); the ticket runs must be finished first.
+pub fn run_all(plan: &[PlannedRun], sizes: &InstabilitySizes, jobs: usize, on: Resources) -> Result<()> {
+    let Resources { store, data, dev, .. } = on;
+    let pending: Vec<(&RunSpec, Request)> = requests(plan, sizes).into_iter().filter(|(spec, r)| !table_path(store, spec, r).exists()).collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let progress = Progress::new((pending.len() * sizes.copies) as u64, pending.len() * sizes.copies);
+    let next = AtomicUsize::new(0);
+    let outcome = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs.clamp(1, pending.len()))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let Some((spec, request)) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            return Ok(());
+                        };
+                        analyse(spec, request, store, data, dev, &progress)?;
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(Error::Invalid("an instability worker panicked".into())))).collect::<Result<Vec<()>>>()
+    });
+    progress.finish();
+    outcome.map(|_| ())
+}
+
+/// The finished analyses of `plan` (their path points), and how many of how many planned.
+pub fn finished(store: &Store, plan: &[PlannedRun], sizes: &InstabilitySizes) -> Result<(Vec<PathPoint>, usize, usize)> {
+    let all = requests(plan, sizes);
+    let mut points = Vec::new();
+    let mut done = 0;
+    for (spec, request) in &all {
+        let path = table_path(store, spec, request);
+        if path.exists() {
+            points.extend(read_csv::<PathPoint>(&path)?);
+            done += 1;
+        }
+    }
+    Ok((points, done, all.len()))
 }
 
 /// Each pair's barrier, in pair order.

@@ -24,6 +24,9 @@ pub enum Kind {
     /// Test accuracy against the fraction of weights remaining at fixed points of training,
     /// tickets against reinit, one series per experiment (Figs 7, 8).
     Checkpoints(&'static [Checkpoint]),
+    /// The error barrier between copies trained with different SGD noise against the iteration
+    /// they start from, one series per level of the ticket run (beyond the paper).
+    Instability,
 }
 
 /// A point of training a figure reads: a fraction of the run's iterations, and how the paper
@@ -64,7 +67,7 @@ const AT_INIT_PROCEDURES: [&str; 6] = ["ticket", "reinit", "init_random", "init_
 
 const REWIND_NOTE: &str = "**Beyond the ICLR paper.** Rewinding (late resetting; Frankle et al. 2019, \"Stabilizing the Lottery Ticket Hypothesis\", and the authors' open_lth): the `_rewind<k>` runs reset every pruned level's survivors to the dense network's state at iteration k of the paper-scale training (BatchNorm statistics included), not to theta0, and train from k to the end of the same schedule; the learning-rate schedule and the data order resume at k, the optimizer state restarts. Reinit controls draw fresh weights and also train from k. A smaller scale rewinds to the same fraction of its training (at least iteration 1). The other experiment is the paper's procedure, unchanged.";
 
-pub const FIGURES: [Figure; 12] = [
+pub const FIGURES: [Figure; 13] = [
     Figure {
         id: "fig1",
         experiments: &["lenet", "conv2", "conv4", "conv6"],
@@ -150,6 +153,13 @@ pub const FIGURES: [Figure; 12] = [
         title: "BEYOND THE ICLR PAPER: Conv-2 on CIFAR-10, IMP tickets against pruning at initialization (random, magnitude, SNIP, SynFlow)",
         kind: Kind::Sparsity(&AT_INIT_PROCEDURES),
         notes: AT_INIT_NOTE,
+    },
+    Figure {
+        id: "lmc",
+        experiments: &["lenet_lmc", "conv2_lmc"],
+        title: "BEYOND THE ICLR PAPER: instability (linear mode connectivity) of LeNet-300-100 and Conv-2, dense and IMP tickets",
+        kind: Kind::Instability,
+        notes: "**Beyond the ICLR paper.** Instability analysis (Frankle, Dziugaite, Roy and Carbin 2020, \"Linear Mode Connectivity and the Lottery Ticket Hypothesis\"; `lth::lottery::instability`, docs/decisions.md \"Instability\"): copies of the dense network (level 0) or of an IMP ticket's mask start from the same weights at iteration k (theta0 for k = 0, else the dense network after k steps of the trial's training) and train to the end of the same schedule, each with its own data order; the error barrier is the largest test error on the straight line between two trained copies (evenly spaced points, ends included) minus the mean of the two ends' errors, in percentage points, mean [min, max] over every pair of copies of every trial. A network is stable where its barrier is about 0.",
     },
 ];
 

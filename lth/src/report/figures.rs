@@ -4,9 +4,10 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::files;
-use crate::base::spec::{Codec, DataSource, ExperimentSpec, Scale};
+use crate::base::spec::{Codec, DataSource, ExperimentSpec, Procedure, Scale};
+use crate::lottery::instability;
 use crate::report::density;
-use crate::report::plot::{self, CheckpointRow, Fig3Row, SparsityRow};
+use crate::report::plot::{self, CheckpointRow, Fig3Row, InstabilityRow, SparsityRow};
 use crate::report::table;
 use crate::store::record::read_csv;
 use crate::store::runs::Store;
@@ -50,6 +51,8 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
     let mut records = Vec::new();
     let mut sources = Vec::new();
     let mut run_ids = Vec::new();
+    // The instability figure's path points (its analyses), instead of curve records.
+    let mut paths = Vec::new();
     // Per-layer densities, for figures of pruning at initialization (layer collapse).
     let mut densities = Vec::new();
     // Trainings whose loss went NaN or infinite: named in the provenance, never averaged in.
@@ -62,6 +65,21 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
             .ok_or_else(|| Error::Invalid(format!("figure {} draws experiment `{experiment}`, whose spec was not loaded", figure.id)))?;
         // MNIST has no synthetic stand-in: `plan` keeps its experiments on their real runs.
         let plan = spec.plan(provenance.scale, provenance.trials, provenance.data)?;
+        if figure.kind == Kind::Instability {
+            let analysed = match &spec.sizes(provenance.scale)?.instability {
+                Some(sizes) => instability::finished(store, &plan, sizes)?,
+                None => (Vec::new(), 0, 0),
+            };
+            match analysed {
+                (found, done, planned) if !found.is_empty() => {
+                    sources.push(format!("`{experiment}`: {}, {done} of {planned} planned analyses finished", describe(&found[0].data)));
+                    run_ids.extend(plan.iter().filter(|p| p.spec.procedure == Procedure::Ticket).map(|p| p.spec.id()));
+                    paths.extend(found);
+                }
+                _ => sources.push(format!("`{experiment}`: no finished instability analyses at this scale (not drawn)")),
+            }
+            continue;
+        }
         let finished = table::load_records(store, &plan)?;
         if !finished.diverged.is_empty() {
             let list = finished.diverged.join(", ");
@@ -97,19 +115,20 @@ pub fn make(figure: &Figure, store: &Store, specs: &[ExperimentSpec], provenance
             densities.push(density::table(store, &plan)?);
         }
     }
-    if records.is_empty() {
+    if records.is_empty() && paths.is_empty() {
         return Err(table::nothing_finished(store, &figure.experiments.join("`, `"), scale));
     }
-    let synthetic = records.iter().any(|r| r.key.data == DataSource::Synthetic);
-    let copy = records.iter().find_map(|r| match r.key.data {
-        DataSource::Copy(copy) => Some(copy),
+    let data: Vec<DataSource> = records.iter().map(|r| r.key.data).chain(paths.iter().map(|p| p.data)).collect();
+    let synthetic = data.contains(&DataSource::Synthetic);
+    let copy = data.iter().find_map(|d| match d {
+        DataSource::Copy(copy) => Some(*copy),
         _ => None,
     });
-    let curves = table::curves_frame(&records)?;
     let frame = match figure.kind {
-        Kind::Curves => table::fig3(&curves)?,
-        Kind::Sparsity(_) => table::sparsity(&curves)?,
-        Kind::Checkpoints(points) => table::checkpoints(&curves, &points.iter().map(|c| c.fraction).collect::<Vec<_>>())?,
+        Kind::Curves => table::fig3(&table::curves_frame(&records)?)?,
+        Kind::Sparsity(_) => table::sparsity(&table::curves_frame(&records)?)?,
+        Kind::Checkpoints(points) => table::checkpoints(&table::curves_frame(&records)?, &points.iter().map(|c| c.fraction).collect::<Vec<_>>())?,
+        Kind::Instability => table::instability(&paths)?,
     };
     let out = Outputs::new(dir, figure.id);
     // The table goes into place only after its drawings, so a kill in between leaves the old
@@ -182,6 +201,7 @@ fn summarise(figure: &Figure, table: &Path) -> Result<String> {
         Kind::Curves => fig3_summary(&read_csv(table)?),
         Kind::Sparsity(procedures) => sparsity_summary(&read_csv(table)?, procedures),
         Kind::Checkpoints(points) => checkpoint_summary(&read_csv(table)?, points),
+        Kind::Instability => instability_summary(&read_csv(table)?),
     })
 }
 
@@ -229,6 +249,27 @@ fn checkpoint_summary(rows: &[CheckpointRow], points: &[Checkpoint]) -> String {
             pct(r.test_acc_mean),
             pct(r.test_acc_min),
             pct(r.test_acc_max)
+        );
+    }
+    s
+}
+
+fn instability_summary(rows: &[InstabilityRow]) -> String {
+    let mut s = String::from(
+        "Error barrier (percentage points of test error), mean [min, max] over the `n` pairs of copies:\n\n\
+         | experiment | level | Pm (%) | copies start at iteration | n | error barrier (pp) |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {:.1} | {} | {} | {:.2} [{:.2}, {:.2}] |\n",
+            r.experiment,
+            r.level,
+            100.0 * r.remaining,
+            r.rewind,
+            r.n,
+            100.0 * r.barrier_mean,
+            100.0 * r.barrier_min,
+            100.0 * r.barrier_max
         );
     }
     s

@@ -72,6 +72,20 @@ pub struct CheckpointRow {
     pub test_acc_max: f64,
 }
 
+/// A row of the instability table (one experiment, level and rewind point).
+#[derive(Debug, Clone, Deserialize)]
+pub struct InstabilityRow {
+    pub experiment: String,
+    pub data: String,
+    pub level: usize,
+    pub remaining: f64,
+    pub rewind: usize,
+    pub n: usize,
+    pub barrier_mean: f64,
+    pub barrier_min: f64,
+    pub barrier_max: f64,
+}
+
 /// Draws `figure` from its table CSV into `svg` and, if given, `png`, with the scale recorded in
 /// the provenance file beside the table (`figN.md`), if there is one.
 pub fn draw_from_csv(figure: &Figure, table: &Path, svg: &Path, png: Option<&Path>) -> Result<()> {
@@ -153,6 +167,14 @@ fn draw_into(figure: &Figure, table: &Path, scale: Option<&str>, svg: &Path, png
             let legend = sparsity_series(&rows, procedures, &metrics[0]).iter().map(Entry::of_points).collect();
             let frame = Frame::new(title, vec![legend], metrics.len());
             render!(frame.size(), |root| sparsity(&rows, procedures, metrics, &frame, root))
+        }
+        Kind::Instability => {
+            let rows: Vec<InstabilityRow> = read_csv(table)?;
+            let title = heading(figure, scale, rows.iter().map(|r| r.data.as_str()));
+            let experiments = distinct(rows.iter().map(|r| r.experiment.as_str()));
+            let legends = experiments.iter().map(|e| instability_series(&rows, e).iter().map(Entry::of_points).collect()).collect();
+            let frame = Frame::new(title, legends, experiments.len().max(1));
+            render!(frame.size(), |root| instability(&rows, &experiments, &frame, root))
         }
         Kind::Checkpoints(points) => {
             let rows: Vec<CheckpointRow> = read_csv(table)?;
@@ -405,6 +427,65 @@ fn checkpoint_series(rows: &[CheckpointRow], checkpoint: usize) -> Vec<Points> {
 fn checkpoints<DB: DrawingBackend>(rows: &[CheckpointRow], labels: &[&str], frame: &Frame, root: &DrawingArea<DB, Shift>) -> Result<()> {
     for (checkpoint, (panel, label)) in frame.draw(root)?.iter().zip(labels).enumerate() {
         sparsity_panel(panel, &format!("Test accuracy at {label}"), "Test accuracy (%)", &checkpoint_series(rows, checkpoint))?;
+    }
+    Ok(())
+}
+
+/// The series of one experiment of the instability figure: one per level (the dense network,
+/// then the tickets), (iteration the copies start at, barrier mean, min, max) in pp.
+fn instability_series(rows: &[InstabilityRow], experiment: &str) -> Vec<Points> {
+    let mut levels: Vec<(usize, f64)> = rows.iter().filter(|r| r.experiment == experiment).map(|r| (r.level, r.remaining)).collect();
+    levels.sort_by_key(|&(level, _)| level);
+    levels.dedup_by_key(|&mut (level, _)| level);
+    levels
+        .iter()
+        .enumerate()
+        .map(|(i, &(level, remaining))| {
+            let mut points: Vec<_> = rows
+                .iter()
+                .filter(|r| r.experiment == experiment && r.level == level)
+                .map(|r| (r.rewind as f64, 100.0 * r.barrier_mean, 100.0 * r.barrier_min, 100.0 * r.barrier_max))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let label = if level == 0 { "dense (Pm 100%)".to_string() } else { format!("ticket, level {level} (Pm {}%)", pm_label(remaining)) };
+            Points { label, colour: LEVEL_COLOURS[i % 6], dashed: false, points }
+        })
+        .collect()
+}
+
+/// The instability figure: one panel per experiment, the error barrier against the iteration
+/// the copies start from, bars min/max over pairs.
+fn instability<DB: DrawingBackend>(rows: &[InstabilityRow], experiments: &[&str], frame: &Frame, root: &DrawingArea<DB, Shift>) -> Result<()> {
+    for (panel, experiment) in frame.draw(root)?.iter().zip(experiments) {
+        let series = instability_series(rows, experiment);
+        let all = || series.iter().flat_map(|s| s.points.iter());
+        let x_max = all().map(|p| p.0).fold(1.0, f64::max);
+        let (lo, hi) = (all().map(|p| p.2).fold(0.0, f64::min), all().map(|p| p.3).fold(1.0, f64::max));
+        let pad = (hi - lo) * 0.08;
+        let title = experiment_label(experiment.strip_suffix("_lmc").unwrap_or(experiment));
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.03 * x_max..x_max * 1.03, lo - pad..hi + pad)
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("Iteration the copies start from (k)")
+            .y_desc("Error barrier (pp of test error)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.1}"))
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(draw_error)?;
+        for s in &series {
+            let line: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1)).collect();
+            chart.draw_series(LineSeries::new(line.clone(), s.colour.stroke_width(2))).map_err(draw_error)?;
+            chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, s.colour.filled()))).map_err(draw_error)?;
+            let bars = s.points.iter().map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], s.colour.stroke_width(1)));
+            chart.draw_series(bars).map_err(draw_error)?;
+        }
     }
     Ok(())
 }

@@ -5,9 +5,11 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::spec::{PlannedRun, RunId};
+use crate::lottery::instability::PathPoint;
 use crate::store::record::CurveRecord;
 use crate::store::runs::Store;
 use polars::prelude::*;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The columns that identify one training curve.
@@ -81,6 +83,35 @@ pub fn curves_frame(rows: &[CurveRecord]) -> Result<DataFrame> {
         Column::new("test_loss".into(), float(|r| r.point.test_loss)),
         Column::new("test_acc".into(), float(|r| r.point.test_acc)),
         Column::new("train_acc".into(), float(|r| r.point.train_acc)),
+    ];
+    Ok(DataFrame::new_infer_height(columns)?)
+}
+
+/// The instability figure: each pair's error barrier (`lottery::instability`), then mean, min
+/// and max over the pairs of every trial, per experiment, level and rewind point, in that order.
+pub fn instability(points: &[PathPoint]) -> Result<DataFrame> {
+    // (experiment, data, level, rewind) → (remaining, barriers); points of one path are adjacent.
+    let mut groups: BTreeMap<(String, String, usize, usize), (f64, Vec<f64>)> = BTreeMap::new();
+    for path in points.chunk_by(|a, b| (&a.experiment, a.trial, a.level, a.rewind, &a.pair) == (&b.experiment, b.trial, b.level, b.rewind, &b.pair)) {
+        let first = &path[0];
+        let errors: Vec<f64> = path.iter().map(|p| p.test_error).collect();
+        let group = groups.entry((first.experiment.clone(), first.data.to_string(), first.level, first.rewind)).or_insert((first.remaining, Vec::new()));
+        group.1.push(crate::lottery::instability::barrier(&errors));
+    }
+    let keys: Vec<_> = groups.keys().cloned().collect();
+    let values: Vec<_> = groups.values().collect();
+    let stat = |f: fn(&[f64]) -> f64| values.iter().map(|(_, b)| f(b)).collect::<Vec<f64>>();
+    let columns = vec![
+        Column::new("experiment".into(), keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>()),
+        Column::new("data".into(), keys.iter().map(|k| k.1.clone()).collect::<Vec<_>>()),
+        Column::new("procedure".into(), vec!["ticket"; keys.len()]),
+        Column::new("level".into(), keys.iter().map(|k| k.2 as u64).collect::<Vec<_>>()),
+        Column::new("remaining".into(), values.iter().map(|(r, _)| *r).collect::<Vec<_>>()),
+        Column::new("rewind".into(), keys.iter().map(|k| k.3 as u64).collect::<Vec<_>>()),
+        Column::new("n".into(), values.iter().map(|(_, b)| b.len() as u64).collect::<Vec<_>>()),
+        Column::new("barrier_mean".into(), stat(|b| b.iter().sum::<f64>() / b.len() as f64)),
+        Column::new("barrier_min".into(), stat(|b| b.iter().copied().fold(f64::INFINITY, f64::min))),
+        Column::new("barrier_max".into(), stat(|b| b.iter().copied().fold(f64::NEG_INFINITY, f64::max))),
     ];
     Ok(DataFrame::new_infer_height(columns)?)
 }
