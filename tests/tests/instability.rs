@@ -63,6 +63,14 @@ fn the_path_ends_are_the_copies_and_one_seed_gives_barrier_zero() {
     assert_eq!(instability::analyse(&ticket.spec, &request, &store, &data, &dev, &progress).unwrap(), rows);
     assert_eq!(std::fs::read(&path).unwrap(), before);
 
+    // A table cut short (a power cut) is refused by name, never read as a shorter path.
+    let text = String::from_utf8(before.clone()).unwrap();
+    let cut: String = text.lines().take(6).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, cut).unwrap();
+    let err = instability::analyse(&ticket.spec, &request, &store, &data, &dev, &progress).unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()) && err.contains("cut short"), "{err}");
+    std::fs::write(&path, &before).unwrap();
+
     // Bad requests are refused by name.
     let err = instability::analyse(&ticket.spec, &Request { copies: 1, ..request }, &store, &data, &dev, &progress).unwrap_err().to_string();
     assert!(err.contains("at least 2 copies"), "{err}");

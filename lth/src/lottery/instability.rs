@@ -174,7 +174,7 @@ pub fn analyse(spec: &RunSpec, request: &Request, store: &Store, data: &Dataset,
     }
     let path = table_path(store, spec, request);
     if path.exists() {
-        return read_csv(&path);
+        return read_table(&path, request);
     }
     let arch = Architecture::of(spec.method.model);
     let run = store.existing(spec);
@@ -268,11 +268,30 @@ pub fn finished(store: &Store, plan: &[PlannedRun], sizes: &InstabilitySizes) ->
     for (spec, request) in &all {
         let path = table_path(store, spec, request);
         if path.exists() {
-            points.extend(read_csv::<PathPoint>(&path)?);
+            points.extend(read_table(&path, request)?);
             done += 1;
         }
     }
     Ok((points, done, all.len()))
+}
+
+/// A finished analysis's table, refused by name unless it holds every point of every pair of
+/// `request` in order (a power cut can leave a file cut short: tables are not fsynced).
+fn read_table(path: &std::path::Path, request: &Request) -> Result<Vec<PathPoint>> {
+    let rows: Vec<PathPoint> = read_csv(path)?;
+    let Request { level, rewind, copies, points } = *request;
+    let pairs: Vec<String> = (0..copies).flat_map(|a| (a + 1..copies).map(move |b| format!("{a}-{b}"))).collect();
+    let complete = rows.len() == pairs.len() * points
+        && rows.iter().enumerate().all(|(i, r)| r.level == level && r.rewind == rewind && r.pair == pairs[i / points] && r.test_error.is_finite());
+    if !complete {
+        return Err(Error::Invalid(format!(
+            "{}: damaged or cut short ({} rows where {} pairs of {points} points belong); remove it, and the next run redoes this analysis",
+            path.display(),
+            rows.len(),
+            pairs.len()
+        )));
+    }
+    Ok(rows)
 }
 
 /// Each pair's barrier, in pair order.
