@@ -205,6 +205,8 @@ impl Entry {
 }
 
 const TITLE_HEIGHT: u32 = 34;
+/// A generous average advance of the heading's 16-pixel font, to keep a long heading inside.
+const TITLE_CHAR_WIDTH: u32 = 7;
 const LEGEND_ROW: u32 = 22;
 const LEGEND_ENTRY_WIDTH: u32 = 330;
 
@@ -222,8 +224,9 @@ impl Frame {
         Frame { title, legends, panels }
     }
 
+    /// The panels side by side, widened where the heading would not fit above them (one panel).
     fn width(&self) -> u32 {
-        self.panels as u32 * PANEL.0
+        (self.panels as u32 * PANEL.0).max(self.title.chars().count() as u32 * TITLE_CHAR_WIDTH + 40)
     }
 
     /// Entries per legend row, and the legend strip's height.
