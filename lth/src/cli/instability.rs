@@ -1,10 +1,11 @@
 //! `lth instability`: the instability analysis of a ticket run's levels (beyond the paper;
 //! `lottery::instability`), one line per level and rewind point with its error barrier.
 
-use crate::base::spec::{ExperimentSpec, Procedure};
+use crate::base::spec::{ExperimentSpec, InstabilitySizes, Procedure};
 use crate::cli::data::{load_data, source};
 use crate::cli::options::{check_writable, DataArgs, JobArgs};
-use crate::lottery::instability::{self, Request};
+use crate::lottery::instability;
+use crate::lottery::procedure::Resources;
 use crate::store::runs::Store;
 use crate::train::progress::Progress;
 use anyhow::Result;
@@ -53,20 +54,26 @@ impl Instability {
         }
         let prepared = raw.prepare(&ticket.spec, &dev)?;
         let store = Store::new(&job.out);
-        let trainings = levels.len() * rewind.len() * copies;
-        let progress = Progress::new(trainings as u64, trainings);
+        let sizes = InstabilitySizes { levels, rewind, copies, points };
+        let requests = instability::requests(std::slice::from_ref(ticket), &sizes);
+        // One analysis per worker, each on one thread (its copies one after another).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let jobs = job.jobs.unwrap_or(cores).clamp(1, cores).clamp(1, requests.len().max(1));
+        if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            std::env::set_var("RAYON_NUM_THREADS", "1");
+        }
+        let progress = Progress::new(0, 0);
+        let on = Resources { store: &store, data: &prepared, dev: &dev, progress: &progress };
+        instability::run_all(std::slice::from_ref(ticket), &sizes, jobs, on)?;
         println!("| level | Pm (%) | from iteration | pairs | error barrier (pp): mean [min, max] | table |\n|---|---|---|---|---|---|");
-        for &level in &levels {
-            for &k in &rewind {
-                let request = Request { level, rewind: k, copies, points };
-                let rows = instability::analyse(&ticket.spec, &request, &store, &prepared, &dev, &progress)?;
-                let barriers: Vec<f64> = instability::barriers(&rows).into_iter().map(|(_, b)| 100.0 * b).collect();
-                let mean = barriers.iter().sum::<f64>() / barriers.len().max(1) as f64;
-                let (min, max) = barriers.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &b| (lo.min(b), hi.max(b)));
-                let remaining = rows.first().map_or(f64::NAN, |r| 100.0 * r.remaining);
-                let table = instability::table_path(&store, &ticket.spec, &request);
-                println!("| {level} | {remaining:.1} | {k} | {} | {mean:.2} [{min:.2}, {max:.2}] | `{}` |", barriers.len(), table.display());
-            }
+        for (spec, request) in &requests {
+            let rows = instability::analyse(spec, request, &store, &prepared, &dev, &progress)?;
+            let barriers: Vec<f64> = instability::barriers(&rows).into_iter().map(|(_, b)| 100.0 * b).collect();
+            let mean = barriers.iter().sum::<f64>() / barriers.len().max(1) as f64;
+            let (min, max) = barriers.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+            let remaining = rows.first().map_or(f64::NAN, |r| 100.0 * r.remaining);
+            let table = instability::table_path(&store, spec, request);
+            println!("| {} | {remaining:.1} | {} | {} | {mean:.2} [{min:.2}, {max:.2}] | `{}` |", request.level, request.rewind, barriers.len(), table.display());
         }
         Ok(())
     }
