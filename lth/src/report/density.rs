@@ -59,7 +59,7 @@ pub fn table(store: &Store, plan: &[PlannedRun]) -> Result<String> {
         let cells: Vec<String> = names
             .iter()
             .map(|name| match sum.layers.get(name).map(|d| 100.0 * d / n) {
-                Some(d) if d == 0.0 => "**0.0**".to_string(),
+                Some(0.0) => "**0.0**".to_string(),
                 Some(d) => format!("{d:.1}"),
                 None => "-".to_string(),
             })

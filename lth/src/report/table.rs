@@ -91,7 +91,8 @@ pub fn curves_frame(rows: &[CurveRecord]) -> Result<DataFrame> {
 /// and max over the pairs of every trial, per experiment, level and rewind point, in that order.
 pub fn instability(points: &[PathPoint]) -> Result<DataFrame> {
     // (experiment, data, level, rewind) → (remaining, barriers); points of one path are adjacent.
-    let mut groups: BTreeMap<(String, String, usize, usize), (f64, Vec<f64>)> = BTreeMap::new();
+    type Key = (String, String, usize, usize);
+    let mut groups: BTreeMap<Key, (f64, Vec<f64>)> = BTreeMap::new();
     for path in points.chunk_by(|a, b| (&a.experiment, a.trial, a.level, a.rewind, &a.pair) == (&b.experiment, b.trial, b.level, b.rewind, &b.pair)) {
         let first = &path[0];
         let errors: Vec<f64> = path.iter().map(|p| p.test_error).collect();
