@@ -348,6 +348,49 @@ fn resnet_learns_restarts_batchnorm_from_theta0_and_reruns_bit_identically() {
     }
 }
 
+/// Instability (beyond the paper) of a BatchNorm network: running statistics are recomputed at
+/// every point of the path, deterministically, and only they change; copies with one seed are
+/// one network, whose path is flat (barrier 0, bit for bit).
+#[test]
+fn resnet_instability_recomputes_batchnorm_statistics_along_the_path() {
+    use lth::lottery::instability::{self, Request};
+    let out = scratch("resnet-lmc");
+    // Two batches of training data: two statistics passes per point.
+    let (spec, run) = ticket_run("resnet18_lr0.1", 1, &out, |s| s.train_subset = Some(256));
+    let data = synthetic_raw().prepare(&spec, &Device::Cpu).unwrap();
+    let (store, dev, progress) = (Store::new(&out), Device::Cpu, Progress::new(0, 0));
+    let request = Request { level: 1, rewind: 1, copies: 2, points: 3 };
+    let rows = instability::analyse(&spec, &request, &store, &data, &dev, &progress).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.test_error.is_finite() && r.pair == "0-1"), "{rows:?}");
+
+    let arch = Architecture::of(ModelKind::Resnet18);
+    let mask = run.load_mask(1, &arch).unwrap();
+    let theta0 = load_weights(&run.init_path(), &arch).unwrap();
+    let start = instability::dense_at(&spec, &theta0, 1, &data, &dev).unwrap();
+    struct Quiet;
+    impl lth::train::training::Observer for Quiet {}
+    let copy = || instability::train_copy(&spec, (&mask, &start, 1), instability::copy_seed(&spec, 0), &data, &dev, &mut Quiet).unwrap().0;
+    let (a, again) = (copy(), copy());
+    assert!(a == again, "one seed, one network");
+    let errors: Vec<f64> = instability::path_errors(&spec, &mask, (&a, &again), 3, &data, &dev).unwrap().into_iter().map(|(_, e)| e).collect();
+    assert_eq!(instability::barrier(&errors), 0.0);
+
+    // Recomputing changes the running statistics and nothing else, the same bits every time.
+    let recomputed = instability::recompute_statistics(&spec, &mask, a.clone(), &data, &dev).unwrap();
+    assert!(recomputed == instability::recompute_statistics(&spec, &mask, a.clone(), &data, &dev).unwrap());
+    for (name, values) in &recomputed {
+        if name.contains(".running_") {
+            assert_ne!(values, &a[name], "{name} was not recomputed");
+            assert!(values.iter().all(|v| v.is_finite()), "{name}");
+        } else {
+            // The mask is applied again (pruned weights stay 0); every other value is the copy's.
+            assert!(values == &a[name], "{name} changed");
+        }
+    }
+    assert!(recomputed["bn.running_var"].iter().any(|&v| v != 1.0));
+}
+
 #[test]
 fn both_networks_learn_well_above_chance_on_the_synthetic_set() {
     // Chance is 10%. With 200 test images a chance accuracy has a standard deviation of

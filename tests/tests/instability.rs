@@ -54,7 +54,7 @@ fn the_path_ends_are_the_copies_and_one_seed_gives_barrier_zero() {
     // One seed twice: one network, and a flat path.
     let (again, _) = copy(0);
     assert_eq!(again, a);
-    let errors: Vec<f64> = instability::path_errors(spec.method.model, &mask, (&a, &again), 11, &data, &dev).unwrap().into_iter().map(|(_, e)| e).collect();
+    let errors: Vec<f64> = instability::path_errors(&ticket.spec, &mask, (&a, &again), 11, &data, &dev).unwrap().into_iter().map(|(_, e)| e).collect();
     assert_eq!(instability::barrier(&errors), 0.0);
 
     // Finished analyses are read back from their table.

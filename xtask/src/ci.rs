@@ -126,7 +126,7 @@ fn steps(sh: &Shell, root: &Path, out: Option<&str>, xtask: &dyn Fn(&[&str]) -> 
     }
     println!("pruning at initialization fig4i fig5i: ok, identical to the committed tables");
 
-    println!("== instability (beyond the paper): LeNet on MNIST, Conv-2 on the synthetic set, smoke scale");
+    println!("== instability (beyond the paper): LeNet on MNIST, Conv-2 and ResNet-18 on the synthetic set, smoke scale");
     xtask(&["reproduce", "lmc", "--scale", "smoke", "--data", "synthetic", "--out", &results, "--figures-dir", &figures])?;
     if !read("lmc.md")?.contains("Beyond the ICLR paper") {
         bail!("{figures}/lmc.md does not say the figure is beyond the ICLR paper");

@@ -582,9 +582,6 @@ impl ExperimentSpec {
                 return Err(format!("{} holds `synflow`, which is implemented for networks without BatchNorm (LeNet, Conv-2/4/6); remove it", at("at_init")));
             }
             if let Some(inst) = &sizes.instability {
-                if batchnorm {
-                    return Err(format!("{}: the instability of a network with BatchNorm needs its statistics recomputed along the path, which is not built yet; remove it", at("instability")));
-                }
                 if let Some(bad) = inst.levels.iter().find(|&&l| l > sizes.levels) {
                     return Err(format!("{} holds level {bad}; levels must be in 0..={}", at("instability.levels"), sizes.levels));
                 }

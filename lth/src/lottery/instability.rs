@@ -17,8 +17,14 @@
 //! - Points α = i/(P−1), i = 0..P−1; θ(α) = θA + α·(θB − θA) per weight in f32 (so equal copies
 //!   stay themselves along the path), with the ends taken as θA and θB themselves, so α = 0 and
 //!   1 reproduce the copies' own test errors.
-//! - Networks with BatchNorm (VGG-19, ResNet-18) are refused for now: their statistics must be
-//!   recomputed at every point of the path, which is not built yet.
+//! - Networks with BatchNorm (VGG-19, ResNet-18): interpolating two networks' running
+//!   statistics gives statistics of neither, so at every point of the path, the ends included,
+//!   they are recomputed as training computes them: reset to PyTorch's initial state (mean 0,
+//!   variance 1), then updated (momentum 0.1) by forward passes in training mode over the first
+//!   [`STATISTICS_BATCHES`] unaugmented training batches in order (fewer if the training set
+//!   holds fewer), with no weight changed.
+//!   So for these networks the ends are the copies with recomputed statistics, and α = 0 and 1
+//!   reproduce those networks' errors exactly (not the copies' errors with their own statistics).
 
 use crate::base::error::{Error, Result};
 use crate::base::seeds::{self, Purpose};
@@ -131,19 +137,65 @@ pub fn train_copy(spec: &RunSpec, (mask, start, k): (&Mask, &Weights, usize), se
     Ok((nn::weights_of(&params)?, curve))
 }
 
+/// Training batches whose statistics replace a BatchNorm network's running statistics at each
+/// point of a path: momentum 0.1 leaves 0.9^50 ≈ 0.5% of the reset state in them. A training
+/// set of fewer batches (smoke scales) is passed once: repeating batches adds nothing new.
+pub const STATISTICS_BATCHES: usize = 50;
+
+/// Whether `model` has BatchNorm layers, whose running statistics a path recomputes.
+pub fn has_batchnorm(model: ModelKind) -> bool {
+    matches!(model, ModelKind::Vgg19 | ModelKind::Resnet18)
+}
+
 /// The test error at `points` evenly spaced points between `a` and `b` (α from 0 to 1), each
-/// evaluated as training evaluates (the masked network, its sparse kernels).
-pub fn path_errors(model: ModelKind, mask: &Mask, (a, b): (&Weights, &Weights), points: usize, data: &Dataset, dev: &Device) -> Result<Vec<(f64, f64)>> {
+/// evaluated as training evaluates (the masked network, its sparse kernels); a BatchNorm
+/// network's running statistics recomputed first at every point (see the module comment).
+pub fn path_errors(spec: &RunSpec, mask: &Mask, (a, b): (&Weights, &Weights), points: usize, data: &Dataset, dev: &Device) -> Result<Vec<(f64, f64)>> {
+    let model = spec.method.model;
     let arch = Architecture::of(model);
     (0..points)
         .map(|i| {
             let alpha = if points == 1 { 0.0 } else { i as f64 / (points - 1) as f64 };
-            let params = nn::to_params(&arch, &interpolate(a, b, alpha), dev)?;
+            let weights = interpolate(a, b, alpha);
+            let params = if has_batchnorm(model) { with_recomputed_statistics(spec, mask, weights, data, dev)? } else { nn::to_params(&arch, &weights, dev)? };
             let masked = MaskedNetwork::new(model, &params, mask, dev, true)?;
             let (_, accuracy) = evaluate(masked.net.as_ref(), &EvalSplit::new(masked.net.as_ref(), &data.test)?)?;
             Ok((alpha, 1.0 - accuracy))
         })
         .collect()
+}
+
+/// `weights` (of a BatchNorm network) with their running statistics recomputed as a path
+/// point's are: reset, then [`STATISTICS_BATCHES`] training-mode passes (see the module comment).
+pub fn recompute_statistics(spec: &RunSpec, mask: &Mask, weights: Weights, data: &Dataset, dev: &Device) -> Result<Weights> {
+    nn::weights_of(&with_recomputed_statistics(spec, mask, weights, data, dev)?)
+}
+
+fn with_recomputed_statistics(spec: &RunSpec, mask: &Mask, mut weights: Weights, data: &Dataset, dev: &Device) -> Result<nn::Params> {
+    reset_statistics(&mut weights);
+    let params = nn::to_params(&Architecture::of(spec.method.model), &weights, dev)?;
+    // The network shares the parameters' storage: its passes write the statistics there.
+    let masked = MaskedNetwork::new(spec.method.model, &params, mask, dev, true)?;
+    let (train, batch) = (&data.train, spec.method.batch_size);
+    let per_pass = train.len() / batch.max(1);
+    if per_pass == 0 {
+        return Err(Error::Invalid(format!("{} training examples cannot fill a batch of {batch} to recompute BatchNorm statistics", train.len())));
+    }
+    for b in 0..STATISTICS_BATCHES.min(per_pass) {
+        masked.net.forward_t(&train.images.narrow(0, b * batch, batch)?, None)?;
+    }
+    Ok(params)
+}
+
+/// Running means to 0 and variances to 1: PyTorch's initial state, as `nn::batchnorm` starts.
+fn reset_statistics(weights: &mut Weights) {
+    for (name, values) in weights.iter_mut() {
+        if name.ends_with(".running_mean") {
+            values.fill(0.0);
+        } else if name.ends_with(".running_var") {
+            values.fill(1.0);
+        }
+    }
 }
 
 /// Where an analysis of `spec`'s ticket run is kept: one file per (level, k, copies, points).
@@ -159,12 +211,6 @@ pub fn analyse(spec: &RunSpec, request: &Request, store: &Store, data: &Dataset,
     let Request { level, rewind, copies, points } = *request;
     if spec.procedure != Procedure::Ticket {
         return Err(Error::Invalid(format!("instability reads a ticket run, not `{}`", spec.procedure.as_str())));
-    }
-    if matches!(spec.method.model, ModelKind::Vgg19 | ModelKind::Resnet18) {
-        return Err(Error::Invalid(format!(
-            "instability of `{}` (a network with BatchNorm) needs its statistics recomputed along the path, which is not built yet; use LeNet or Conv-2/4/6",
-            spec.experiment
-        )));
     }
     if copies < 2 || points < 2 {
         return Err(Error::Invalid(format!("instability needs at least 2 copies and 2 points (asked: {copies} copies, {points} points)")));
@@ -194,7 +240,7 @@ pub fn analyse(spec: &RunSpec, request: &Request, store: &Store, data: &Dataset,
     let mut rows = Vec::new();
     for a in 0..copies {
         for b in a + 1..copies {
-            for (alpha, test_error) in path_errors(spec.method.model, &mask, (&trained[a], &trained[b]), points, data, dev)? {
+            for (alpha, test_error) in path_errors(spec, &mask, (&trained[a], &trained[b]), points, data, dev)? {
                 rows.push(PathPoint {
                     experiment: spec.experiment.clone(),
                     scale: spec.scale.as_str().into(),

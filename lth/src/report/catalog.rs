@@ -156,10 +156,10 @@ pub const FIGURES: [Figure; 13] = [
     },
     Figure {
         id: "lmc",
-        experiments: &["lenet_lmc", "conv2_lmc"],
-        title: "BEYOND THE ICLR PAPER: instability (linear mode connectivity) of LeNet-300-100 and Conv-2, dense and IMP tickets",
+        experiments: &["lenet_lmc", "conv2_lmc", "resnet18_lmc"],
+        title: "BEYOND THE ICLR PAPER: instability (linear mode connectivity) of LeNet-300-100, Conv-2 and ResNet-18, dense and IMP tickets",
         kind: Kind::Instability,
-        notes: "**Beyond the ICLR paper.** Instability analysis (Frankle, Dziugaite, Roy and Carbin 2020, \"Linear Mode Connectivity and the Lottery Ticket Hypothesis\"; `lth::lottery::instability`, docs/decisions.md \"Instability\"): copies of the dense network (level 0) or of an IMP ticket's mask start from the same weights at iteration k (theta0 for k = 0, else the dense network after k steps of the trial's training) and train to the end of the same schedule, each with its own data order; the error barrier is the largest test error on the straight line between two trained copies (evenly spaced points, ends included) minus the mean of the two ends' errors, in percentage points, mean [min, max] over every pair of copies of every trial. A network is stable where its barrier is about 0.",
+        notes: "**Beyond the ICLR paper.** Instability analysis (Frankle, Dziugaite, Roy and Carbin 2020, \"Linear Mode Connectivity and the Lottery Ticket Hypothesis\"; `lth::lottery::instability`, docs/decisions.md \"Instability\"): copies of the dense network (level 0) or of an IMP ticket's mask start from the same weights at iteration k (theta0 for k = 0, else the dense network after k steps of the trial's training) and train to the end of the same schedule, each with its own data order; the error barrier is the largest test error on the straight line between two trained copies (evenly spaced points, ends included) minus the mean of the two ends' errors, in percentage points, mean [min, max] over every pair of copies of every trial. A network is stable where its barrier is about 0. ResNet-18 (BatchNorm): at every point of the path, its ends included, the running statistics are reset and recomputed from the first 50 unaugmented training batches (fewer if the training set holds fewer) in training mode, so its ends are the copies with recomputed statistics.",
     },
 ];
 
