@@ -54,6 +54,7 @@ pub(super) fn row(csv: &Path, keys: &[String], key: &[String], metrics: BTreeMap
         remaining: number("remaining").ok_or_else(|| bad("remaining"))?,
         iteration: number("iteration"),
         checkpoint: get("checkpoint").and_then(|v| v.parse().ok()),
+        rewind: get("rewind").and_then(|v| v.parse().ok()),
         experiment,
         data,
         metrics,
@@ -221,6 +222,14 @@ pub(super) fn cell(table: &Table, series: Series, level: usize, metric: Metric) 
         }
         Metric::CheckpointTestAcc(checkpoint) => {
             rows.find(|r| r.checkpoint == Some(checkpoint)).and_then(|r| r.metrics.get("test_acc").copied()).ok_or_else(missing)
+        }
+        Metric::Barrier(which) => {
+            let rows: Vec<&Row> = rows.filter(|r| r.rewind.is_some()).collect();
+            let k = match which {
+                Rewind::Zero => Some(0),
+                Rewind::Latest => rows.iter().filter_map(|r| r.rewind).max(),
+            };
+            rows.iter().find(|r| r.rewind == k).and_then(|r| r.metrics.get("barrier").copied()).ok_or_else(missing)
         }
         _ => rows.find_map(|r| r.metrics.get(metric.column()).copied()).ok_or_else(missing),
     }

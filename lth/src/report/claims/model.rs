@@ -55,6 +55,16 @@ pub enum Metric {
     IterationsToTestAcc(f64),
     /// Test accuracy at this checkpoint of a checkpoint table (Figs 7, 8; 2 is the last).
     CheckpointTestAcc(usize),
+    /// The error barrier of an instability table (`lmc`) for copies starting at this point.
+    Barrier(Rewind),
+}
+
+/// Where the copies of an instability claim start: θ0, or the latest iteration the table has
+/// for that level (the scales rewind to different iterations, at the same fractions).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Rewind {
+    Zero,
+    Latest,
 }
 
 /// How the subject's mean is set against the reference's: subject ÷ reference, or subject −
@@ -104,6 +114,8 @@ pub(super) struct Row {
     pub(super) iteration: Option<f64>,
     /// Set in checkpoint tables (Figs 7, 8).
     pub(super) checkpoint: Option<usize>,
+    /// Set in instability tables: the iteration the copies start from.
+    pub(super) rewind: Option<usize>,
     pub(super) metrics: BTreeMap<String, Cell>,
 }
 
@@ -160,11 +172,14 @@ impl Metric {
             Metric::EarlyStopTestAcc => "early_stop_test_acc",
             Metric::FinalTestAcc => "final_test_acc",
             Metric::IterationsToTestAcc(_) | Metric::CheckpointTestAcc(_) => "test_acc",
+            Metric::Barrier(_) => "barrier",
         }
     }
 
+    /// Accuracies, and barriers (differences of error rates): shown in % and compared in
+    /// percentage points.
     pub(super) fn is_accuracy(self) -> bool {
-        matches!(self, Metric::EarlyStopTestAcc | Metric::FinalTestAcc | Metric::CheckpointTestAcc(_))
+        matches!(self, Metric::EarlyStopTestAcc | Metric::FinalTestAcc | Metric::CheckpointTestAcc(_) | Metric::Barrier(_))
     }
 
     /// Differences of accuracies are compared in percentage points.

@@ -59,6 +59,8 @@ impl Metric {
                 });
                 format!("test accuracy at {}", label.unwrap_or_else(|| format!("checkpoint {checkpoint}")))
             }
+            Metric::Barrier(Rewind::Zero) => "error barrier between copies trained from theta0".into(),
+            Metric::Barrier(Rewind::Latest) => "error barrier between copies trained from the latest rewind iteration of the table".into(),
         }
     }
 

@@ -20,7 +20,7 @@ fn cell(mean: f64) -> Cell {
 
 /// One aggregated row (or, for the crossing metric, its two curve rows) holding `mean`.
 fn rows_for(series: Series, remaining: f64, metric: Metric, mean: f64) -> Vec<Row> {
-    let row = |metrics: Vec<(&str, f64)>, iteration: Option<f64>, checkpoint: Option<usize>| Row {
+    let row = |metrics: Vec<(&str, f64)>, iteration: Option<f64>, checkpoint: Option<usize>, rewind: Option<usize>| Row {
         experiment: series.experiment.into(),
         data: "real".into(),
         procedure: series.procedure.into(),
@@ -28,15 +28,19 @@ fn rows_for(series: Series, remaining: f64, metric: Metric, mean: f64) -> Vec<Ro
         remaining,
         iteration,
         checkpoint,
+        rewind,
         metrics: metrics.into_iter().map(|(k, v)| (k.to_string(), cell(v))).collect(),
     };
     match metric {
         // Below the threshold at iteration 0, above it from iteration `mean` on.
         Metric::IterationsToTestAcc(threshold) => {
-            vec![row(vec![("test_acc", threshold - 0.1)], Some(0.0), None), row(vec![("test_acc", (threshold + 0.01) / 0.99)], Some(mean), None)]
+            vec![row(vec![("test_acc", threshold - 0.1)], Some(0.0), None, None), row(vec![("test_acc", (threshold + 0.01) / 0.99)], Some(mean), None, None)]
         }
-        Metric::CheckpointTestAcc(c) => vec![row(vec![("test_acc", mean)], None, Some(c))],
-        _ => vec![row(vec![(metric.column(), mean)], None, None)],
+        Metric::CheckpointTestAcc(c) => vec![row(vec![("test_acc", mean)], None, Some(c), None)],
+        // From theta0, and (for the latest) a later start that carries the value.
+        Metric::Barrier(Rewind::Zero) => vec![row(vec![("barrier", mean)], None, None, Some(0)), row(vec![("barrier", 9.0)], None, None, Some(500))],
+        Metric::Barrier(Rewind::Latest) => vec![row(vec![("barrier", 9.0)], None, None, Some(0)), row(vec![("barrier", mean)], None, None, Some(500))],
+        _ => vec![row(vec![(metric.column(), mean)], None, None, None)],
     }
 }
 
@@ -228,6 +232,7 @@ fn crossing_iterations_come_from_the_mean_max_and_min_curves() {
         remaining: 1.0,
         iteration: Some(iteration),
         checkpoint: None,
+        rewind: None,
         metrics: [("test_acc".to_string(), Cell { mean, min, max, n: 2 })].into(),
     };
     let rows = vec![point(500.0, 0.97, 0.965, 0.976), point(0.0, 0.5, 0.4, 0.6), point(250.0, 0.96, 0.95, 0.97), point(750.0, 0.98, 0.977, 0.983)];
