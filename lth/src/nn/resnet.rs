@@ -85,6 +85,12 @@ impl ConvBn {
     fn forward(&self, xs: &Tensor, mode: Mode) -> Result<Tensor> {
         self.bn.forward(&conv(xs, &self.weight, self.stride)?, mode)
     }
+
+    /// `relu(self.forward(xs) + shortcut)`, or `relu(self.forward(xs))`; `fuse` as
+    /// `BatchNorm::forward_relu`.
+    fn forward_relu(&self, xs: &Tensor, shortcut: Option<&Tensor>, mode: Mode, fuse: bool) -> Result<Tensor> {
+        self.bn.forward_relu(&conv(xs, &self.weight, self.stride)?, shortcut, mode, fuse)
+    }
 }
 
 struct Block {
@@ -117,17 +123,20 @@ impl ResNet {
         })
     }
 
+    /// `fuse`: BatchNorm, the residual addition and ReLU as one op where the CPU can
+    /// (`BatchNorm::forward_relu`); false composes candle's ops (the tests' reference).
+    ///
     /// # Shapes
     /// `xs`: `(batch, 3, 32, 32)` → logits `(batch, 10)`.
-    fn run(&self, xs: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut xs = self.stem.forward(xs, mode)?.relu()?;
+    fn run(&self, xs: &Tensor, mode: Mode, fuse: bool) -> Result<Tensor> {
+        let mut xs = self.stem.forward_relu(xs, None, mode, fuse)?;
         for block in &self.blocks {
-            let out = block.second.forward(&block.first.forward(&xs, mode)?.relu()?, mode)?;
+            let hidden = block.first.forward_relu(&xs, None, mode, fuse)?;
             let shortcut = match &block.shortcut {
                 Some(projection) => projection.forward(&xs, mode)?,
                 None => xs,
             };
-            xs = (out + shortcut)?.relu()?;
+            xs = block.second.forward_relu(&hidden, Some(&shortcut), mode, fuse)?;
         }
         self.fc.forward(&global_average_pool(&xs)?, true)
     }
@@ -135,10 +144,22 @@ impl ResNet {
 
 impl Network for ResNet {
     fn forward_t(&self, xs: &Tensor, _dropout: Option<&mut Dropout>) -> Result<Tensor> {
-        self.run(xs, Mode::Train)
+        self.run(xs, Mode::Train, true)
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.run(xs, Mode::Eval)
+        self.run(xs, Mode::Eval, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::spec::ModelKind;
+    use crate::nn::batchnorm::fusion::assert_fusion_keeps_the_bits;
+
+    #[test]
+    fn fusing_batch_norm_the_shortcut_and_relu_keeps_the_bits() {
+        assert_fusion_keeps_the_bits(ModelKind::Resnet18, |params, xs, mode, fuse| ResNet::new(params, &Compact::none()).unwrap().run(xs, mode, fuse).unwrap());
     }
 }

@@ -58,16 +58,19 @@ impl Vgg {
         Ok(Vgg { convs: (1..=widths().count()).map(layer).collect::<Result<_>>()?, fc: Linear::new(params, "fc", compact)? })
     }
 
+    /// `fuse`: BatchNorm and ReLU as one op where the CPU can (`BatchNorm::forward_relu`);
+    /// false composes candle's ops (the tests' reference).
+    ///
     /// # Shapes
     /// `xs`: `(batch, 3, 32, 32)` → logits `(batch, 10)`.
-    fn run(&self, xs: &Tensor, mode: Mode) -> Result<Tensor> {
+    fn run(&self, xs: &Tensor, mode: Mode, fuse: bool) -> Result<Tensor> {
         let mut xs = xs.clone();
         let mut convs = self.convs.iter();
         for width in PLAN {
             if width == POOL {
                 xs = max_pool2x2(&xs)?;
             } else if let Some((w, bn)) = convs.next() {
-                xs = bn.forward(&conv(&xs, w, 1)?, mode)?.relu()?;
+                xs = bn.forward_relu(&conv(&xs, w, 1)?, None, mode, fuse)?;
             }
         }
         self.fc.forward(&global_average_pool(&xs)?, true)
@@ -76,10 +79,22 @@ impl Vgg {
 
 impl Network for Vgg {
     fn forward_t(&self, xs: &Tensor, _dropout: Option<&mut Dropout>) -> Result<Tensor> {
-        self.run(xs, Mode::Train)
+        self.run(xs, Mode::Train, true)
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.run(xs, Mode::Eval)
+        self.run(xs, Mode::Eval, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::spec::ModelKind;
+    use crate::nn::batchnorm::fusion::assert_fusion_keeps_the_bits;
+
+    #[test]
+    fn fusing_batch_norm_and_relu_keeps_the_bits() {
+        assert_fusion_keeps_the_bits(ModelKind::Vgg19, |params, xs, mode, fuse| Vgg::new(params, &Compact::none()).unwrap().run(xs, mode, fuse).unwrap());
     }
 }

@@ -16,13 +16,11 @@
 
 use super::applied::Applied;
 use super::device::fast_kernels;
-use super::host::f32_slice;
-use super::im2col::{conv3x3, parallel, Conv, Dims, Geometry, GROUP};
+use super::host::{f32_slice, per_image};
+use super::im2col::{conv3x3, Conv, Dims, Geometry};
 use super::pool::max_pool2x2;
 use crate::base::error::Result;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
-use rayon::prelude::*;
-use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 /// `relu(conv3x3(xs, w) + b)`, then 2x2 max-pooled if `pool`: `(n, c, h, w)` →
@@ -55,13 +53,13 @@ struct ConvRelu {
 
 /// candle's ReLU on f32 (`UnaryOp::Relu`), written the same way.
 #[inline(always)]
-fn relu(v: f32) -> f32 {
+pub(super) fn relu(v: f32) -> f32 {
     v.max(0f32)
 }
 
 /// candle's ReLU gradient factor: 1 where the pre-activation is `>= 0` (0 included), else 0.
 #[inline(always)]
-fn passes(pre_activation: f32) -> f32 {
+pub(super) fn passes(pre_activation: f32) -> f32 {
     if pre_activation >= 0.0 {
         1.0
     } else {
@@ -88,40 +86,6 @@ fn first_max(values: [f32; 4]) -> usize {
     best
 }
 
-/// A new vector of `images · out_len` values, `f` writing each image's `out_len` of them from
-/// that image's chunk of `a` and `b` (`a_len` and `b_len` values per image; `b` may be empty,
-/// with `b_len` 0), on every thread the convolution uses, in groups of [`GROUP`] images. `f`
-/// must write every value of its chunk; nothing is zeroed first (that took the calling thread
-/// alone a few milliseconds per 15.7 MB map, while the other waited).
-fn per_image(
-    images: usize,
-    a: &[f32],
-    a_len: usize,
-    b: &[f32],
-    b_len: usize,
-    out_len: usize,
-    f: impl Fn(&[f32], &[f32], &mut [MaybeUninit<f32>]) + Sync,
-) -> Vec<f32> {
-    let len = images * out_len;
-    let mut values = Vec::with_capacity(len);
-    let out = &mut values.spare_capacity_mut()[..len];
-    let group = |(first, out): (usize, &mut [MaybeUninit<f32>])| {
-        for (i, out) in out.chunks_exact_mut(out_len).enumerate() {
-            let image = first + i;
-            f(&a[image * a_len..(image + 1) * a_len], &b[image * b_len..(image + 1) * b_len], out)
-        }
-    };
-    if parallel() {
-        out.par_chunks_mut(GROUP * out_len).enumerate().for_each(|(g, out)| group((g * GROUP, out)));
-    } else {
-        out.chunks_mut(GROUP * out_len).enumerate().for_each(|(g, out)| group((g * GROUP, out)));
-    }
-    // SAFETY: the chunks cover all `len` values and `f` writes every value of each (the
-    // callers below: every cell of every plane, pooled or not).
-    unsafe { values.set_len(len) };
-    values
-}
-
 impl ConvRelu {
     /// Sides of the op's output maps.
     fn out_side(&self, d: Dims) -> (usize, usize) {
@@ -143,7 +107,8 @@ impl CustomOp3 for ConvRelu {
         let pre = self.conv.forward(f32_slice(xs, xs_l, self.name())?, f32_slice(w, w_l, self.name())?, Some(f32_slice(b, b_l, self.name())?), d);
         let (ho, wo) = self.out_side(d);
         let (map, out_map) = (d.ho * d.wo, ho * wo);
-        let ys = per_image(d.n, &pre, d.o * map, &[], 0, d.o * out_map, |pre, _, out| {
+        let ys = per_image(d.n, d.o * out_map, |image, out| {
+            let pre = &pre[image * d.o * map..(image + 1) * d.o * map];
             if !self.pool {
                 out.iter_mut().zip(pre).for_each(|(y, &x)| {
                     y.write(relu(x));
@@ -173,7 +138,9 @@ impl CustomOp3 for ConvRelu {
         let (map, out_map) = (d.ho * d.wo, ho * wo);
         let (grad_xs, grad_w, grad_b) = super::host::with_f32(&grad, self.name(), |grad| {
             // The gradient at the convolution's output, per image.
-            let grad_pre = per_image(d.n, grad, d.o * out_map, pre, d.o * map, d.o * map, |grad, pre, grad_pre| {
+            let grad_pre = per_image(d.n, d.o * map, |image, grad_pre| {
+                let grad = &grad[image * d.o * out_map..(image + 1) * d.o * out_map];
+                let pre = &pre[image * d.o * map..(image + 1) * d.o * map];
                 for ((g, pre), grad_pre) in grad.chunks_exact(out_map).zip(pre.chunks_exact(map)).zip(grad_pre.chunks_exact_mut(map)) {
                     if !self.pool {
                         for ((out, &x), &up) in grad_pre.iter_mut().zip(pre).zip(g) {

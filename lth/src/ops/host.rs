@@ -3,7 +3,9 @@
 //! straight into its output and chooses its own threading.
 
 use super::gemm::{multiply, multiply_packed, PackedLayout, Path, Strided};
+use super::im2col::{parallel, GROUP};
 use candle_core::{CpuStorage, Layout, Tensor};
+use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// The values of a contiguous f32 CPU storage.
@@ -89,6 +91,29 @@ pub fn new_product(lhs: Matrix, rhs: Matrix, m: usize, n: usize, k: usize) -> Ve
         dst.set_len(m * n);
     }
     dst
+}
+
+/// A new vector of `images · out_len` values, `f(image, out)` writing the `out_len` of each
+/// image, on every thread candle uses (`RAYON_NUM_THREADS`), in groups of [`GROUP`] images.
+/// `f` must write every value of its chunk; nothing is zeroed first (that took the calling
+/// thread alone a few milliseconds per 15.7 MB map, while the other waited).
+pub fn per_image(images: usize, out_len: usize, f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let len = images * out_len;
+    let mut values = Vec::with_capacity(len);
+    let out = &mut values.spare_capacity_mut()[..len];
+    let group = |(g, out): (usize, &mut [MaybeUninit<f32>])| {
+        for (i, out) in out.chunks_exact_mut(out_len.max(1)).enumerate() {
+            f(g * GROUP + i, out)
+        }
+    };
+    if parallel() {
+        out.par_chunks_mut((GROUP * out_len).max(1)).enumerate().for_each(group);
+    } else {
+        out.chunks_mut((GROUP * out_len).max(1)).enumerate().for_each(group);
+    }
+    // SAFETY: the chunks cover all `len` values and `f` writes every value of each.
+    unsafe { values.set_len(len) };
+    values
 }
 
 /// Writes `value` into every entry and returns them as initialised values: for an op's output

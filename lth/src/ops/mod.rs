@@ -6,6 +6,7 @@
 
 pub mod applied;
 pub mod batchnorm;
+pub mod bn_relu;
 pub mod conv_relu;
 pub mod device;
 pub mod gemm;
