@@ -3,10 +3,17 @@
 //! straight into its output and chooses its own threading.
 
 use super::gemm::{multiply, multiply_packed, PackedLayout, Path, Strided};
-use super::im2col::{parallel, GROUP};
 use candle_core::{CpuStorage, Layout, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+
+/// Images per unit of work: threads take whole groups (convolutions, BatchNorm, [`per_image`]).
+pub(super) const GROUP: usize = 8;
+
+/// Whether candle may use more than one thread (`RAYON_NUM_THREADS`).
+pub(super) fn parallel() -> bool {
+    candle_core::utils::get_num_threads() > 1
+}
 
 /// The values of a contiguous f32 CPU storage.
 pub fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {

@@ -21,7 +21,7 @@
 
 use super::device::fast_kernels;
 use super::gemm::{PackedLayout, Path};
-use super::host::{f32_slice, fill_planes, fill_uninit, product, product_packed, with_f32, Matrix};
+use super::host::{f32_slice, fill_planes, fill_uninit, parallel, product, product_packed, with_f32, Matrix, GROUP};
 use super::sparse;
 use crate::base::error::Result;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
@@ -46,14 +46,6 @@ pub fn conv(xs: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
         return Ok(xs.contiguous()?.apply_op2(&w.contiguous()?, Conv { geometry })?);
     }
     Ok(xs.conv2d(w, geometry.padding(), stride, 1, 1)?)
-}
-
-/// Images per unit of work: threads take whole groups.
-pub(super) const GROUP: usize = 8;
-
-/// Whether candle may use more than one thread (`RAYON_NUM_THREADS`).
-pub(super) fn parallel() -> bool {
-    candle_core::utils::get_num_threads() > 1
 }
 
 /// `sums[p] += Σ plane p` over the planes of `planes`, `plane` values each: every plane summed
