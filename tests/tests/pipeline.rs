@@ -157,23 +157,7 @@ fn survivors_restart_from_theta0_and_reinit_draws_fresh_weights() {
 fn the_same_seed_gives_bit_identical_runs() {
     let again = scratch("again");
     run_all(&again);
-    let files = |root: &Path| -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut stack = vec![root.join("runs")];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    out.push((path.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&path).unwrap()));
-                }
-            }
-        }
-        out.sort();
-        out
-    };
-    let (a, b) = (files(finished()), files(&again));
+    let (a, b) = (files_under(&finished().join("runs")), files_under(&again.join("runs")));
     assert_eq!(a.iter().map(|f| &f.0).collect::<Vec<_>>(), b.iter().map(|f| &f.0).collect::<Vec<_>>());
     for ((name, x), (_, y)) in a.iter().zip(&b) {
         assert!(x == y, "{name} differs between two runs with the same seed");
@@ -476,4 +460,53 @@ fn a_failed_drawing_leaves_the_previous_figure_untouched() {
     assert!(left.is_empty(), "temporary files left: {left:?}");
     plot::draw_from_csv(figure, &made.csv, &made.svg, None).unwrap();
     assert!(std::fs::read(&made.svg).unwrap() == svg, "the redrawn SVG differs");
+}
+
+/// Every file under `base` with its bytes, by path within it, sorted.
+fn files_under(base: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![base.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.strip_prefix(base).unwrap().display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_spec_that_differs_only_in_its_name_copies_the_finished_levels_instead_of_training() {
+    let out = scratch("twin");
+    run_all(&out);
+    // Mark the trained ticket's level 1 (a value training never gives, recorded by its marker),
+    // so that a copy and a retraining can be told apart.
+    let ticket = run_dir(&out, Procedure::Ticket, 0);
+    let mut curve = ticket.load_curve(1).unwrap();
+    curve.last_mut().unwrap().point.test_acc = 0.123456;
+    lth::store::record::write_csv(&curve, &ticket.curve_path(1)).unwrap();
+    ticket.mark_done(1).unwrap();
+
+    let twin = spec_from(&TINY_LENET.replace("name = \"lenet\"", "name = \"lenet_twin\""));
+    try_run(&out, &twin).unwrap();
+    let fresh = scratch("twin-fresh");
+    try_run(&fresh, &twin).unwrap();
+    for planned in twin.plan(Scale::Smoke, None, DataSource::Real).unwrap() {
+        let id = planned.spec.id().0;
+        let (copied, trained) = (files_under(&out.join("runs").join(&id)), files_under(&fresh.join("runs").join(&id)));
+        assert_eq!(copied.iter().map(|f| &f.0).collect::<Vec<_>>(), trained.iter().map(|f| &f.0).collect::<Vec<_>>(), "{id}");
+        for ((name, a), (_, b)) in copied.iter().zip(&trained) {
+            let marked = planned.spec.procedure == Procedure::Ticket && name.starts_with("level-01/") && !name.ends_with(".safetensors");
+            assert_eq!(a != b, marked, "{id}/{name}: a copied level is the training's bits; only the marked curve and its marker differ");
+        }
+    }
+    let copy = Store::new(&out).existing(&twin.plan(Scale::Smoke, None, DataSource::Real).unwrap()[0].spec);
+    let copied = copy.load_curve(1).unwrap();
+    assert_eq!(copied.last().unwrap().point.test_acc, 0.123456, "level 1 was copied from the twin, not trained");
+    assert!(copied.iter().all(|row| row.key.experiment == "lenet_twin"), "the copy's curve names its own experiment");
 }

@@ -188,14 +188,29 @@ pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>
         Some(costs) => (1000.0 * costs.training(&plan[run].spec, level, &data)).round().max(1.0) as u64,
         None => plan[run].spec.iterations as u64,
     };
-    let tasks = crate::lottery::work::pending(&plan, &store, units)?;
+    let mut tasks = crate::lottery::work::pending(&plan, &store, units)?;
     let redo = tasks.iter().filter(|(t, _)| t.redo).count();
+    // Levels another experiment's run of the same training has finished are copied, not trained.
+    let mut copied = 0;
+    for (task, _) in tasks.iter_mut().filter(|(t, _)| !t.redo) {
+        if crate::lottery::procedure::twin_with_level(&store, &plan[task.run].spec, task.level)?.is_some() {
+            task.units = 1;
+            copied += 1;
+        }
+    }
     let finished = n_levels + redo - tasks.len();
     if finished > 0 {
         eprintln!("{finished} of {n_levels} trainings are already finished in {}", job.out.display());
     }
     if redo > 0 {
         eprintln!("{redo} of them kept only their curves, and trainings still to run read their weights: they are trained again (to the same bits)");
+    }
+    if copied > 0 {
+        eprintln!(
+            "{copied} of the {} trainings left are finished in {} by another experiment's runs of the same training (specs that differ only in their name): they are copied, not trained",
+            tasks.len(),
+            job.out.display()
+        );
     }
     if let (Some(_), false) = (&costs, tasks.is_empty()) {
         let seconds = crate::lottery::work::makespan(&tasks, jobs) as f64 / 1000.0;

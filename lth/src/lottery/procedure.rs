@@ -19,7 +19,7 @@ use crate::sparsity::{at_init, pruning};
 use crate::store::record::{write_csv, CurveKey, CurveRecord};
 use crate::store::runs::{save_weights, RunDir, Store};
 use crate::train::progress::Progress;
-use crate::train::training::{self, Start, Streams, TrainConfig};
+use crate::train::training::{self, Observer, Start, Streams, TrainConfig};
 use candle_core::Device;
 
 /// Where levels train: the run store, the images, the device and the progress display.
@@ -49,6 +49,20 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
         _ => store.existing(&spec.trunk()),
     };
     let theta0 = initial_weights(spec, &arch, &trunk)?;
+    if let Some(twin) = twin_with_level(store, spec, level)? {
+        match run.copy_level_from(&twin, level, &spec.experiment) {
+            Ok(()) => {
+                // Counted and reported like a finished training, with the copy's final accuracy.
+                let label = format!("{} level {level} copied from {} (the same training under another experiment's name)", run.id, twin.id);
+                let mut done = progress.level(label, units, 1);
+                if let Some(last) = run.load_curve(level)?.last() {
+                    done.on_eval(&last.point);
+                }
+                return Ok(());
+            }
+            Err(e) => progress.line(format!("warning: {} level {level} could not be copied from {} ({e}); training it", run.id, twin.id)),
+        }
+    }
     // Pruning at initialization scores data (SNIP), which the reset rules of `level_start` never read.
     let (mask, start) = if spec.procedure.at_init() {
         (at_init_mask(spec, &arch, &theta0, level, data)?, theta0.clone())
@@ -70,6 +84,27 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
         ));
     }
     Ok(())
+}
+
+/// Another run in `store` that finished `level` with its weights and whose training is this
+/// one's: its spec differs at most in the experiment's name. Nothing a training computes reads
+/// the name (seeds come from the spec's seed and the trial), so its files are the ones this
+/// level would write, bit for bit, except the curve's `experiment` column: specs that share a
+/// ticket (`conv2_at_init` and `conv2_lmc` train `conv2`'s) train it once per results folder.
+pub fn twin_with_level(store: &Store, spec: &RunSpec, level: usize) -> Result<Option<RunDir>> {
+    let id = spec.id();
+    for other in store.run_dirs()? {
+        if other.id == id || !other.has_weights(level) {
+            continue;
+        }
+        // A folder whose spec cannot be read is not this run's twin; `lth runs` names it.
+        let Ok(theirs) = other.spec() else { continue };
+        let renamed = RunSpec { experiment: spec.experiment.clone(), ..theirs.clone() };
+        if theirs.experiment != spec.experiment && renamed == *spec {
+            return Ok(Some(other));
+        }
+    }
+    Ok(None)
 }
 
 /// Trains every unfinished level of `planned` in order, on this thread (tests and single runs;

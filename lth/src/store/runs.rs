@@ -25,7 +25,7 @@ use crate::base::spec::{RunId, RunSpec};
 use crate::nn::{Architecture, Weights};
 use crate::sparsity::masks::Mask;
 use crate::store::marker;
-use crate::store::record::{parse_curve, CurveRecord};
+use crate::store::record::{parse_curve, write_csv, CurveRecord};
 use candle_core::{Device, Tensor};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -158,6 +158,25 @@ impl RunDir {
             files.push(self.rewind_path());
         }
         marker::write(&self.done_path(level), &files)
+    }
+
+    /// Copies finished `level` of `from` into this run, for a run whose training is the same as
+    /// `from`'s under another experiment name: every file is read through `from`'s marker, the
+    /// weights (mask, final, θk) are written byte for byte, the curve with its `experiment`
+    /// column set to `experiment`, and the level is then marked finished here.
+    pub fn copy_level_from(&self, from: &RunDir, level: usize, experiment: &str) -> Result<()> {
+        fs::create_dir_all(self.level_dir(level)).at(&self.level_dir(level))?;
+        let mut weights = vec![(from.mask_path(level), self.mask_path(level)), (from.final_path(level), self.final_path(level))];
+        if level == 0 && from.rewind_path().exists() {
+            weights.push((from.rewind_path(), self.rewind_path()));
+        }
+        for (source, target) in weights {
+            write_atomic(&target, &from.read_level_file(level, &source)?)?;
+        }
+        let mut curve = from.load_curve(level)?;
+        curve.iter_mut().for_each(|row| row.key.experiment = experiment.to_owned());
+        write_csv(&curve, &self.curve_path(level))?;
+        self.mark_done(level)
     }
 
     /// Records theta0 as written.
