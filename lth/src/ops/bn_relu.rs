@@ -152,21 +152,24 @@ impl CustomOp3 for BnRelu {
         let saved = self.lock()?;
         let Some(moments) = saved.as_ref() else { candle_core::bail!("batch norm + relu: backward without a forward") };
         let grad = grad.contiguous()?;
-        let (second_host, third_host) = (to_host::<f32>(second)?, to_host::<f32>(third)?);
-        let (scale, shift) = self.affine(&second_host, &third_host);
-        let shortcut = if self.residual { second_host.as_slice() } else { &[] };
-        let (a, b) = coefficients(moments, scale, shift);
-        let (grad_pre, (grad_xs, grad_scale, grad_shift)) = with_f32(xs, self.name(), |xs| {
-            with_f32(&grad, self.name(), |g| {
-                // The gradient at the pre-activation, as candle's ReLU backward adds it to zeros.
-                let len = c * hw;
-                let grad_pre = per_image(n, len, |i, out| {
-                    map_pre_activations(out, image_of(xs, i, len), image_of(shortcut, i, len), image_of(g, i, len), hw, (&a, &b), |v, g| 0.0 + g * passes(v))
-                });
-                let grads = backward(xs, &grad_pre, scale, moments, c, hw);
-                (grad_pre, grads)
+        let third_host = to_host::<f32>(third)?;
+        // `second` is read in place: with a shortcut it is a whole activation map.
+        let (grad_pre, (grad_xs, grad_scale, grad_shift)) = with_f32(second, self.name(), |second| {
+            let (scale, shift) = self.affine(second, &third_host);
+            let shortcut = if self.residual { second } else { &[] };
+            let (a, b) = coefficients(moments, scale, shift);
+            with_f32(xs, self.name(), |xs| {
+                with_f32(&grad, self.name(), |g| {
+                    // The gradient at the pre-activation, as candle's ReLU backward adds it to zeros.
+                    let len = c * hw;
+                    let grad_pre = per_image(n, len, |i, out| {
+                        map_pre_activations(out, image_of(xs, i, len), image_of(shortcut, i, len), image_of(g, i, len), hw, (&a, &b), |v, g| 0.0 + g * passes(v))
+                    });
+                    let grads = backward(xs, &grad_pre, scale, moments, c, hw);
+                    (grad_pre, grads)
+                })
             })
-        })??;
+        })???;
         let dev = xs.device();
         let grad_xs = Some(Tensor::from_vec(grad_xs, (n, c, h, w), dev)?);
         if self.residual {
