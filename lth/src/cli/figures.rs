@@ -120,12 +120,10 @@ pub fn provenance(
     figures::Provenance { command, scale, trials, data, device, machine, git_revision }
 }
 
-/// This machine's CPU model and core count, from /proc/cpuinfo (Linux).
+/// This machine's CPU model and core count (Linux).
 pub fn this_machine() -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()));
-    format!("{}, {cores} cores", model.unwrap_or_else(|| std::env::consts::ARCH.into()))
+    format!("{}, {cores} cores", crate::tools::bench::cpu_model().unwrap_or_else(|| std::env::consts::ARCH.into()))
 }
 
 /// Writes a figures folder's claims report (by default its CLAIMS.md).

@@ -109,12 +109,23 @@ pub struct Machine {
 
 impl Machine {
     fn this(repeats: usize, pytorch: Option<String>) -> Machine {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|info| info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
-            .unwrap_or_else(|| "unknown CPU".into());
+        let cpu = cpu_model().unwrap_or_else(|| "unknown CPU".into());
         Machine { cpu, kernels: crate::ops::gemm::Path::chosen().name().to_string(), pytorch, repeats }
     }
+}
+
+/// This CPU's model name with its family and model numbers (Linux, from /proc/cpuinfo). A
+/// virtual machine may name just the brand ("AMD EPYC"): the numbers say the generation, which
+/// decides what a vector instruction costs (family 23 model 1, the first EPYC, runs each 256-bit
+/// FMA as two 128-bit halves: half the peak of later ones).
+pub fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |name: &str| info.lines().find_map(|l| Some(l.split_once(':').filter(|(k, _)| k.trim() == name)?.1.trim().to_string()));
+    let name = field("model name")?;
+    Some(match (field("cpu family"), field("model")) {
+        (Some(family), Some(model)) => format!("{name} (family {family}, model {model})"),
+        _ => name,
+    })
 }
 
 /// A whole benchmark run.
