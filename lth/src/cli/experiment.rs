@@ -3,7 +3,7 @@
 
 use super::data::{load_data, source};
 use super::figures::{draw, experiments_of, load_specs, provenance, resolve_figures, this_machine, write_claims};
-use super::options::{check_experiments, check_writable, DataArgs, FigureArgs, JobArgs};
+use super::options::{check_experiments, check_writable, workers, DataArgs, FigureArgs, JobArgs};
 use crate::base::shell::quoted;
 use crate::base::spec::{DataSource, DatasetKind, ExperimentSpec, Scale};
 use crate::data::{self, copies::DataChoice};
@@ -163,17 +163,7 @@ pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>
         data.test.len()
     );
     // Workers share the trainings (`work`), so even one trial keeps every core busy.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if job.jobs.is_some_and(|jobs| jobs > cores) {
-        eprintln!("note: --jobs {} is above this machine's {cores} cores; using {cores}", job.jobs.unwrap_or(cores));
-    }
-    let jobs = job.jobs.unwrap_or(cores).clamp(1, cores).clamp(1, n_levels.max(1));
-    // Parallel workers use one core each; candle's matrix products would otherwise also spread
-    // over every core and oversubscribe them. candle reads this variable at every product, and
-    // no other thread is running candle work yet.
-    if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
+    let jobs = workers(job.jobs, n_levels);
     let store = Store::new(&job.out);
     // Each training weighs its estimated milliseconds in the progress; smoke runs (seconds in
     // all) are not timed first, and weigh their iterations.

@@ -3,7 +3,7 @@
 
 use crate::base::spec::{ExperimentSpec, InstabilitySizes, Procedure};
 use crate::cli::data::{load_data, source};
-use crate::cli::options::{check_writable, DataArgs, JobArgs};
+use crate::cli::options::{check_writable, workers, DataArgs, JobArgs};
 use crate::lottery::instability;
 use crate::lottery::procedure::Resources;
 use crate::store::runs::Store;
@@ -50,18 +50,19 @@ impl Instability {
             anyhow::bail!("--trial {trial}: {} has no such trial at scale {}", experiment.display(), job.scale.as_str());
         };
         if let Some(bad) = levels.iter().find(|l| !ticket.levels.contains(l)) {
-            anyhow::bail!("--levels {bad}: the ticket run of {} has levels 0..={} at scale {}", experiment.display(), ticket.levels.len() - 1, job.scale.as_str());
+            anyhow::bail!(
+                "--levels {bad}: the ticket run of {} has levels 0..={} at scale {}",
+                experiment.display(),
+                ticket.levels.len() - 1,
+                job.scale.as_str()
+            );
         }
         let prepared = raw.prepare(&ticket.spec, &dev)?;
         let store = Store::new(&job.out);
         let sizes = InstabilitySizes { levels, rewind, copies, points };
         let requests = instability::requests(std::slice::from_ref(ticket), &sizes);
-        // One analysis per worker, each on one thread (its copies one after another).
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let jobs = job.jobs.unwrap_or(cores).clamp(1, cores).clamp(1, requests.len().max(1));
-        if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
-            std::env::set_var("RAYON_NUM_THREADS", "1");
-        }
+        // One analysis per worker (its copies one after another).
+        let jobs = workers(job.jobs, requests.len());
         let progress = Progress::new(0, 0);
         let on = Resources { store: &store, data: &prepared, dev: &dev, progress: &progress };
         instability::run_all(std::slice::from_ref(ticket), &sizes, jobs, on)?;
@@ -73,7 +74,13 @@ impl Instability {
             let (min, max) = barriers.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &b| (lo.min(b), hi.max(b)));
             let remaining = rows.first().map_or(f64::NAN, |r| 100.0 * r.remaining);
             let table = instability::table_path(&store, spec, request);
-            println!("| {} | {remaining:.1} | {} | {} | {mean:.2} [{min:.2}, {max:.2}] | `{}` |", request.level, request.rewind, barriers.len(), table.display());
+            println!(
+                "| {} | {remaining:.1} | {} | {} | {mean:.2} [{min:.2}, {max:.2}] | `{}` |",
+                request.level,
+                request.rewind,
+                barriers.len(),
+                table.display()
+            );
         }
         Ok(())
     }

@@ -107,6 +107,22 @@ pub fn cap_thread_counts() {
     }
 }
 
+/// Worker threads for `tasks` independent trainings: `--jobs` (default: one per core), at most
+/// one per core and per task. Parallel workers use one core each: candle's matrix products
+/// would otherwise also spread over every core and oversubscribe them (candle reads
+/// `RAYON_NUM_THREADS` at every product, and no other thread runs candle work yet).
+pub fn workers(jobs: Option<usize>, tasks: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(jobs) = jobs.filter(|&jobs| jobs > cores) {
+        eprintln!("note: --jobs {jobs} is above this machine's {cores} cores; using {cores}");
+    }
+    let workers = jobs.unwrap_or(cores).clamp(1, cores).clamp(1, tasks.max(1));
+    if workers > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    workers
+}
+
 /// `--trials`: at least 1, at most the largest plan this lth makes.
 pub fn trials_in_range(value: &str) -> std::result::Result<usize, String> {
     match at_least_one(value)? {
