@@ -290,7 +290,10 @@ pub fn run(options: &Options) -> Result<Report> {
             }
             let alternative = alternative.map(|(name, _)| (name, Sample::of(&a)));
             let pytorch = (!p.is_empty()).then(|| Sample::of(&p));
-            rows.push(Row { workload, threads, unit, ours: Sample::of(&o), alternative, pytorch });
+            let row = Row { workload, threads, unit, ours: Sample::of(&o), alternative, pytorch };
+            // Each row as it finishes: a long run stopped early keeps the rows it measured.
+            eprintln!("bench: {} |{}", row.workload, cells(&row, row.pytorch.is_some()));
+            rows.push(row);
             Ok(())
         };
         for (kind, key, n) in NETS {
@@ -378,18 +381,23 @@ pub fn markdown(report: &Report) -> String {
     s += "| workload | threads | lth | alternative | lth / alternative |";
     s += if with_pytorch { " PyTorch | lth / PyTorch |\n|---|---|---|---|---|---|---|\n" } else { "\n|---|---|---|---|---|\n" };
     for r in &report.rows {
-        let (alt, ratio) = match &r.alternative {
-            Some((name, v)) => (format!("{} ({name})", spread(v)), format!("{:.2}x", r.ours.median / v.median)),
-            None => (String::new(), String::new()),
+        s += &format!("| {} |{}\n", r.workload, cells(r, with_pytorch));
+    }
+    s
+}
+
+/// A row's cells after its workload, as the Markdown table has them.
+fn cells(r: &Row, with_pytorch: bool) -> String {
+    let (alt, ratio) = match &r.alternative {
+        Some((name, v)) => (format!("{} ({name})", spread(v)), format!("{:.2}x", r.ours.median / v.median)),
+        None => (String::new(), String::new()),
+    };
+    let mut s = format!(" {} | {} {} | {alt} | {ratio} |", r.threads, spread(&r.ours), r.unit);
+    if with_pytorch {
+        s += &match &r.pytorch {
+            Some(p) => format!(" {} | {:.2}x |", spread(p), r.ours.median / p.median),
+            None => " | |".into(),
         };
-        s += &format!("| {} | {} | {} {} | {alt} | {ratio} |", r.workload, r.threads, spread(&r.ours), r.unit);
-        if with_pytorch {
-            s += &match &r.pytorch {
-                Some(p) => format!(" {} | {:.2}x |", spread(p), r.ours.median / p.median),
-                None => " | |".into(),
-            };
-        }
-        s += "\n";
     }
     s
 }
