@@ -181,9 +181,10 @@ pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>
     let mut tasks = crate::lottery::work::pending(&plan, &store, units)?;
     let redo = tasks.iter().filter(|(t, _)| t.redo).count();
     // Levels another experiment's run of the same training has finished are copied, not trained.
+    let twins = plan.iter().map(|p| crate::lottery::procedure::twins(&store, &p.spec)).collect::<crate::Result<Vec<_>>>()?;
     let mut copied = 0;
     for (task, _) in tasks.iter_mut().filter(|(t, _)| !t.redo) {
-        if crate::lottery::procedure::twin_with_level(&store, &plan[task.run].spec, task.level)?.is_some() {
+        if twins[task.run].iter().any(|twin| twin.has_weights(task.level)) {
             task.units = 1;
             copied += 1;
         }

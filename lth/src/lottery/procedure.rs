@@ -86,25 +86,27 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
     Ok(())
 }
 
-/// Another run in `store` that finished `level` with its weights and whose training is this
-/// one's: its spec differs at most in the experiment's name. Nothing a training computes reads
-/// the name (seeds come from the spec's seed and the trial), so its files are the ones this
-/// level would write, bit for bit, except the curve's `experiment` column: specs that share a
-/// ticket (`conv2_at_init` and `conv2_lmc` train `conv2`'s) train it once per results folder.
-pub fn twin_with_level(store: &Store, spec: &RunSpec, level: usize) -> Result<Option<RunDir>> {
+/// The other runs in `store` whose training is this one's: their spec differs at most in the
+/// experiment's name. Nothing a training computes reads the name (seeds come from the spec's
+/// seed and the trial), so their finished levels are the files this run's would be, bit for
+/// bit, except the curve's `experiment` column: specs that share a ticket (`conv2_at_init` and
+/// `conv2_lmc` train `conv2`'s) train it once per results folder.
+pub fn twins(store: &Store, spec: &RunSpec) -> Result<Vec<RunDir>> {
     let id = spec.id();
+    let mut twins = Vec::new();
     for other in store.run_dirs()? {
-        if other.id == id || !other.has_weights(level) {
-            continue;
-        }
         // A folder whose spec cannot be read is not this run's twin; `lth runs` names it.
-        let Ok(theirs) = other.spec() else { continue };
-        let renamed = RunSpec { experiment: spec.experiment.clone(), ..theirs.clone() };
-        if theirs.experiment != spec.experiment && renamed == *spec {
-            return Ok(Some(other));
+        let Some(theirs) = (other.id != id).then(|| other.spec().ok()).flatten() else { continue };
+        if theirs.experiment != spec.experiment && (RunSpec { experiment: spec.experiment.clone(), ..theirs }) == *spec {
+            twins.push(other);
         }
     }
-    Ok(None)
+    Ok(twins)
+}
+
+/// A twin (see [`twins`]) that finished `level` with its weights.
+fn twin_with_level(store: &Store, spec: &RunSpec, level: usize) -> Result<Option<RunDir>> {
+    Ok(twins(store, spec)?.into_iter().find(|twin| twin.has_weights(level)))
 }
 
 /// Trains every unfinished level of `planned` in order, on this thread (tests and single runs;
