@@ -63,13 +63,20 @@ fn run_task(sh: &Shell, args: &[String]) -> Result<()> {
                 cmd!(sh, "{lth} claims {dir}").run()?;
             }
         }
-        Task::Bench { vs_pytorch, only, repeats, csv, table } => {
+        Task::Bench { vs_pytorch, only, repeats, csv, table, ratios } => {
             let lth = build_lth(sh, false)?;
             let mut args: Vec<String> = vs_pytorch.then(|| "--vs-pytorch".to_string()).into_iter().collect();
-            for (flag, value) in [("--only", only), ("--repeats", repeats), ("--csv", csv), ("--table", table)] {
+            for (flag, value) in [("--only", only), ("--repeats", repeats), ("--csv", csv)] {
                 if let Some(value) = value {
                     args.extend([flag.to_string(), value]);
                 }
+            }
+            if !table.is_empty() {
+                args.push("--table".into());
+                args.extend(table);
+            }
+            if ratios {
+                args.push("--ratios".into());
             }
             cmd!(sh, "{lth} bench {args...}").run()?;
         }
@@ -259,13 +266,45 @@ fn figures(sh: &Shell, check: bool) -> Result<()> {
             cmd!(sh, "{lth} claims {dir}").run()?;
         }
     }
+    let (generated, stale_generated) = generated_tables(sh, &lth, check)?;
+    stale.extend(stale_generated);
     if !stale.is_empty() {
         bail!("{} do not match their committed tables; run `cargo xtask figures` and commit the result", stale.join(", "));
     }
     if check {
-        println!("figures: {drawn} drawings and their claims reports match their tables");
+        println!("figures: {drawn} drawings and their claims reports, and {generated} generated tables in README.md and docs/, match their tables");
     }
     Ok(())
+}
+
+/// Every table that README.md and docs/*.md generate from a committed CSV (the benchmark's):
+/// rewritten, or with `check` compared. Returns how many there are and the files that differ.
+fn generated_tables(sh: &Shell, lth: &Path, check: bool) -> Result<(usize, Vec<String>)> {
+    let root = project_root();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .with_context(|| format!("reading {}", root.join("docs").display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    files.sort();
+    files.insert(0, root.join("README.md"));
+    let (mut count, mut stale) = (0, Vec::new());
+    for file in files {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let fresh = flags::with_generated_tables(&text, |args| {
+            count += 1;
+            Ok(cmd!(sh, "{lth} {args...}").read()? + "\n")
+        })
+        .with_context(|| file.display().to_string())?;
+        if fresh != text {
+            if check {
+                stale.push(file.display().to_string());
+            } else {
+                std::fs::write(&file, fresh).with_context(|| format!("writing {}", file.display()))?;
+            }
+        }
+    }
+    Ok((count, stale))
 }
 
 /// `figures/` and each folder directly inside it that holds tables (`figures/paper/`).

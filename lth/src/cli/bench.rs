@@ -3,13 +3,14 @@
 
 use super::options::at_least_five;
 use crate::report::{compare, pr_comment};
+use crate::tools::bench_tables;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct Bench {
-    /// Multiply the number of timed steps (1: about a minute in all).
+    /// Multiply the number of timed steps (at 1, a full `--vs-pytorch` run took 77 minutes on a 2-core AMD EPYC).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
     /// Also time the same workloads in PyTorch (`python3`, or $LTH_PYTHON, with torch).
@@ -24,16 +25,27 @@ pub struct Bench {
     /// Also write the rows to this CSV (the source of the performance tables in docs/).
     #[arg(long)]
     pub csv: Option<PathBuf>,
-    /// Time nothing: print the Markdown table of a CSV written by `--csv`.
-    #[arg(long, conflicts_with_all = ["vs_pytorch", "only", "csv"])]
-    pub table: Option<PathBuf>,
+    /// Time nothing: print the Markdown table of CSVs written by `--csv` (several: side by side).
+    #[arg(long, num_args = 1.., conflicts_with_all = ["vs_pytorch", "only", "csv"])]
+    pub table: Vec<PathBuf>,
+    /// With --table: only the lth / PyTorch ratios, one line per workload (README's summary).
+    #[arg(long, requires = "table")]
+    pub ratios: bool,
 }
 
 impl Bench {
     pub fn run(self) -> Result<()> {
-        let Bench { scale, vs_pytorch, only, repeats, csv, table } = self;
-        if let Some(table) = table {
-            print!("{}", crate::tools::bench::markdown(&crate::tools::bench::read_csv(&table)?));
+        let Bench { scale, vs_pytorch, only, repeats, csv, table, ratios } = self;
+        if !table.is_empty() {
+            let runs = table.iter().map(|path| bench_tables::read_csv(path)).collect::<Result<Vec<_>, _>>()?;
+            print!(
+                "{}",
+                match &runs[..] {
+                    _ if ratios => bench_tables::markdown_ratios(&runs),
+                    [one] => bench_tables::markdown(one),
+                    _ => bench_tables::markdown_runs(&runs),
+                }
+            );
             return Ok(());
         }
         let python = std::env::var("LTH_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -42,12 +54,12 @@ impl Bench {
         if report.rows.is_empty() {
             anyhow::bail!("--only {:?} matches no benchmark row; run `lth bench` without it to see the workloads", only.unwrap_or_default());
         }
-        print!("{}", crate::tools::bench::markdown(&report));
+        print!("{}", bench_tables::markdown(&report));
         if let Some(peak) = crate::tools::bench::peak_rss_mb() {
             println!("\nPeak resident memory of the benchmark process (lth rows): {peak:.0} MB");
         }
         if let Some(path) = csv {
-            crate::tools::bench::write_csv(&report, &path).with_context(|| format!("--csv {}", path.display()))?;
+            bench_tables::write_csv(&report, &path).with_context(|| format!("--csv {}", path.display()))?;
             eprintln!("bench: rows written to {}", path.display());
         }
         Ok(())

@@ -14,12 +14,12 @@ use crate::nn::{self, Architecture};
 use crate::ops::im2col::conv3x3;
 use crate::sparsity::masks::Mask;
 use crate::sparsity::pruning;
+use crate::tools::bench_tables::{cells, Machine, Report, Row, Sample};
 use crate::train::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule, SgdConfig};
 use crate::train::training::{MaskedNetwork, MaskedTrainer};
 use candle_core::{Device, Tensor, Var};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
@@ -63,55 +63,10 @@ pub struct Options<'a> {
     pub only: Option<&'a str>,
 }
 
-/// The timed repeats of one side of a row.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Sample {
-    /// The median (the mean of the middle two for an even count), minimum and maximum.
-    pub fn of(values: &[f64]) -> Sample {
-        let mut v = values.to_vec();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Sample { median, min: v.first().copied().unwrap_or(f64::NAN), max: v.last().copied().unwrap_or(f64::NAN) }
-    }
-}
-
-/// One measured row: ours, and optionally an alternative and PyTorch on the same workload.
-pub struct Row {
-    pub workload: String,
-    pub threads: usize,
-    pub unit: &'static str,
-    pub ours: Sample,
-    pub alternative: Option<(String, Sample)>,
-    pub pytorch: Option<Sample>,
-}
-
-/// What the numbers were measured on, printed above the table and kept in the CSV.
-pub struct Machine {
-    pub cpu: String,
-    /// The product kernels' path (vector width) on this CPU.
-    pub kernels: String,
-    pub pytorch: Option<String>,
-    pub repeats: usize,
-}
-
-impl Machine {
-    fn this(repeats: usize, pytorch: Option<String>) -> Machine {
-        let cpu = cpu_model().unwrap_or_else(|| "unknown CPU".into());
-        Machine { cpu, kernels: crate::ops::gemm::Path::chosen().name().to_string(), pytorch, repeats }
-    }
+/// This machine, as a report describes it.
+fn this_machine(repeats: usize, pytorch: Option<String>) -> Machine {
+    let cpu = cpu_model().unwrap_or_else(|| "unknown CPU".into());
+    Machine { cpu, kernels: crate::ops::gemm::Path::chosen().name().to_string(), pytorch, repeats }
 }
 
 /// This CPU's model name with its family and model numbers (Linux, from /proc/cpuinfo). A
@@ -126,12 +81,6 @@ pub fn cpu_model() -> Option<String> {
         (Some(family), Some(model)) => format!("{name} (family {family}, model {model})"),
         _ => name,
     })
-}
-
-/// A whole benchmark run.
-pub struct Report {
-    pub machine: Machine,
-    pub rows: Vec<Row>,
 }
 
 /// The PyTorch side: one Python process that times a workload per request, so its timings can
@@ -216,14 +165,15 @@ struct Variant {
 const OURS: Variant = Variant { sparse: true, implementation: Implementation::Fused };
 
 /// Evaluation images per timing: LeNet's validation and test sets at paper scale (15,000
-/// images, every 100 iterations); the CIFAR networks' `quick` evaluation subset for Conv-2/4/6,
-/// fewer for the deep nets so a row takes seconds.
+/// images, every 100 iterations); for the CIFAR networks a few of `evaluate`'s chunks (130
+/// images each), enough for a steady rate: with the quick scale's 2,000 images, a row of
+/// Conv-6 took 7 minutes, and a full `--vs-pytorch` run over two hours.
 fn eval_images(kind: ModelKind) -> usize {
     match kind {
         ModelKind::Lenet300100 => 15_000,
-        ModelKind::Conv2 | ModelKind::Conv4 | ModelKind::Conv6 => 2_000,
-        ModelKind::Resnet18 => 1_000,
-        ModelKind::Vgg19 => 500,
+        ModelKind::Conv2 | ModelKind::Conv4 | ModelKind::Conv6 => 520,
+        ModelKind::Resnet18 => 260,
+        ModelKind::Vgg19 => 130,
     }
 }
 
@@ -345,7 +295,7 @@ pub fn run(options: &Options) -> Result<Report> {
     }
     std::env::remove_var("RAYON_NUM_THREADS");
     let version = torch.as_ref().map(|t| t.version.clone());
-    Ok(Report { machine: Machine::this(repeats, version), rows })
+    Ok(Report { machine: this_machine(repeats, version), rows })
 }
 
 fn name(kind: ModelKind) -> &'static str {
@@ -357,151 +307,6 @@ fn name(kind: ModelKind) -> &'static str {
         ModelKind::Vgg19 => "VGG-19",
         ModelKind::Resnet18 => "ResNet-18",
     }
-}
-
-/// `median [min-max]`, with two decimals for values under 10 (deep-network steps run at about
-/// one per second).
-fn spread(s: &Sample) -> String {
-    let digits = if s.median < 10.0 { 2 } else { 1 };
-    format!("{:.digits$} [{:.digits$}-{:.digits$}]", s.median, s.min, s.max)
-}
-
-/// The report as Markdown: what it ran on, then one line per row.
-pub fn markdown(report: &Report) -> String {
-    let m = &report.machine;
-    let with_pytorch = report.rows.iter().any(|r| r.pytorch.is_some());
-    let mut s = format!(
-        "CPU: {}; product kernels: {}; PyTorch: {}; {} timed repeats per side after one warm-up round{}. Each cell: median [min-max]; ratios are of the medians.\n\n",
-        m.cpu,
-        m.kernels,
-        m.pytorch.as_deref().unwrap_or("not run"),
-        m.repeats,
-        if with_pytorch { ", lth and PyTorch interleaved timing by timing" } else { "" }
-    );
-    s += "| workload | threads | lth | alternative | lth / alternative |";
-    s += if with_pytorch { " PyTorch | lth / PyTorch |\n|---|---|---|---|---|---|---|\n" } else { "\n|---|---|---|---|---|\n" };
-    for r in &report.rows {
-        s += &format!("| {} |{}\n", r.workload, cells(r, with_pytorch));
-    }
-    s
-}
-
-/// A row's cells after its workload, as the Markdown table has them.
-fn cells(r: &Row, with_pytorch: bool) -> String {
-    let (alt, ratio) = match &r.alternative {
-        Some((name, v)) => (format!("{} ({name})", spread(v)), format!("{:.2}x", r.ours.median / v.median)),
-        None => (String::new(), String::new()),
-    };
-    let mut s = format!(" {} | {} {} | {alt} | {ratio} |", r.threads, spread(&r.ours), r.unit);
-    if with_pytorch {
-        s += &match &r.pytorch {
-            Some(p) => format!(" {} | {:.2}x |", spread(p), r.ours.median / p.median),
-            None => " | |".into(),
-        };
-    }
-    s
-}
-
-/// The CSV's columns; the machine's description repeats on every row so a row read alone
-/// still says where it was measured.
-const CSV_HEADER: [&str; 17] = [
-    "workload",
-    "threads",
-    "unit",
-    "lth_median",
-    "lth_min",
-    "lth_max",
-    "alternative",
-    "alternative_median",
-    "alternative_min",
-    "alternative_max",
-    "pytorch_median",
-    "pytorch_min",
-    "pytorch_max",
-    "cpu",
-    "kernels",
-    "pytorch_version",
-    "repeats",
-];
-
-/// Writes the report as CSV (README's and docs' tables are generated from it).
-pub fn write_csv(report: &Report, path: &Path) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
-    let m = &report.machine;
-    w.write_record(CSV_HEADER).map_err(|e| Error::Invalid(e.to_string()))?;
-    for r in &report.rows {
-        let alt = r.alternative.as_ref();
-        let p = r.pytorch.as_ref();
-        let record = [
-            r.workload.clone(),
-            r.threads.to_string(),
-            r.unit.to_string(),
-            num(Some(r.ours.median)),
-            num(Some(r.ours.min)),
-            num(Some(r.ours.max)),
-            alt.map_or(String::new(), |(n, _)| n.clone()),
-            num(alt.map(|(_, s)| s.median)),
-            num(alt.map(|(_, s)| s.min)),
-            num(alt.map(|(_, s)| s.max)),
-            num(p.map(|s| s.median)),
-            num(p.map(|s| s.min)),
-            num(p.map(|s| s.max)),
-            m.cpu.clone(),
-            m.kernels.clone(),
-            m.pytorch.clone().unwrap_or_default(),
-            m.repeats.to_string(),
-        ];
-        w.write_record(&record).map_err(|e| Error::Invalid(e.to_string()))?;
-    }
-    let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
-    crate::base::files::write_atomic(path, &bytes)
-}
-
-/// Reads a report written by [`write_csv`].
-pub fn read_csv(path: &Path) -> Result<Report> {
-    let bad = |what: String| Error::Invalid(format!("{}: {what}; regenerate it with `lth bench --vs-pytorch --csv {}`", path.display(), path.display()));
-    let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
-    let header: Vec<String> = reader.headers().map_err(|e| bad(e.to_string()))?.iter().map(str::to_string).collect();
-    if header != CSV_HEADER {
-        return Err(bad(format!("its columns are not `{}`", CSV_HEADER.join(","))));
-    }
-    let mut rows = Vec::new();
-    let mut machine = None;
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| bad(e.to_string()))?;
-        let field = |c: usize| record.get(c).unwrap_or("");
-        let number = |c: usize| -> Result<Option<f64>> {
-            let text = field(c);
-            if text.is_empty() {
-                return Ok(None);
-            }
-            text.parse().map(Some).map_err(|_| bad(format!("row {}: `{text}` in column {} is not a number", i + 2, CSV_HEADER[c])))
-        };
-        let sample = |c: usize| -> Result<Option<Sample>> {
-            Ok(match (number(c)?, number(c + 1)?, number(c + 2)?) {
-                (Some(median), Some(min), Some(max)) => Some(Sample { median, min, max }),
-                _ => None,
-            })
-        };
-        let ours = sample(3)?.ok_or_else(|| bad(format!("row {} has no lth timing", i + 2)))?;
-        let unit = match field(2) {
-            "it/s" => "it/s",
-            "images/s" => "images/s",
-            "GFLOP/s" => "GFLOP/s",
-            other => return Err(bad(format!("row {}: unknown unit `{other}`", i + 2))),
-        };
-        let threads = field(1).parse().map_err(|_| bad(format!("row {}: `{}` is not a thread count", i + 2, field(1))))?;
-        let alternative = sample(7)?.map(|s| (field(6).to_string(), s));
-        rows.push(Row { workload: field(0).to_string(), threads, unit, ours, alternative, pytorch: sample(10)? });
-        if machine.is_none() {
-            let repeats = field(16).parse().map_err(|_| bad(format!("row {}: `{}` is not a repeat count", i + 2, field(16))))?;
-            let pytorch = Some(field(15).to_string()).filter(|v| !v.is_empty());
-            machine = Some(Machine { cpu: field(13).to_string(), kernels: field(14).to_string(), pytorch, repeats });
-        }
-    }
-    let machine = machine.ok_or_else(|| bad("it has no rows".into()))?;
-    Ok(Report { machine, rows })
 }
 
 /// Deterministic stand-in images of `kind`'s input shape.
@@ -652,52 +457,4 @@ pub fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_sample_is_the_median_and_range_of_its_repeats() {
-        assert_eq!(Sample::of(&[3.0, 1.0, 2.0, 5.0, 4.0]), Sample { median: 3.0, min: 1.0, max: 5.0 });
-        assert_eq!(Sample::of(&[4.0, 1.0, 2.0, 8.0]), Sample { median: 3.0, min: 1.0, max: 8.0 });
-    }
-
-    #[test]
-    fn the_csv_gives_back_the_table_it_was_written_from() {
-        let sample = |m: f64| Sample { median: m, min: m * 0.9, max: m * 1.1 };
-        let rows = vec![
-            Row {
-                workload: "LeNet-300-100 train step (batch 60), dense".into(),
-                threads: 1,
-                unit: "it/s",
-                ours: sample(134.7),
-                alternative: Some(("candle ops, \"plain\"".into(), sample(87.8))),
-                pytorch: Some(sample(64.5)),
-            },
-            Row {
-                workload: "ResNet-18 evaluation of 1000 images, 5%".into(),
-                threads: 2,
-                unit: "images/s",
-                ours: sample(0.731),
-                alternative: None,
-                pytorch: None,
-            },
-        ];
-        let machine = Machine { cpu: "Some CPU, 2 cores".into(), kernels: "avx2".into(), pytorch: Some("torch 2.15.0".into()), repeats: 5 };
-        let report = Report { machine, rows };
-        let dir = std::env::temp_dir().join(format!("lth-bench-csv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("bench.csv");
-        write_csv(&report, &path).unwrap();
-        let back = read_csv(&path).unwrap();
-        assert_eq!(markdown(&back), markdown(&report));
-        assert!(markdown(&report).contains("| 134.7 [121.2-148.2] it/s | 87.8 [79.0-96.6] (candle ops, \"plain\") | 1.53x | 64.5 [58.1-71.0] | 2.09x |"));
-        // A damaged file is refused with the file's name and the fix.
-        std::fs::write(&path, "workload,threads\nx,1\n").unwrap();
-        let err = read_csv(&path).err().unwrap().to_string();
-        assert!(err.contains("bench.csv") && err.contains("--csv"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

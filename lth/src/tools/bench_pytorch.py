@@ -168,7 +168,7 @@ def evaluate(kind, n, passes):
 
 # Steps per training timing and images per evaluation timing, as lth's rows (`bench.rs`).
 TRAIN_STEPS = {"lenet": 300, "conv2": 4, "conv4": 2, "conv6": 2, "resnet18": 1, "vgg19": 1}
-EVAL_IMAGES = {"lenet": 15000, "conv2": 2000, "conv4": 2000, "conv6": 2000, "resnet18": 1000, "vgg19": 500}
+EVAL_IMAGES = {"lenet": 15000, "conv2": 520, "conv4": 520, "conv6": 520, "resnet18": 260, "vgg19": 130}
 DENSITY = {"dense": 1.0, "20%": 0.2, "5%": 0.05}
 
 

@@ -3,6 +3,7 @@
 
 pub mod adopt;
 pub mod bench;
+pub mod bench_tables;
 pub mod estimate;
 pub mod export;
 pub mod gpu_check;
