@@ -22,7 +22,7 @@ pub struct Bench {
     /// Timed repeats per side of each row, after one untimed warm-up round.
     #[arg(long, default_value_t = crate::tools::bench::MIN_REPEATS, value_parser = at_least_five)]
     pub repeats: usize,
-    /// Also write the rows to this CSV (the source of the performance tables in docs/).
+    /// Also write the rows to this CSV (the source of the performance tables in docs/), rewritten after each row.
     #[arg(long)]
     pub csv: Option<PathBuf>,
     /// Time nothing: print the Markdown table of CSVs written by `--csv` (several: side by side).
@@ -49,7 +49,8 @@ impl Bench {
             return Ok(());
         }
         let python = std::env::var("LTH_PYTHON").unwrap_or_else(|_| "python3".into());
-        let options = crate::tools::bench::Options { scale, repeats, pytorch: vs_pytorch.then_some(python.as_str()), only: only.as_deref() };
+        let options =
+            crate::tools::bench::Options { scale, repeats, pytorch: vs_pytorch.then_some(python.as_str()), only: only.as_deref(), csv: csv.as_deref() };
         let report = crate::tools::bench::run(&options)?;
         if report.rows.is_empty() {
             anyhow::bail!("--only {:?} matches no benchmark row; run `lth bench` without it to see the workloads", only.unwrap_or_default());

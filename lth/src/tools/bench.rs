@@ -14,7 +14,7 @@ use crate::nn::{self, Architecture};
 use crate::ops::im2col::conv3x3;
 use crate::sparsity::masks::Mask;
 use crate::sparsity::pruning;
-use crate::tools::bench_tables::{cells, Machine, Report, Row, Sample};
+use crate::tools::bench_tables::{cells, write_csv_rows, Machine, Report, Row, Sample};
 use crate::train::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule, SgdConfig};
 use crate::train::training::{MaskedNetwork, MaskedTrainer};
 use candle_core::{Device, Tensor, Var};
@@ -61,6 +61,8 @@ pub struct Options<'a> {
     pub pytorch: Option<&'a str>,
     /// Only rows whose workload contains this text (case-insensitive).
     pub only: Option<&'a str>,
+    /// Rewritten after every row with the rows so far.
+    pub csv: Option<&'a std::path::Path>,
 }
 
 /// This machine, as a report describes it.
@@ -195,6 +197,7 @@ const LENET_EVAL_DENSITIES: [(f64, &str); 3] = [(1.0, "100%"), (0.211, "21.1%"),
 /// Runs every row (or those whose workload contains `only`), interleaving the sides' timings.
 pub fn run(options: &Options) -> Result<Report> {
     let mut torch = options.pytorch.map(Torch::start).transpose()?;
+    let machine = this_machine(options.repeats.max(1), torch.as_ref().map(|t| t.version.clone()));
     // Size rayon's pool for the most threads measured before anything uses it; each row then
     // limits candle (and the optimizer) through RAYON_NUM_THREADS.
     let _ = rayon::ThreadPoolBuilder::new().num_threads(2).build_global();
@@ -244,6 +247,9 @@ pub fn run(options: &Options) -> Result<Report> {
             // Each row as it finishes: a long run stopped early keeps the rows it measured.
             eprintln!("bench: {} |{}", row.workload, cells(&row, row.pytorch.is_some()));
             rows.push(row);
+            if let Some(path) = options.csv {
+                write_csv_rows(&machine, &rows, path)?;
+            }
             Ok(())
         };
         for (kind, key, n) in NETS {
@@ -294,8 +300,7 @@ pub fn run(options: &Options) -> Result<Report> {
         )?;
     }
     std::env::remove_var("RAYON_NUM_THREADS");
-    let version = torch.as_ref().map(|t| t.version.clone());
-    Ok(Report { machine: this_machine(repeats, version), rows })
+    Ok(Report { machine, rows })
 }
 
 fn name(kind: ModelKind) -> &'static str {

@@ -218,11 +218,16 @@ const CSV_HEADER: [&str; 17] = [
 
 /// Writes the report as CSV (README's and docs' tables are generated from it).
 pub fn write_csv(report: &Report, path: &Path) -> Result<()> {
+    write_csv_rows(&report.machine, &report.rows, path)
+}
+
+/// Writes the rows measured so far as CSV, replacing the file whole (a run rewrites it after
+/// each row, so a run stopped early keeps what it measured).
+pub fn write_csv_rows(m: &Machine, rows: &[Row], path: &Path) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
-    let m = &report.machine;
     w.write_record(CSV_HEADER).map_err(|e| Error::Invalid(e.to_string()))?;
-    for r in &report.rows {
+    for r in rows {
         let alt = r.alternative.as_ref();
         let p = r.pytorch.as_ref();
         let record = [
