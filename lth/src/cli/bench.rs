@@ -4,7 +4,7 @@
 use super::options::at_least_five;
 use crate::report::{compare, pr_comment};
 use crate::tools::bench_tables;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -60,7 +60,7 @@ impl Bench {
             println!("\nPeak resident memory of the benchmark process (lth rows): {peak:.0} MB");
         }
         if let Some(path) = csv {
-            bench_tables::write_csv(&report, &path).with_context(|| format!("--csv {}", path.display()))?;
+            // `run` wrote it after each row.
             eprintln!("bench: rows written to {}", path.display());
         }
         Ok(())

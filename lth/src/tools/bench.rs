@@ -14,7 +14,7 @@ use crate::nn::{self, Architecture};
 use crate::ops::im2col::conv3x3;
 use crate::sparsity::masks::Mask;
 use crate::sparsity::pruning;
-use crate::tools::bench_tables::{cells, write_csv_rows, Machine, Report, Row, Sample};
+use crate::tools::bench_tables::{cells, write_csv, Machine, Report, Row, Sample};
 use crate::train::optim::{AdamConfig, Implementation, MaskedOptimizer, Rule, SgdConfig};
 use crate::train::training::{MaskedNetwork, MaskedTrainer};
 use candle_core::{Device, Tensor, Var};
@@ -168,8 +168,9 @@ const OURS: Variant = Variant { sparse: true, implementation: Implementation::Fu
 
 /// Evaluation images per timing: LeNet's validation and test sets at paper scale (15,000
 /// images, every 100 iterations); for the CIFAR networks a few of `evaluate`'s chunks (130
-/// images each), enough for a steady rate: with the quick scale's 2,000 images, a row of
-/// Conv-6 took 7 minutes, and a full `--vs-pytorch` run over two hours.
+/// images each), enough for a steady rate: with the quick scale's 2,000 images a Conv-2
+/// evaluation row took about 3 minutes, and a full `--vs-pytorch` run would have taken over two
+/// hours (estimated from the rows a stopped run had finished).
 fn eval_images(kind: ModelKind) -> usize {
     match kind {
         ModelKind::Lenet300100 => 15_000,
@@ -197,13 +198,13 @@ const LENET_EVAL_DENSITIES: [(f64, &str); 3] = [(1.0, "100%"), (0.211, "21.1%"),
 /// Runs every row (or those whose workload contains `only`), interleaving the sides' timings.
 pub fn run(options: &Options) -> Result<Report> {
     let mut torch = options.pytorch.map(Torch::start).transpose()?;
-    let machine = this_machine(options.repeats.max(1), torch.as_ref().map(|t| t.version.clone()));
     // Size rayon's pool for the most threads measured before anything uses it; each row then
     // limits candle (and the optimizer) through RAYON_NUM_THREADS.
     let _ = rayon::ThreadPoolBuilder::new().num_threads(2).build_global();
     let only = options.only.map(str::to_lowercase);
     let wanted = |workload: &str| only.as_ref().is_none_or(|o| workload.to_lowercase().contains(o.as_str()));
     let (scale, repeats) = (options.scale, options.repeats.max(1));
+    let machine = this_machine(repeats, torch.as_ref().map(|t| t.version.clone()));
     let steps = |n: f64| ((n * scale).round() as usize).max(2);
     let mut masks = Masks::default();
     let mut rows = Vec::new();
@@ -248,7 +249,7 @@ pub fn run(options: &Options) -> Result<Report> {
             eprintln!("bench: {} |{}", row.workload, cells(&row, row.pytorch.is_some()));
             rows.push(row);
             if let Some(path) = options.csv {
-                write_csv_rows(&machine, &rows, path)?;
+                write_csv(&machine, &rows, path)?;
             }
             Ok(())
         };

@@ -114,11 +114,10 @@ pub fn markdown_runs(runs: &[Report]) -> String {
             s += &match run.rows.iter().find(|r| r.workload == workload && r.threads == threads) {
                 Some(r) => {
                     let (other, ratio) = match (&r.pytorch, &r.alternative) {
-                        (Some(p), _) => (spread(p), r.ours.median / p.median),
-                        (None, Some((name, a))) => (format!("{} ({name})", spread(a)), r.ours.median / a.median),
-                        (None, None) => (String::new(), f64::NAN),
+                        (Some(p), _) => (spread(p), format!("{:.2}x", r.ours.median / p.median)),
+                        (None, Some((name, a))) => (format!("{} ({name})", spread(a)), format!("{:.2}x", r.ours.median / a.median)),
+                        (None, None) => (String::new(), String::new()),
                     };
-                    let ratio = if ratio.is_nan() { String::new() } else { format!("{ratio:.2}x") };
                     format!(" {} {} | {other} | {ratio} |", spread(&r.ours), r.unit)
                 }
                 None => " not run | | |".into(),
@@ -216,14 +215,9 @@ const CSV_HEADER: [&str; 17] = [
     "repeats",
 ];
 
-/// Writes the report as CSV (README's and docs' tables are generated from it).
-pub fn write_csv(report: &Report, path: &Path) -> Result<()> {
-    write_csv_rows(&report.machine, &report.rows, path)
-}
-
-/// Writes the rows measured so far as CSV, replacing the file whole (a run rewrites it after
-/// each row, so a run stopped early keeps what it measured).
-pub fn write_csv_rows(m: &Machine, rows: &[Row], path: &Path) -> Result<()> {
+/// Writes the rows as CSV (README's and docs' tables are generated from it), replacing the file
+/// whole: a run rewrites it after each row, so a run stopped early keeps what it measured.
+pub fn write_csv(m: &Machine, rows: &[Row], path: &Path) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
     w.write_record(CSV_HEADER).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -255,7 +249,7 @@ pub fn write_csv_rows(m: &Machine, rows: &[Row], path: &Path) -> Result<()> {
     crate::base::files::write_atomic(path, &bytes)
 }
 
-/// Reads a report written by [`write_csv`].
+/// Reads the rows and machine written by [`write_csv`].
 pub fn read_csv(path: &Path) -> Result<Report> {
     let bad = |what: String| Error::Invalid(format!("{}: {what}; regenerate it with `lth bench --vs-pytorch --csv {}`", path.display(), path.display()));
     let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
@@ -337,7 +331,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lth-bench-csv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bench.csv");
-        write_csv(&report, &path).unwrap();
+        write_csv(&report.machine, &report.rows, &path).unwrap();
         let back = read_csv(&path).unwrap();
         assert_eq!(markdown(&back), markdown(&report));
         assert!(markdown(&report).contains("| 134.7 [121.2-148.2] it/s | 87.8 [79.0-96.6] (candle ops, \"plain\") | 1.53x | 64.5 [58.1-71.0] | 2.09x |"));
