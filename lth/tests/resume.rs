@@ -1,6 +1,8 @@
-//! A results folder that keeps only curves (what `figures/paper/results` commits: no weights)
-//! draws the same tables as the folder it came from, and resumes: a training that needs a level
-//! it has only the curve of retrains that level (and what that level reads) to the same bits.
+//! A results folder that keeps only curves and next masks (what `figures/paper/results` commits:
+//! no weights) draws the same tables as the folder it came from, and resumes to the same bits: a
+//! ticket level and the reinit control train from the mask the ticket recorded; a training that
+//! needs weights, or a folder committed before next masks were recorded, retrains the level it
+//! reads (and what that level reads).
 
 // jemalloc, as the `lth` binary uses (lth::base::allocator).
 lth::jemalloc!();
@@ -31,20 +33,28 @@ fn reproduce(dir: &Path, out: &Path, figs: &Path) -> Output {
     output
 }
 
-/// Every `level-NN/curve.csv` under `runs`, by path relative to it.
-fn curves(runs: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+/// Every `level-NN/<name>` under `runs` with its bytes, by path relative to `runs`.
+fn level_files(runs: &Path, name: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let mut found = Vec::new();
     for run in std::fs::read_dir(runs).unwrap() {
         let run = run.unwrap().path();
         for level in std::fs::read_dir(&run).unwrap() {
-            let curve = level.unwrap().path().join("curve.csv");
-            if curve.exists() {
-                found.push((curve.strip_prefix(runs).unwrap().to_owned(), std::fs::read(&curve).unwrap()));
+            let file = level.unwrap().path().join(name);
+            if file.exists() {
+                found.push((file.strip_prefix(runs).unwrap().to_owned(), std::fs::read(&file).unwrap()));
             }
         }
     }
     found.sort();
     found
+}
+
+fn curves(runs: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    level_files(runs, "curve.csv")
+}
+
+fn next_masks(runs: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    level_files(runs, "next-mask.bits.gz")
 }
 
 #[test]
@@ -54,38 +64,71 @@ fn a_folder_of_curves_draws_the_same_tables_and_resumes_to_the_same_bits() {
     let (full, kept) = (dir.join("full"), dir.join("curves"));
     reproduce(&dir, &full, &dir.join("figs-full"));
 
-    // Keep what a commit keeps: spec.json, and each level's curve and marker.
-    for run in std::fs::read_dir(full.join("runs")).unwrap() {
-        let run = run.unwrap().path();
-        let to = kept.join("runs").join(run.file_name().unwrap());
-        std::fs::create_dir_all(&to).unwrap();
-        std::fs::copy(run.join("spec.json"), to.join("spec.json")).unwrap();
-        for level in std::fs::read_dir(&run).unwrap() {
-            let level = level.unwrap().path();
-            if level.is_dir() {
-                let level_to = to.join(level.file_name().unwrap());
-                std::fs::create_dir_all(&level_to).unwrap();
-                for file in ["curve.csv", "done"] {
-                    std::fs::copy(level.join(file), level_to.join(file)).unwrap();
-                }
-            }
-        }
-    }
+    // Keep what a commit keeps: spec.json, and each level's curve, marker and next mask.
+    keep_commit(&full, &kept);
     let drawn = reproduce(&dir, &kept, &dir.join("figs-kept"));
     assert!(String::from_utf8_lossy(&drawn.stderr).contains("7 of 7 trainings are already finished"));
     for table in ["fig3.csv", "fig4.csv"] {
         assert_eq!(std::fs::read(dir.join("figs-full").join(table)).unwrap(), std::fs::read(dir.join("figs-kept").join(table)).unwrap(), "{table}");
     }
+    let run_of = |kind: &str| std::fs::read_dir(kept.join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains(kind)).unwrap();
+    let (ticket, reinit) = (run_of("-ticket-"), run_of("-reinit-"));
 
-    // Lose one control's level: it reads the ticket's level 3, which kept only its curve, and
-    // that reads level 2, and so on to theta0, which the ticket draws again.
-    let reinit = std::fs::read_dir(kept.join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("-reinit-")).unwrap();
+    // Lose one control's level: it reads the mask of the ticket's level 3, which level 2
+    // recorded; nothing else is trained.
+    std::fs::remove_dir_all(reinit.join("level-03")).unwrap();
+    assert_eq!(trained(&reproduce(&dir, &kept, &dir.join("figs-resumed"))), 1, "the reinit level only");
+    // Lose the ticket's last level: it trains from level 2's record of its mask.
+    std::fs::remove_dir_all(ticket.join("level-03")).unwrap();
+    assert_eq!(trained(&reproduce(&dir, &kept, &dir.join("figs-resumed"))), 1, "the ticket's level 3 only");
+    assert_eq!(curves(&full.join("runs")), curves(&kept.join("runs")), "every curve, retrained or kept, is byte-identical");
+    assert_eq!(next_masks(&full.join("runs")), next_masks(&kept.join("runs")), "and every recorded next mask");
+
+    // A folder committed before ticket levels recorded their next mask: the control reads the
+    // ticket's level 3, which kept only its curve, and that reads level 2, and so on to theta0,
+    // which the ticket draws again.
+    let _ = std::fs::remove_dir_all(&kept);
+    keep_commit(&full, &kept);
+    for run in std::fs::read_dir(kept.join("runs")).unwrap() {
+        for level in std::fs::read_dir(run.unwrap().path()).unwrap() {
+            let _ = std::fs::remove_file(level.unwrap().path().join("next-mask.bits.gz"));
+        }
+    }
     std::fs::remove_dir_all(reinit.join("level-03")).unwrap();
     let resumed = reproduce(&dir, &kept, &dir.join("figs-resumed"));
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(stderr.contains("6 of 7 trainings are already finished") && stderr.contains("4 of them kept only their curves"), "{stderr}");
-    let trained = stderr.lines().filter(|l| l.starts_with('[') && l.contains("final test acc")).count();
-    assert_eq!(trained, 5, "the ticket's levels 0-3 and the reinit level:\n{stderr}");
+    assert_eq!(trained(&resumed), 5, "the ticket's levels 0-3 and the reinit level:\n{stderr}");
     assert_eq!(curves(&full.join("runs")), curves(&kept.join("runs")), "every curve, retrained or kept, is byte-identical");
+    assert_eq!(next_masks(&full.join("runs")).len(), 4, "the ticket's levels 0-3 record the next mask");
+    assert_eq!(next_masks(&full.join("runs")), next_masks(&kept.join("runs")), "and the retrained levels record it again, to the same bytes");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Copies what a commit keeps of the results folder `from` into `to`: spec.json, and each
+/// level's curve, marker and (a ticket level's) next mask; no weights.
+fn keep_commit(from: &Path, to: &Path) {
+    for run in std::fs::read_dir(from.join("runs")).unwrap() {
+        let run = run.unwrap().path();
+        let run_to = to.join("runs").join(run.file_name().unwrap());
+        std::fs::create_dir_all(&run_to).unwrap();
+        std::fs::copy(run.join("spec.json"), run_to.join("spec.json")).unwrap();
+        for level in std::fs::read_dir(&run).unwrap() {
+            let level = level.unwrap().path();
+            if level.is_dir() {
+                let level_to = run_to.join(level.file_name().unwrap());
+                std::fs::create_dir_all(&level_to).unwrap();
+                for file in ["curve.csv", "done", "next-mask.bits.gz"] {
+                    if level.join(file).exists() {
+                        std::fs::copy(level.join(file), level_to.join(file)).unwrap();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How many trainings a reproduce ran (one line per finished training).
+fn trained(output: &Output) -> usize {
+    String::from_utf8_lossy(&output.stderr).lines().filter(|l| l.starts_with('[') && l.contains("final test acc")).count()
 }

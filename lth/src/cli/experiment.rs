@@ -194,7 +194,7 @@ pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>
         eprintln!("{finished} of {n_levels} trainings are already finished in {}", job.out.display());
     }
     if redo > 0 {
-        eprintln!("{redo} of them kept only their curves, and trainings still to run read their weights: they are trained again (to the same bits)");
+        eprintln!("{redo} of them kept only their curves, and trainings still to run read more (their weights, or a ticket mask recorded before `next-mask.bits.gz` existed): they are trained again (to the same bits)");
     }
     if copied > 0 {
         eprintln!(

@@ -30,7 +30,7 @@ use crate::base::error::{Error, Result};
 use crate::base::seeds::{self, Purpose};
 use crate::base::spec::{DataSource, InstabilitySizes, ModelKind, PlannedRun, Procedure, RunSpec};
 use crate::data::Dataset;
-use crate::lottery::procedure::{streams, train_config, trial_seed, Resources};
+use crate::lottery::procedure::{self, streams, train_config, trial_seed, Resources};
 use crate::nn::{self, Architecture, Weights};
 use crate::sparsity::masks::Mask;
 use crate::store::record::{read_csv, write_csv};
@@ -124,13 +124,26 @@ pub fn dense_at(spec: &RunSpec, theta0: &Weights, k: usize, data: &Dataset, dev:
     let params = nn::to_params(&arch, theta0, dev)?;
     let mut stop = StopAt { at: k, weights: None };
     let dense = Mask::dense(&arch);
-    training::train(Start { model: spec.method.model, params: &params, mask: &dense }, data, &train_config(spec, 0), streams(spec, trial_seed(spec)), &mut stop)?;
+    training::train(
+        Start { model: spec.method.model, params: &params, mask: &dense },
+        data,
+        &train_config(spec, 0),
+        streams(spec, trial_seed(spec)),
+        &mut stop,
+    )?;
     stop.weights.ok_or_else(|| Error::Invalid(format!("iteration {k} is past the end of training ({} iterations)", spec.iterations)))
 }
 
 /// Trains one copy from `start` (the weights at iteration `k`) under `mask` to the end, with
 /// the streams of `seed`; its final weights and curve.
-pub fn train_copy(spec: &RunSpec, (mask, start, k): (&Mask, &Weights, usize), seed: u64, data: &Dataset, dev: &Device, observer: &mut dyn Observer) -> Result<(Weights, Vec<CurvePoint>)> {
+pub fn train_copy(
+    spec: &RunSpec,
+    (mask, start, k): (&Mask, &Weights, usize),
+    seed: u64,
+    data: &Dataset,
+    dev: &Device,
+    observer: &mut dyn Observer,
+) -> Result<(Weights, Vec<CurvePoint>)> {
     let arch = Architecture::of(spec.method.model);
     let params = nn::to_params(&arch, start, dev)?;
     let curve = training::train(Start { model: spec.method.model, params: &params, mask }, data, &train_config(spec, k), streams(spec, seed), observer)?;
@@ -225,11 +238,11 @@ pub fn analyse(spec: &RunSpec, request: &Request, store: &Store, data: &Dataset,
     let arch = Architecture::of(spec.method.model);
     let run = store.existing(spec);
     let command = format!("lth run experiments/{}.toml --scale {} --trial {}", spec.experiment, spec.scale.as_str(), spec.trial);
-    if !run.has_init() || (level > 0 && !(run.is_done(level) && run.mask_path(level).exists())) {
+    if !run.has_init() || (level > 0 && !procedure::has_trained_mask(&run, level)) {
         return Err(Error::Invalid(format!("{}: theta0 or the mask of level {level} is not on this machine; run `{command}` first", run.dir.display())));
     }
     let theta0 = load_weights(&run.init_path(), &arch)?;
-    let mask = if level == 0 { Mask::dense(&arch) } else { run.load_mask(level, &arch)? };
+    let mask = if level == 0 { Mask::dense(&arch) } else { procedure::trained_mask(&run, level, &arch, &spec.method.pruning)? };
     let start = dense_at(spec, &theta0, rewind, data, dev)?;
     let mut trained = Vec::new();
     for copy in 0..copies {
@@ -284,6 +297,10 @@ pub fn run_all(plan: &[PlannedRun], sizes: &InstabilitySizes, jobs: usize, on: R
     let pending: Vec<(&RunSpec, Request)> = requests(plan, sizes).into_iter().filter(|(spec, r)| !table_path(store, spec, r).exists()).collect();
     if pending.is_empty() {
         return Ok(());
+    }
+    // theta0 before any worker reads it: a clone keeps only the ticket's curves.
+    for (spec, _) in &pending {
+        procedure::draw_theta0(spec, store)?;
     }
     let progress = Progress::new((pending.len() * sizes.copies) as u64, pending.len() * sizes.copies);
     let next = AtomicUsize::new(0);

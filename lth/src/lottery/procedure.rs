@@ -6,7 +6,7 @@
 //! With a rewind point (`rewind`, beyond the paper) θk takes theta0's place after level 0.
 
 use crate::base::error::{Error, Result};
-use crate::base::files::damaged_tensors;
+use crate::base::files::{damaged_tensors, write_atomic};
 use crate::base::seeds::{self, Purpose};
 use crate::base::spec::{PlannedRun, Procedure, PruningSpec, RunSpec};
 use crate::data::augment::Augment;
@@ -121,6 +121,13 @@ pub fn run(planned: &PlannedRun, store: &Store, data: &Dataset, dev: &Device, pr
     planned.levels.iter().try_for_each(|&level| run_level(&planned.spec, level, false, 1, on))
 }
 
+/// Draws and saves theta0 of the ticket run `spec` if it is not on this machine (a fresh clone
+/// keeps only curves): before any worker starts, so that a branch never looks for it while the
+/// ticket's worker is still writing it.
+pub fn draw_theta0(spec: &RunSpec, store: &Store) -> Result<()> {
+    initial_weights(spec, &Architecture::of(spec.method.model), &store.open(spec)?).map(drop)
+}
+
 /// theta0 of the trial: drawn and saved by the ticket run, read by its branches.
 fn initial_weights(spec: &RunSpec, arch: &Architecture, trunk: &RunDir) -> Result<Weights> {
     if trunk.has_init() {
@@ -139,12 +146,8 @@ fn initial_weights(spec: &RunSpec, arch: &Architecture, trunk: &RunDir) -> Resul
 /// The mask of `level` and the weights training starts from (before masking). Public so that
 /// tests can check the reset rule.
 pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &RunDir, theta0: &Weights, level: usize) -> Result<(Mask, Weights)> {
-    let trunk_level = |l: usize| -> Result<(Mask, Weights)> {
-        if !trunk.is_done(l) {
-            return Err(missing_trunk(spec, trunk, &format!("level-{l:02}")));
-        }
-        finished_level(trunk, l, arch, &spec.method.pruning)
-    };
+    let pruning = &spec.method.pruning;
+    let trunk_finished = |l: usize| if trunk.is_done(l) { Ok(()) } else { Err(missing_trunk(spec, trunk, &format!("level-{l:02}"))) };
     // What pruned levels reset their survivors to: theta0 (the paper), or θk when rewinding.
     let reset = || -> Result<Weights> {
         if spec.rewind_iteration == 0 {
@@ -157,21 +160,21 @@ pub fn level_start(spec: &RunSpec, arch: &Architecture, run: &RunDir, trunk: &Ru
     };
     Ok(match spec.procedure {
         Procedure::Ticket if level == 0 => (Mask::dense(arch), theta0.clone()),
-        Procedure::Ticket => {
-            let (previous, trained) = finished_level(run, level - 1, arch, &spec.method.pruning)?;
-            (pruning::prune_round(arch, &spec.method.pruning, &trained, &previous), reset()?)
-        }
+        Procedure::Ticket => (ticket_mask(run, level, arch, pruning)?, reset()?),
         Procedure::Oneshot => {
-            let (dense, trained) = trunk_level(0)?;
-            (pruning::prune_oneshot(arch, &spec.method.pruning, &trained, &dense, level), reset()?)
+            trunk_finished(0)?;
+            let (dense, trained) = (trained_mask(trunk, 0, arch, pruning)?, trunk.load_final(0, arch)?);
+            (pruning::prune_oneshot(arch, pruning, &trained, &dense, level), reset()?)
         }
         Procedure::Reinit => {
-            let (mask, _) = trunk_level(level)?;
+            trunk_finished(level)?;
+            let mask = trained_mask(trunk, level, arch, pruning)?;
             let mut rng = seeds::stream(trial_seed(spec), Purpose::Reinit { copy: spec.copy, level });
             (mask, nn::initial_weights(arch, &mut rng))
         }
         Procedure::RandomPrune => {
-            let (mask, _) = trunk_level(level)?;
+            trunk_finished(level)?;
+            let mask = trained_mask(trunk, level, arch, pruning)?;
             let mut rng = seeds::stream(trial_seed(spec), Purpose::RandomPrune { copy: spec.copy, level });
             (pruning::random_like(&mask, &mut rng), reset()?)
         }
@@ -203,18 +206,49 @@ fn at_init_mask(spec: &RunSpec, arch: &Architecture, theta0: &Weights, level: us
     })
 }
 
-/// The mask and trained weights of a finished ticket level, checked against its marker and
-/// against the per-layer counts `level` rounds of pruning leave (a planted mask is refused).
-fn finished_level(ticket: &RunDir, level: usize, arch: &Architecture, pruning: &PruningSpec) -> Result<(Mask, Weights)> {
+/// The mask ticket level `level` trains under: dense at level 0; after that, pruned from the
+/// previous level's trained weights, or, where those are not on this machine (a clone keeps only
+/// curves), read from the copy of the same mask the previous level recorded (`next-mask.bits.gz`).
+pub fn ticket_mask(ticket: &RunDir, level: usize, arch: &Architecture, pruning: &PruningSpec) -> Result<Mask> {
+    if level == 0 {
+        return Ok(Mask::dense(arch));
+    }
+    if ticket.has_weights(level - 1) {
+        let previous = trained_mask(ticket, level - 1, arch, pruning)?;
+        return Ok(pruning::prune_round(arch, pruning, &ticket.load_final(level - 1, arch)?, &previous));
+    }
+    let mask = ticket.load_next_mask(level - 1, arch)?;
+    check_counts(&mask, level, &ticket.next_mask_path(level - 1), arch, pruning)?;
+    Ok(mask)
+}
+
+/// The mask finished ticket level `level` trained under: its own file, or [`ticket_mask`]
+/// where it kept only its curve.
+pub fn trained_mask(ticket: &RunDir, level: usize, arch: &Architecture, pruning: &PruningSpec) -> Result<Mask> {
+    if !ticket.mask_path(level).exists() {
+        return ticket_mask(ticket, level, arch, pruning);
+    }
     let mask = ticket.load_mask(level, arch)?;
+    check_counts(&mask, level, &ticket.mask_path(level), arch, pruning)?;
+    Ok(mask)
+}
+
+/// Whether [`trained_mask`] can read finished level `level` of `ticket` on this machine.
+pub fn has_trained_mask(ticket: &RunDir, level: usize) -> bool {
+    ticket.is_done(level) && (level == 0 || ticket.mask_path(level).exists() || ticket.has_weights(level - 1) || ticket.has_next_mask(level - 1))
+}
+
+/// Refuses a mask (read from `path`) that does not keep the per-layer counts `level` rounds of
+/// pruning leave: a planted or damaged mask is never trained from.
+fn check_counts(mask: &Mask, level: usize, path: &std::path::Path, arch: &Architecture, pruning: &PruningSpec) -> Result<()> {
     for (layers, expected) in pruning::level_counts(arch, pruning, level) {
         let kept: usize = layers.iter().map(|name| mask.layers[name].remaining()).sum();
         if kept != expected {
             let reason = format!("`{}` keep {kept} weights, but level {level} of a ticket keeps {expected}", layers.join("`, `"));
-            return Err(damaged_tensors(&ticket.mask_path(level), reason));
+            return Err(damaged_tensors(path, reason));
         }
     }
-    Ok((mask, ticket.load_final(level, arch)?))
+    Ok(())
 }
 
 /// Trains `level` of `run` from its mask and start weights and saves it; returns its curve.
@@ -242,8 +276,15 @@ fn train_level(
         remaining: mask.remaining(),
     };
     let records: Vec<CurveRecord> = curve.iter().map(|p| key.record(p)).collect();
+    let trained = nn::weights_of(&params)?;
     mask.save(&run.mask_path(level))?;
-    save_weights(&nn::weights_of(&params)?, arch, &run.final_path(level))?;
+    save_weights(&trained, arch, &run.final_path(level))?;
+    if spec.procedure == Procedure::Ticket {
+        // The next level's mask, the same bits `ticket_mask` prunes from the files just written,
+        // recorded small enough to commit: a clone without the weights resumes from it.
+        let next = pruning::prune_round(arch, &spec.method.pruning, &trained, mask);
+        write_atomic(&run.next_mask_path(level), &next.to_bits_gz()?)?;
+    }
     write_csv(&records, &run.curve_path(level))?;
     observer.save(run, arch)?;
     run.mark_done(level)?;

@@ -17,8 +17,9 @@ use std::collections::BTreeSet;
 use std::sync::{Condvar, Mutex};
 
 /// One training: `level` of `plan[run]`, weighing `units` in the overall progress. `redo`: the
-/// level is finished but kept only its curve, and a pending training reads its weights, so it
-/// is trained again (to the same bits; its curve is rewritten unchanged).
+/// level is finished but kept only its curve, and a pending training reads what it no longer has
+/// (its weights, or the mask a ticket level records for the next), so it is trained again (to the
+/// same bits; its curve is rewritten unchanged).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Task {
     pub run: usize,
@@ -29,22 +30,33 @@ pub struct Task {
 
 /// The pending tasks of `plan` in the order workers take them, each with the task (run, level)
 /// it waits for, if that one is in the plan. Finished levels are left out, unless they kept
-/// only their curves and a pending training reads them.
+/// only their curves and a pending training reads more than that.
 /// Every run folder is opened first, so one that holds another spec is refused before any
 /// training, even when all its levels are finished.
 pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) -> u64) -> Result<Vec<(Task, Option<(usize, usize)>)>> {
-    let trunk_of = |run: usize| {
-        let trunk = plan[run].spec.trunk();
-        plan.iter().position(|p| p.spec == trunk)
-    };
     let reads = |run: usize, level: usize| match plan[run].spec.procedure {
         Procedure::Ticket => level.checked_sub(1).map(|previous| (run, previous)),
-        Procedure::Oneshot => trunk_of(run).map(|trunk| (trunk, 0)),
-        Procedure::Reinit | Procedure::RandomPrune => trunk_of(run).map(|trunk| (trunk, level)),
-        // Pruning at initialization reads only theta0, which the ticket's level 0 draws first.
-        Procedure::InitRandom | Procedure::InitMagnitude | Procedure::Snip | Procedure::Synflow => trunk_of(run).map(|trunk| (trunk, 0)),
+        Procedure::Oneshot => trunk_of(plan, run).map(|trunk| (trunk, 0)),
+        Procedure::Reinit | Procedure::RandomPrune => trunk_of(plan, run).map(|trunk| (trunk, level)),
+        // Pruning at initialization reads only theta0 (drawn before any worker starts); it
+        // waits for the ticket's level 0 so that the ticket's levels come first.
+        Procedure::InitRandom | Procedure::InitMagnitude | Procedure::Snip | Procedure::Synflow => trunk_of(plan, run).map(|trunk| (trunk, 0)),
     };
     let dirs = plan.iter().map(|p| store.open(&p.spec)).collect::<Result<Vec<_>>>()?;
+    // Whether level `l` of run `r` still holds what `reader` needs: the weights, or for the
+    // readers that only take a ticket level's mask, that mask in any of its forms
+    // (`procedure::trained_mask`), with θk beside it for those that reset to it.
+    let readable = |reader: usize, r: usize, l: usize| {
+        let spec = &plan[reader].spec;
+        let rewind_point = spec.rewind_iteration == 0 || dirs[r].rewind_path().exists();
+        dirs[r].has_weights(l)
+            || match spec.procedure {
+                Procedure::Ticket => dirs[r].has_next_mask(l) && rewind_point,
+                Procedure::Reinit => procedure::has_trained_mask(&dirs[r], l),
+                Procedure::RandomPrune => procedure::has_trained_mask(&dirs[r], l) && rewind_point,
+                _ => false,
+            }
+    };
     let mut todo: BTreeSet<(usize, usize, bool)> = BTreeSet::new();
     for (run, planned) in plan.iter().enumerate() {
         for &level in &planned.levels {
@@ -57,7 +69,7 @@ pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) 
     let mut frontier: Vec<(usize, usize)> = todo.iter().map(|&(run, level, _)| (run, level)).collect();
     while let Some((run, level)) = frontier.pop() {
         if let Some((r, l)) = reads(run, level).filter(|_| !plan[run].spec.procedure.at_init()) {
-            if dirs[r].is_done(l) && !dirs[r].has_weights(l) && todo.insert((r, l, true)) {
+            if dirs[r].is_done(l) && !readable(run, r, l) && todo.insert((r, l, true)) {
                 frontier.push((r, l));
             }
         }
@@ -72,6 +84,12 @@ pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) 
     Ok(tasks)
 }
 
+/// The index in `plan` of the ticket run that `plan[run]` reads, if it is in the plan.
+fn trunk_of(plan: &[PlannedRun], run: usize) -> Option<usize> {
+    let trunk = plan[run].spec.trunk();
+    plan.iter().position(|p| p.spec == trunk)
+}
+
 struct Queue {
     pending: Vec<(Task, Option<(usize, usize)>)>,
     /// Tasks pending or running: a task waits while the one it reads is among them.
@@ -81,12 +99,13 @@ struct Queue {
 
 /// Runs `tasks` (from [`pending`]) on `jobs` worker threads; the first error stops the others
 /// once their current training ends, and is returned.
-pub fn run(
-    plan: &[PlannedRun],
-    tasks: Vec<(Task, Option<(usize, usize)>)>,
-    jobs: usize,
-    on: Resources,
-) -> Result<()> {
+pub fn run(plan: &[PlannedRun], tasks: Vec<(Task, Option<(usize, usize)>)>, jobs: usize, on: Resources) -> Result<()> {
+    // theta0 of every ticket run a task trains or reads, before any worker starts.
+    let tickets: BTreeSet<usize> =
+        tasks.iter().filter_map(|(t, _)| if plan[t.run].spec.procedure == Procedure::Ticket { Some(t.run) } else { trunk_of(plan, t.run) }).collect();
+    for &ticket in &tickets {
+        procedure::draw_theta0(&plan[ticket].spec, on.store)?;
+    }
     let unfinished = tasks.iter().map(|(t, _)| (t.run, t.level)).collect();
     let queue = Mutex::new(Queue { pending: tasks, unfinished, failed: false });
     let changed = Condvar::new();

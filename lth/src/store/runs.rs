@@ -9,6 +9,7 @@
 //! <out>/runs/<run-id>/level-NN/final.safetensors   weights after training
 //! <out>/runs/<run-id>/level-NN/curve.csv        one CurveRecord per evaluation
 //! <out>/runs/<run-id>/level-00/rewind.safetensors  θk of a rewinding ticket run (`rewind`)
+//! <out>/runs/<run-id>/level-NN/next-mask.bits.gz   a ticket level's: the mask the next level trains under
 //! <out>/runs/<run-id>/level-NN/done             written last: each file's size, SHA-256 and tensors
 //! <out>/spec-paths/<digest>.path                the path of a spec run by path (`inventory`)
 //! ```
@@ -16,6 +17,9 @@
 //! A level is finished if and only if its `done` marker exists (a folder may keep just the
 //! curves of finished levels, with their markers: see [`RunDir::has_weights`]); every file is written to a
 //! temporary name and renamed, so an interrupted run resumes at its first unfinished level.
+//! `next-mask.bits.gz` is small enough to commit beside the curves (a thirty-second of the
+//! weights' size before compression), so a clone that lacks the weights still resumes a ticket
+//! run at its next level, and trains its reinit and random-pruning controls.
 //! Every read of a finished file checks it against its marker, so a damaged file is named and
 //! refused, never trained from or drawn.
 
@@ -107,6 +111,10 @@ impl RunDir {
     pub fn final_path(&self, level: usize) -> PathBuf {
         self.level_dir(level).join("final.safetensors")
     }
+    /// A ticket level's record of the mask its next level trains under (`Mask::to_bits_gz`).
+    pub fn next_mask_path(&self, level: usize) -> PathBuf {
+        self.level_dir(level).join("next-mask.bits.gz")
+    }
     pub fn curve_path(&self, level: usize) -> PathBuf {
         self.level_dir(level).join("curve.csv")
     }
@@ -125,6 +133,10 @@ impl RunDir {
     /// enough to draw from but not to train from.
     pub fn has_weights(&self, level: usize) -> bool {
         self.is_done(level) && self.mask_path(level).exists() && self.final_path(level).exists()
+    }
+    /// A finished level that recorded the mask of the next level.
+    pub fn has_next_mask(&self, level: usize) -> bool {
+        self.is_done(level) && self.next_mask_path(level).exists()
     }
     /// theta0 was written and recorded (a killed run may leave the file without its marker;
     /// `lth redo` or a user may remove the file and leave the marker).
@@ -157,18 +169,24 @@ impl RunDir {
         if level == 0 && self.rewind_path().exists() {
             files.push(self.rewind_path());
         }
+        if self.next_mask_path(level).exists() {
+            files.push(self.next_mask_path(level));
+        }
         marker::write(&self.done_path(level), &files)
     }
 
     /// Copies finished `level` of `from` into this run, for a run whose training is the same as
     /// `from`'s under another experiment name: every file is read through `from`'s marker, the
-    /// weights (mask, final, θk) are written byte for byte, the curve with its `experiment`
-    /// column set to `experiment`, and the level is then marked finished here.
+    /// weights (mask, final, θk, the next mask) are written byte for byte, the curve with its
+    /// `experiment` column set to `experiment`, and the level is then marked finished here.
     pub fn copy_level_from(&self, from: &RunDir, level: usize, experiment: &str) -> Result<()> {
         fs::create_dir_all(self.level_dir(level)).at(&self.level_dir(level))?;
         let mut weights = vec![(from.mask_path(level), self.mask_path(level)), (from.final_path(level), self.final_path(level))];
         if level == 0 && from.rewind_path().exists() {
             weights.push((from.rewind_path(), self.rewind_path()));
+        }
+        if from.next_mask_path(level).exists() {
+            weights.push((from.next_mask_path(level), self.next_mask_path(level)));
         }
         for (source, target) in weights {
             write_atomic(&target, &from.read_level_file(level, &source)?)?;
@@ -192,6 +210,12 @@ impl RunDir {
     pub fn load_mask(&self, level: usize, arch: &Architecture) -> Result<Mask> {
         let path = self.mask_path(level);
         Mask::from_safetensors(&self.read_level_file(level, &path)?, &path, arch)
+    }
+
+    /// The mask the level after `level` trains under, as `level` recorded it.
+    pub fn load_next_mask(&self, level: usize, arch: &Architecture) -> Result<Mask> {
+        let path = self.next_mask_path(level);
+        Mask::from_bits_gz(&self.read_level_file(level, &path)?, &path, arch)
     }
 
     pub fn load_final(&self, level: usize, arch: &Architecture) -> Result<Weights> {

@@ -122,6 +122,12 @@ fn adopt_level(
         checked.push("rewind.safetensors: the architecture's tensor names and shapes".into());
         files.push(run.rewind_path());
     }
+    let next_mask = run.next_mask_path(level);
+    if next_mask.exists() {
+        Mask::from_bits_gz(&std::fs::read(&next_mask).at(&next_mask)?, &next_mask, arch)?;
+        checked.push("next-mask.bits.gz: the architecture's layer names and shapes".into());
+        files.push(next_mask);
+    }
     files.sort();
     marker::write(&run.done_path(level), &files)?;
     Ok(Adopted { marker: run.done_path(level), checked, not_checked })
