@@ -18,8 +18,14 @@ fn mirror() -> String {
 }
 
 fn reproduce(dir: &Path, out: &Path, figs: &Path) -> Output {
+    reproduce_figures(&["fig3", "fig4"], dir, out, figs)
+}
+
+fn reproduce_figures(figures: &[&str], dir: &Path, out: &Path, figs: &Path) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_lth"))
-        .args(["reproduce", "fig3", "fig4", "--scale", "smoke", "--jobs", "2"])
+        .arg("reproduce")
+        .args(figures)
+        .args(["--scale", "smoke", "--jobs", "2"])
         .arg("--out")
         .arg(out)
         .arg("--figures-dir")
@@ -102,6 +108,28 @@ fn a_folder_of_curves_draws_the_same_tables_and_resumes_to_the_same_bits() {
     assert_eq!(curves(&full.join("runs")), curves(&kept.join("runs")), "every curve, retrained or kept, is byte-identical");
     assert_eq!(next_masks(&full.join("runs")).len(), 4, "the ticket's levels 0-3 record the next mask");
     assert_eq!(next_masks(&full.join("runs")), next_masks(&kept.join("runs")), "and the retrained levels record it again, to the same bytes");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_clone_draws_the_tickets_densities_from_their_next_masks() {
+    let dir = std::env::temp_dir().join(format!("lth-resume-density-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (full, kept) = (dir.join("full"), dir.join("curves"));
+    reproduce_figures(&["fig4i"], &dir, &full, &dir.join("figs-full"));
+    keep_commit(&full, &kept);
+    reproduce_figures(&["fig4i"], &dir, &kept, &dir.join("figs-kept"));
+    let density_rows = |figs: &str, procedure: &str| -> Vec<String> {
+        let md = std::fs::read_to_string(dir.join(figs).join("fig4i.md")).unwrap();
+        md.lines().filter(|l| l.starts_with("| 3 |") && l.contains(&format!("| {procedure} |"))).map(str::to_owned).collect()
+    };
+    let ticket = density_rows("figs-full", "ticket");
+    assert_eq!(ticket.len(), 1, "the ticket's densities at level 3");
+    assert_eq!(density_rows("figs-kept", "ticket"), ticket, "the clone reads the same mask from level 2's next mask");
+    assert_eq!(density_rows("figs-full", "snip").len(), 1);
+    assert!(density_rows("figs-kept", "snip").is_empty(), "a mask chosen at initialization is not committed");
+    let md = std::fs::read_to_string(dir.join("figs-kept").join("fig4i.md")).unwrap();
+    assert!(md.contains("Left out: 4 finished trainings whose masks are not on this machine"), "{md}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

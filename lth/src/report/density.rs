@@ -6,6 +6,7 @@
 
 use crate::base::error::Result;
 use crate::base::spec::{PlannedRun, Procedure};
+use crate::lottery::procedure;
 use crate::nn::Architecture;
 use crate::sparsity::at_init;
 use crate::store::runs::Store;
@@ -22,7 +23,8 @@ struct Sum {
 
 /// The table in markdown, for the runs of `plan` (one experiment): the methods at their levels
 /// and the ticket at the same levels, mean over trials. Trainings whose masks are not on this
-/// machine (a fresh clone keeps only curves) are left out and counted in a closing line.
+/// machine are left out and counted in a closing line: a fresh clone keeps only curves, and the
+/// ticket's next masks (`procedure::trained_mask`), not the masks chosen at initialization.
 pub fn table(store: &Store, plan: &[PlannedRun]) -> Result<String> {
     let levels: BTreeSet<usize> = plan.iter().filter(|p| p.spec.procedure.at_init()).flat_map(|p| p.levels.iter().copied()).collect();
     let mut sums: BTreeMap<(usize, &'static str), Sum> = BTreeMap::new();
@@ -35,11 +37,12 @@ pub fn table(store: &Store, plan: &[PlannedRun]) -> Result<String> {
             if !run.is_done(level) {
                 continue;
             }
-            if !run.mask_path(level).exists() {
+            let ticket = planned.spec.procedure == Procedure::Ticket;
+            if !(run.mask_path(level).exists() || ticket && procedure::has_trained_mask(&run, level)) {
                 missing += 1;
                 continue;
             }
-            let mask = run.load_mask(level, &arch)?;
+            let mask = if ticket { procedure::trained_mask(&run, level, &arch, &planned.spec.method.pruning)? } else { run.load_mask(level, &arch)? };
             let sum = sums.entry((level, planned.spec.procedure.as_str())).or_default();
             sum.trials += 1;
             sum.remaining += mask.remaining();
@@ -67,7 +70,7 @@ pub fn table(store: &Store, plan: &[PlannedRun]) -> Result<String> {
         let _ = writeln!(out, "| {level} | {:.1} | {procedure} | {} | {} |", 100.0 * sum.remaining / n, sum.trials, cells.join(" | "));
     }
     if missing > 0 {
-        let _ = writeln!(out, "\nLeft out: {missing} finished trainings whose masks are not on this machine (a clone keeps only the curves; rerun them to see their densities).");
+        let _ = writeln!(out, "\nLeft out: {missing} finished trainings whose masks are not on this machine (a clone keeps the curves, and the masks chosen at initialization are not among them; rerun those trainings to see their densities).");
     }
     Ok(out)
 }
