@@ -170,7 +170,9 @@ fn draw_into(figure: &Figure, table: &Path, scale: Option<&str>, svg: &Path, png
         }
         Kind::Instability => {
             let rows: Vec<InstabilityRow> = read_csv(table)?;
-            let title = heading(figure, scale, rows.iter().map(|r| r.data.as_str()));
+            // Its panels mix datasets (LeNet on MNIST beside CIFAR-10 networks): each panel names
+            // its own data, so the heading's caveat cannot be read as covering MNIST.
+            let title = heading(figure, scale, std::iter::empty());
             let experiments = distinct(rows.iter().map(|r| r.experiment.as_str()));
             let legends = experiments.iter().map(|e| instability_series(&rows, e).iter().map(Entry::of_points).collect()).collect();
             let frame = Frame::new(title, legends, experiments.len().max(1));
@@ -465,7 +467,8 @@ fn instability<DB: DrawingBackend>(rows: &[InstabilityRow], experiments: &[&str]
         let x_max = all().map(|p| p.0).fold(1.0, f64::max);
         let (lo, hi) = (all().map(|p| p.2).fold(0.0, f64::min), all().map(|p| p.3).fold(1.0, f64::max));
         let pad = (hi - lo) * 0.08;
-        let title = experiment_label(experiment.strip_suffix("_lmc").unwrap_or(experiment));
+        let name = experiment.strip_suffix("_lmc").unwrap_or(experiment);
+        let title = format!("{} · {}", experiment_label(name), panel_data(name, rows.iter().filter(|r| r.experiment == *experiment).map(|r| r.data.as_str())));
         let mut chart = ChartBuilder::on(panel)
             .caption(title, (FONT, 18))
             .margin(12)
@@ -477,7 +480,8 @@ fn instability<DB: DrawingBackend>(rows: &[InstabilityRow], experiments: &[&str]
             .configure_mesh()
             .x_desc("Iteration the copies start from (k)")
             .y_desc("Error barrier (pp of test error)")
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            // Iterations are whole: a short axis (smoke's 0 and 1) labels its whole ticks only.
+            .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { String::new() })
             .y_label_formatter(&|v| format!("{v:.1}"))
             .label_style((FONT, 13))
             .draw()
@@ -496,6 +500,16 @@ fn instability<DB: DrawingBackend>(rows: &[InstabilityRow], experiments: &[&str]
 /// What a panel title says about data that is not the official images (None for them).
 fn data_caveat<'a>(mut data: impl Iterator<Item = &'a str>) -> Option<String> {
     data.find_map(|d| d.parse::<crate::base::spec::DataSource>().ok().and_then(|d| d.caveat()))
+}
+
+/// The dataset a panel's experiment trained on, with the caveat of data that is not the official
+/// images: LeNet's is MNIST (always the real one), every other network's CIFAR-10.
+fn panel_data<'a>(experiment: &str, data: impl Iterator<Item = &'a str>) -> String {
+    let dataset = if experiment.starts_with("lenet") { "MNIST" } else { "CIFAR-10" };
+    match data_caveat(data) {
+        Some(caveat) => format!("{dataset}, {caveat}"),
+        None => dataset.to_string(),
+    }
 }
 
 /// The distinct values of `names`, in order of first appearance.
@@ -523,6 +537,9 @@ fn experiment_label(name: &str) -> String {
     }
     let base = |n: &str| match n {
         "lenet" => "LeNet".to_string(),
+        // An instability experiment's name without its `_lmc`: the bare network.
+        "resnet18" => "ResNet-18".to_string(),
+        "vgg19" => "VGG-19".to_string(),
         other => other.strip_prefix("conv").map(|k| format!("Conv-{k}")).unwrap_or_else(|| other.to_string()),
     };
     match name.strip_suffix("_dropout") {
@@ -687,5 +704,16 @@ mod tests {
         assert_eq!(circles(&[row("ticket", 0, 1.0)]), 3);
         assert_eq!(circles(&[row("ticket", 0, 1.0), row("ticket", 1, 0.8)]), 6);
         assert_eq!(circles(&[row("ticket", 0, 1.0), row("ticket", 1, 0.8), row("reinit", 1, 0.8)]), 6 + 6);
+    }
+
+    /// The instability figure puts LeNet (MNIST) beside CIFAR-10 networks trained on a copy: each
+    /// panel says which data it trained on, and the copy's caveat stays off LeNet's panel.
+    #[test]
+    fn each_instability_panel_names_its_own_data() {
+        let copy = format!("jpeg-copy-{}", "cb6c50520509605d4bd1856cb7eaba797dabcec3c19d93ce945b0ec1aee34a5f");
+        assert_eq!(panel_data("lenet", ["real"].into_iter()), "MNIST");
+        assert_eq!(panel_data("conv2", [copy.as_str()].into_iter()), "CIFAR-10, JPEG copy cb6c5052, lossy");
+        assert_eq!(panel_data("resnet18", ["synthetic"].into_iter()), "CIFAR-10, SYNTHETIC data");
+        assert_eq!(experiment_label("resnet18"), "ResNet-18", "the bare network of `resnet18_lmc`");
     }
 }
