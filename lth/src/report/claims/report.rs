@@ -64,14 +64,19 @@ impl Metric {
         }
     }
 
-    /// "98.28% [98.25, 98.30], n 2" or "2125 [1750, 2500], n 2".
+    /// "98.28% [98.25, 98.30], n 2", "0.73 pp [0.24, 1.27], n 3" or "2125 [1750, 2500], n 2".
     pub(super) fn show(self, c: Cell) -> String {
         let v = |x: f64| match () {
             _ if x.is_infinite() => "not reached".to_string(),
             _ if self.is_accuracy() => format!("{:.2}", 100.0 * x),
             _ => format!("{x:.0}"),
         };
-        let unit = if self.is_accuracy() { "%" } else { "" };
+        // A barrier is a difference of error rates: percentage points, not a percentage.
+        let unit = match self {
+            Metric::Barrier(_) => " pp",
+            _ if self.is_accuracy() => "%",
+            _ => "",
+        };
         format!("{}{unit} [{}, {}], n {}", v(c.mean), v(c.min), v(c.max), c.n)
     }
 }
