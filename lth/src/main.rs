@@ -28,6 +28,9 @@ enum Command {
     /// Check the paper's claims against the figure tables of a folder and write its CLAIMS.md
     /// (used by `cargo xtask claims` and `figures [--check]`).
     Claims(figures::Claims),
+    /// Print Figures 7 and 8 beside the paper's numbers as a Markdown table, from the figure
+    /// tables of a folder (README's results table; used by `cargo xtask figures [--check]`).
+    BesidePaper(figures::BesidePaper),
     /// Draw a figure from its table CSV (used by `cargo xtask figures [--check]`).
     Plot(figures::Plot),
     /// Measure training and evaluation throughput, each beside the alternative it replaces.
@@ -88,6 +91,7 @@ fn main() {
         Command::Reproduce(c) => c.run(),
         Command::Figure(c) => c.run(),
         Command::Claims(c) => c.run(),
+        Command::BesidePaper(c) => c.run(),
         Command::Plot(c) => c.run(),
         Command::Bench(c) => c.run(),
         Command::GpuCheck(c) => c.run(),

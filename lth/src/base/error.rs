@@ -35,6 +35,9 @@ pub enum Error {
     #[error("{}: holds no figure tables (figN.csv); pass the folder `cargo xtask reproduce` wrote (its --figures-dir)", .dir.display())]
     NoTables { dir: PathBuf },
 
+    #[error("{}: holds no table of Figures 7 or 8 (fig7.csv, fig8.csv, fig7r.csv or fig8r.csv); pass a folder that `cargo xtask reproduce fig7 fig8` wrote (its --figures-dir)", .dir.display())]
+    NoDeepNetTables { dir: PathBuf },
+
     /// A figure's provenance file (`figN.md`) that does not say what the claims need.
     #[error("{}: {reason}; regenerate it with the command it names, or `lth figure <fig> --scale <scale>`", .path.display())]
     Provenance { path: PathBuf, reason: String },

@@ -1,5 +1,5 @@
-//! `lth figure`, `lth claims` and `lth plot`: finished runs aggregated and drawn, the paper's
-//! claims checked against the tables; and the pieces `lth reproduce` shares with them.
+//! `lth figure`, `lth claims`, `lth beside-paper` and `lth plot`: finished runs aggregated and
+//! drawn, the paper's claims checked against the tables; and the pieces `lth reproduce` shares with them.
 
 use super::options::{check_experiments, check_writable, FigureArgs};
 use crate::base::spec::{DataSource, ExperimentSpec, Scale};
@@ -63,6 +63,19 @@ pub struct Claims {
 impl Claims {
     pub fn run(self) -> Result<()> {
         write_claims(&self.dir, self.output)
+    }
+}
+
+#[derive(Args)]
+pub struct BesidePaper {
+    /// A figures folder holding fig7.csv, fig8.csv or fig8r.csv with their figN.md.
+    pub dir: PathBuf,
+}
+
+impl BesidePaper {
+    pub fn run(self) -> Result<()> {
+        print!("{}", claims::beside_paper(&self.dir)?);
+        Ok(())
     }
 }
 

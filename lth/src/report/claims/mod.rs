@@ -10,8 +10,10 @@
 //! the reason. The claims themselves are data (`paper.rs`, `beyond.rs`); the report's text is `report.rs`.
 //!
 //! `model.rs` says what a claim is, `check.rs` judges one against a table, `report.rs` writes
-//! `CLAIMS.md`. May import the report layer's tables (`compare`, `catalog`) and the layers below.
+//! `CLAIMS.md`, `beside.rs` the deep networks' results beside the paper's for README. May
+//! import the report layer's tables (`compare`, `catalog`) and the layers below.
 
+mod beside;
 mod beyond;
 mod check;
 mod model;
@@ -21,6 +23,7 @@ mod report;
 mod tests;
 
 pub use model::{Bound, Claim, Compare, Metric, Pm, Reference, Series, Verdict, AT_TOLERANCE, RANGE_TOLERANCE};
+pub use beside::beside_paper;
 pub use beyond::BEYOND;
 pub use paper::CLAIMS;
 pub use report::{report_path, write};
