@@ -77,8 +77,26 @@ impl Reproduce {
                 raws.push(load_data(spec.method.dataset, &data)?);
             }
         }
+        let raw_of = |spec: &ExperimentSpec| raws.iter().find(|(r, _)| r.kind == spec.method.dataset).context("every dataset was loaded above");
+        // The whole request's cost before any of it trains: each experiment planned and timed
+        // (its data prepared, then dropped), as they will run, one after another.
+        if specs.len() > 1 && !matches!(job.scale, Scale::Smoke) {
+            let (mut trainings, mut seconds) = (0, 0.0);
+            for spec in &specs {
+                let (raw, images) = raw_of(spec)?;
+                let left = pending(spec, &job, None, raw, *images, false)?;
+                trainings += left.tasks.len();
+                seconds += left.seconds.unwrap_or(0.0);
+            }
+            eprintln!(
+                "{}: {trainings} trainings left in {} experiments, estimated {} in all (each timed on this machine just now; they run one after another)",
+                if names.is_empty() { "every figure".to_string() } else { names.join(" ") },
+                specs.len(),
+                crate::train::progress::human(seconds)
+            );
+        }
         for spec in &specs {
-            let (raw, images) = raws.iter().find(|(r, _)| r.kind == spec.method.dataset).context("every dataset was loaded above")?;
+            let (raw, images) = raw_of(spec)?;
             run_experiment(spec, &job, None, raw, *images)?;
         }
         // What the CIFAR-10 runs trained on (MNIST's are always real).
@@ -141,9 +159,22 @@ fn plan_lines(spec: &ExperimentSpec, spec_path: &Path, job: &JobArgs, data: &Dat
     Ok((0..trials).map(|trial| format!("lth run {} {options} --trial {trial}", quoted(&spec_path.display().to_string()))).collect())
 }
 
-/// Trains every run of `spec` (or of one trial of it) at `job`'s scale that its results folder
-/// does not hold yet, on `raw` as `data` says it is.
-pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, raw: &data::RawDataset, data: DataSource) -> Result<()> {
+/// What one experiment has left to train at a scale: its plan, prepared data, device, the
+/// pending trainings (each weighted by its estimated milliseconds where the scale is timed) and
+/// the workers that will share them.
+struct Pending {
+    plan: Vec<crate::base::spec::PlannedRun>,
+    data: crate::data::Dataset,
+    dev: candle_core::Device,
+    tasks: Vec<(crate::lottery::work::Task, Option<(usize, usize)>)>,
+    jobs: usize,
+    /// Estimated seconds for the pending trainings on `jobs` workers; None at `smoke` scale.
+    seconds: Option<f64>,
+}
+
+/// Plans `spec` (or one trial of it) at `job`'s scale against its results folder, times its
+/// network on the data where the scale is timed, and says so on stderr when `verbose`.
+fn pending(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, raw: &data::RawDataset, data: DataSource, verbose: bool) -> Result<Pending> {
     let dev = crate::ops::device::named(&job.device)?;
     let plan: Vec<_> = spec.plan(job.scale, job.trials, data)?.into_iter().filter(|r| trial.is_none_or(|t| r.spec.trial == t)).collect();
     let Some(first) = plan.first() else {
@@ -152,16 +183,18 @@ pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>
     let data = raw.prepare(&first.spec, &dev)?;
     let n_levels: usize = plan.iter().map(|r| r.levels.len()).sum();
     let iterations = first.spec.iterations;
-    eprintln!(
-        "{} at scale `{}`: {} runs, {n_levels} trainings of {iterations} iterations on {} ({} train / {} validation / {} test examples)",
-        spec.name,
-        job.scale.as_str(),
-        plan.len(),
-        job.device,
-        data.train.len(),
-        data.validation.len(),
-        data.test.len()
-    );
+    if verbose {
+        eprintln!(
+            "{} at scale `{}`: {} runs, {n_levels} trainings of {iterations} iterations on {} ({} train / {} validation / {} test examples)",
+            spec.name,
+            job.scale.as_str(),
+            plan.len(),
+            job.device,
+            data.train.len(),
+            data.validation.len(),
+            data.test.len()
+        );
+    }
     // Workers share the trainings (`work`), so even one trial keeps every core busy.
     let jobs = workers(job.jobs, n_levels);
     let store = Store::new(&job.out);
@@ -190,21 +223,28 @@ pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>
         }
     }
     let finished = n_levels + redo - tasks.len();
-    if finished > 0 {
+    if verbose && finished > 0 {
         eprintln!("{finished} of {n_levels} trainings are already finished in {}", job.out.display());
     }
-    if redo > 0 {
+    if verbose && redo > 0 {
         eprintln!("{redo} of them kept only their curves, and trainings still to run read more (their weights, or a ticket mask recorded before `next-mask.bits.gz` existed): they are trained again (to the same bits)");
     }
-    if copied > 0 {
+    if verbose && copied > 0 {
         eprintln!(
             "{copied} of the {} trainings left are finished in {} by another experiment's runs of the same training (specs that differ only in their name): they are copied, not trained",
             tasks.len(),
             job.out.display()
         );
     }
-    if let (Some(_), false) = (&costs, tasks.is_empty()) {
-        let seconds = crate::lottery::work::makespan(&tasks, jobs) as f64 / 1000.0;
+    let seconds = costs.map(|_| crate::lottery::work::makespan(&tasks, jobs) as f64 / 1000.0);
+    Ok(Pending { plan, data, dev, tasks, jobs, seconds })
+}
+
+/// Trains every run of `spec` (or of one trial of it) at `job`'s scale that its results folder
+/// does not hold yet, on `raw` as `data` says it is.
+pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, raw: &data::RawDataset, data: DataSource) -> Result<()> {
+    let Pending { plan, data, dev, tasks, jobs, seconds } = pending(spec, job, trial, raw, data, true)?;
+    if let (Some(seconds), false) = (seconds, tasks.is_empty()) {
         eprintln!(
             "estimated time for the {} trainings left: {} on {jobs} worker{} (timed on this machine just now, in the order the workers will take them; the ETA below follows the actual rate)",
             tasks.len(),
@@ -212,6 +252,7 @@ pub fn run_experiment(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>
             if jobs == 1 { "" } else { "s" }
         );
     }
+    let store = Store::new(&job.out);
     let progress = Progress::new(tasks.iter().map(|(t, _)| t.units).sum(), tasks.len());
     crate::lottery::work::run(&plan, tasks, jobs, crate::lottery::procedure::Resources { store: &store, data: &data, dev: &dev, progress: &progress })?;
     progress.finish();
