@@ -210,6 +210,23 @@ fn every_shows_the_worst_level_and_names_the_failing_ones() {
     assert!(outcome.measured.ends_with("difference +0.20 pp; fails at Pm 21.1%"), "{}", outcome.measured);
 }
 
+/// Claims against the reinits read every level that has one: the smaller scales train ticket
+/// levels the reinit skips, and those must not make the claim untestable.
+#[test]
+fn claims_against_reinits_read_the_levels_that_have_one() {
+    let (ticket, reinit) = (Series { experiment: "resnet18_lr0.1", procedure: "ticket" }, Series { experiment: "resnet18_lr0.1", procedure: "reinit" });
+    let c = claim("8-lr0.1-no-better-than-reinit");
+    let mut rows = Vec::new();
+    for (pm, acc) in [(1.0, 0.71), (0.802, 0.71), (0.417, 0.78), (0.271, 0.78)] {
+        rows.extend(rows_for(ticket, pm, c.metric, acc));
+    }
+    rows.extend(rows_for(reinit, 0.271, c.metric, 0.66));
+    let outcome = evaluate(c, &Table { scale: "quick".into(), rows, ..Default::default() });
+    assert_eq!(outcome.verdict, Verdict::DoesNotHold, "{}", outcome.measured);
+    assert!(outcome.measured.starts_with("resnet18_lr0.1 `reinit` at Pm 27.1%"), "{}", outcome.measured);
+    assert!(outcome.measured.ends_with("difference -12.00 pp"), "{}", outcome.measured);
+}
+
 #[test]
 fn a_missing_experiment_or_control_is_not_tested_with_the_reason() {
     let c = claim("4a-faster-than-reinit-21");
