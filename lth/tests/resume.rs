@@ -105,6 +105,7 @@ fn a_folder_of_curves_draws_the_same_tables_and_resumes_to_the_same_bits() {
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(stderr.contains("6 of 7 trainings are already finished") && stderr.contains("4 of them kept only their curves"), "{stderr}");
     assert_eq!(trained(&resumed), 5, "the ticket's levels 0-3 and the reinit level:\n{stderr}");
+    assert!(!stderr.contains("gave a curve other than the one recorded"), "each retrained curve is checked against its record, and matches:\n{stderr}");
     assert_eq!(curves(&full.join("runs")), curves(&kept.join("runs")), "every curve, retrained or kept, is byte-identical");
     assert_eq!(next_masks(&full.join("runs")).len(), 4, "the ticket's levels 0-3 record the next mask");
     assert_eq!(next_masks(&full.join("runs")), next_masks(&kept.join("runs")), "and the retrained levels record it again, to the same bytes");

@@ -38,12 +38,14 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
     let Resources { store, data, dev, progress } = on;
     let arch = Architecture::of(spec.method.model);
     let run = store.open(spec)?;
-    if redo && run.is_done(level) && !run.has_weights(level) {
-        crate::store::runs::redo(&run.level_dir(level))?;
-    }
-    if run.is_done(level) {
+    // A level kept only as its curve trains again for the weights later trainings read. Its
+    // curve and marker stay until the new files are written, so figures keep drawing it
+    // meanwhile; the new curve is then checked against the recorded one.
+    let retrain = redo && run.is_done(level) && !run.has_weights(level);
+    if run.is_done(level) && !retrain {
         return Ok(());
     }
+    let recorded = if retrain { Some(run.read_level_file(level, &run.curve_path(level))?) } else { None };
     let trunk = match spec.procedure {
         Procedure::Ticket => run.clone(),
         _ => store.existing(&spec.trunk()),
@@ -76,6 +78,15 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
     let curve = train_level(spec, (&run, level), (&mask, &start), data, dev, &mut observer)?;
     drop(observer);
     drop(level_progress);
+    // Levels are deterministic: a retrained level that differs from its record is a bug.
+    if let Some(recorded) = recorded {
+        if recorded != run.read_level_file(level, &run.curve_path(level))? {
+            progress.line(format!(
+                "warning: {} level {level}, trained again for its weights, gave a curve other than the one recorded: same seed, other bits; the new one replaces it (please report this)",
+                run.id
+            ));
+        }
+    }
     // Recorded as trained (the curve says what happened), but never drawn as a result.
     if let Some(iteration) = crate::store::record::diverged_at(&curve) {
         progress.line(format!(
@@ -277,6 +288,7 @@ fn train_level(
     };
     let records: Vec<CurveRecord> = curve.iter().map(|p| key.record(p)).collect();
     let trained = nn::weights_of(&params)?;
+    run.unmark_done(level)?;
     mask.save(&run.mask_path(level))?;
     save_weights(&trained, arch, &run.final_path(level))?;
     if spec.procedure == Procedure::Ticket {

@@ -175,12 +175,25 @@ impl RunDir {
         marker::write(&self.done_path(level), &files)
     }
 
+    /// Before a finished level's files are written again (a level kept only as its curve,
+    /// retrained or copied for its weights): its marker goes first, so until the new one is
+    /// written the level counts as unfinished and no reader trusts files the old one did not
+    /// record.
+    pub fn unmark_done(&self, level: usize) -> Result<()> {
+        let done = self.done_path(level);
+        if done.exists() {
+            fs::remove_file(&done).at(&done)?;
+        }
+        Ok(())
+    }
+
     /// Copies finished `level` of `from` into this run, for a run whose training is the same as
     /// `from`'s under another experiment name: every file is read through `from`'s marker, the
     /// weights (mask, final, θk, the next mask) are written byte for byte, the curve with its
     /// `experiment` column set to `experiment`, and the level is then marked finished here.
     pub fn copy_level_from(&self, from: &RunDir, level: usize, experiment: &str) -> Result<()> {
         fs::create_dir_all(self.level_dir(level)).at(&self.level_dir(level))?;
+        self.unmark_done(level)?;
         let mut weights = vec![(from.mask_path(level), self.mask_path(level)), (from.final_path(level), self.final_path(level))];
         if level == 0 && from.rewind_path().exists() {
             weights.push((from.rewind_path(), self.rewind_path()));
@@ -236,7 +249,7 @@ impl RunDir {
 
     /// A finished level's file, checked against its marker (an empty marker vouches for
     /// nothing: see [`marker::empty`]).
-    fn read_level_file(&self, level: usize, path: &Path) -> Result<Vec<u8>> {
+    pub fn read_level_file(&self, level: usize, path: &Path) -> Result<Vec<u8>> {
         let done = self.done_path(level);
         if !done.exists() {
             return Err(Error::Invalid(format!("{}: level {level} is not finished", self.level_dir(level).display())));
