@@ -7,6 +7,7 @@
 use super::check::load;
 use super::model::{percent, Row, Tables};
 use crate::base::error::{Error, Result};
+use crate::base::spec::DataSource;
 use crate::report::catalog;
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -107,12 +108,10 @@ fn render(tables: &Tables) -> Option<String> {
     Some(out + &rows)
 }
 
-/// "a JPEG copy of CIFAR-10 (`cb6c5052`, lossy)" for the `data` column's value.
+/// "CIFAR-10, JPEG copy cb6c5052, lossy" for the `data` column's value, as figure titles say it.
 fn data_words(data: &str) -> String {
-    match data.split_once("-copy-") {
-        Some(("jpeg", sha)) => format!("a JPEG copy of CIFAR-10 (`{}`, lossy), not the official files", &sha[..sha.len().min(8)]),
-        Some((kind, sha)) => format!("a {kind} copy of CIFAR-10 (`{}`), not the official files", &sha[..sha.len().min(8)]),
-        None if data == "synthetic" => "SYNTHETIC data".into(),
+    match data.parse::<DataSource>().ok().and_then(|d| d.caveat()) {
+        Some(caveat) => format!("CIFAR-10, {caveat}"),
         None => "CIFAR-10".into(),
     }
 }
@@ -192,7 +191,7 @@ mod tests {
         ];
         let tables: Tables = [("fig8".to_string(), Table { scale: "quick".into(), rows, trainings: [("resnet18_lr0.1".into(), (4, 10))].into() })].into();
         let text = render(&tables).expect("fig8 is there");
-        assert!(text.contains("`quick` scale, a JPEG copy of CIFAR-10 (`abababab`, lossy)"), "{text}");
+        assert!(text.contains("`quick` scale, CIFAR-10, JPEG copy abababab, lossy"), "{text}");
         assert!(
             text.contains(
                 "| ResNet-18, lr 0.1 | dense 90.5%; no winning tickets | 70.00% | 75.00% (80.0%) | 72.00% (64.0%) | 72.00% vs. 61.00% (64.0%) | 4 of 10 |"
