@@ -35,6 +35,16 @@ impl Augment {
         Augment { flip: spec.flip, pad: spec.pad, fill, rng }
     }
 
+    /// How far its stream has been read, in 32-bit words (`seek` returns there: a resumed
+    /// training draws the placements an uninterrupted one would).
+    pub fn position(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    pub fn seek(&mut self, position: u128) {
+        self.rng.set_word_pos(position)
+    }
+
     /// The next image's placement.
     pub fn draw(&mut self) -> Placement {
         let span = 2 * self.pad;

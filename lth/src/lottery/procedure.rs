@@ -5,13 +5,14 @@
 //! fresh weights; random pruning draws masks with its per-layer counts and starts from theta0.
 //! With a rewind point (`rewind`, beyond the paper) θk takes theta0's place after level 0.
 
-use crate::base::error::{Error, Result};
+use crate::base::error::{Error, IoContext, Result};
 use crate::base::files::{damaged_tensors, write_atomic};
 use crate::base::seeds::{self, Purpose};
 use crate::base::spec::{PlannedRun, Procedure, PruningSpec, RunSpec};
 use crate::data::augment::Augment;
 use crate::data::batches::Batches;
 use crate::data::Dataset;
+use crate::lottery::checkpoint::{self, Checkpointing, Saved};
 use crate::lottery::rewind;
 use crate::nn::{self, Architecture, Weights};
 use crate::sparsity::masks::Mask;
@@ -71,12 +72,21 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
     } else {
         level_start(spec, &arch, &run, &trunk, &theta0, level)?
     };
-    let label = format!("{} level {level} (Pm {:.1}%)", run.id, 100.0 * mask.remaining());
-    // A rewound level trains from its rewind point: its progress spreads over the steps it takes.
-    let mut level_progress = progress.level(label, units, spec.iterations - rewind::start_iteration(spec, level));
-    let mut observer = rewind::Snapshot::new(spec, level, &mut level_progress);
-    let curve = train_level(spec, (&run, level), (&mask, &start), data, dev, &mut observer)?;
+    let resume = checkpoint_to_resume(spec, &run, level, &arch, progress)?;
+    let mut label = format!("{} level {level} (Pm {:.1}%)", run.id, 100.0 * mask.remaining());
+    // A rewound level trains from its rewind point, a resumed one from its checkpoint: its
+    // progress spreads over the steps it takes.
+    let mut first = rewind::start_iteration(spec, level);
+    if let Some(saved) = &resume {
+        first = saved.state.iteration;
+        label.push_str(&format!(", resumed at iteration {first}"));
+    }
+    let mut level_progress = progress.level(label, units, spec.iterations - first);
+    let mut snapshot = rewind::Snapshot::new(spec, level, &mut level_progress);
+    let mut observer = Checkpointing::new(&mut snapshot, run.checkpoint_path(level), &arch, progress);
+    let curve = train_level(spec, (&run, level), (&mask, &start), resume, data, dev, &mut observer)?;
     drop(observer);
+    drop(snapshot);
     drop(level_progress);
     // Levels are deterministic: a retrained level that differs from its record is a bug.
     if let Some(recorded) = recorded {
@@ -262,20 +272,59 @@ fn check_counts(mask: &Mask, level: usize, path: &std::path::Path, arch: &Archit
     Ok(())
 }
 
-/// Trains `level` of `run` from its mask and start weights and saves it; returns its curve.
+/// The checkpoint of `level`'s training to go on from, if there is one that fits it; one that
+/// does not (unreadable, or of another training) is reported and removed.
+fn checkpoint_to_resume(spec: &RunSpec, run: &RunDir, level: usize, arch: &Architecture, progress: &Progress) -> Result<Option<Saved>> {
+    let path = run.checkpoint_path(level);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let config = train_config(spec, rewind::start_iteration(spec, level));
+    let fits =
+        checkpoint::load(&path, arch).and_then(|saved| training::check_resumable(&saved.state, &config, &streams(spec, trial_seed(spec))).map(|_| saved));
+    match fits {
+        Ok(saved) => Ok(Some(saved)),
+        Err(e) => {
+            progress.line(format!(
+                "warning: {} level {level}: the checkpoint {} cannot be resumed from ({e}); it is removed and the level trains from its start",
+                run.id,
+                path.display()
+            ));
+            std::fs::remove_file(&path).at(&path)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Trains `level` of `run` from its mask and start weights, or from `resume`, and saves it;
+/// returns its curve.
 fn train_level(
     spec: &RunSpec,
     (run, level): (&RunDir, usize),
     (mask, start): (&Mask, &Weights),
+    resume: Option<Saved>,
     data: &Dataset,
     dev: &Device,
-    observer: &mut rewind::Snapshot,
+    observer: &mut Checkpointing,
 ) -> Result<Vec<CurveRecord>> {
     let arch = &Architecture::of(spec.method.model);
-    // `training::train` zeroes the pruned weights before the first step.
-    let params = nn::to_params(arch, start, dev)?;
     let config = train_config(spec, rewind::start_iteration(spec, level));
-    let curve = training::train(Start { model: spec.method.model, params: &params, mask }, data, &config, streams(spec, trial_seed(spec)), observer)?;
+    let streams = streams(spec, trial_seed(spec));
+    // `training::train` zeroes the pruned weights before the first step.
+    let curve = match resume {
+        None => {
+            let params = nn::to_params(arch, start, dev)?;
+            let curve = training::train(Start { model: spec.method.model, params: &params, mask }, data, &config, streams, observer)?;
+            (curve, params)
+        }
+        Some(Saved { state, weights, rewind }) => {
+            observer.snapshot.weights = rewind;
+            let params = nn::to_params(arch, &weights, dev)?;
+            let curve = training::train_resumed(Start { model: spec.method.model, params: &params, mask }, state, data, &config, streams, observer)?;
+            (curve, params)
+        }
+    };
+    let (curve, params) = curve;
     let key = CurveKey {
         experiment: spec.experiment.clone(),
         scale: spec.scale.as_str().into(),
@@ -298,8 +347,12 @@ fn train_level(
         write_atomic(&run.next_mask_path(level), &next.to_bits_gz()?)?;
     }
     write_csv(&records, &run.curve_path(level))?;
-    observer.save(run, arch)?;
+    observer.snapshot.save(run, arch)?;
     run.mark_done(level)?;
+    let checkpoint = run.checkpoint_path(level);
+    if checkpoint.exists() {
+        std::fs::remove_file(&checkpoint).at(&checkpoint)?;
+    }
     Ok(records)
 }
 

@@ -17,6 +17,16 @@ impl Dropout {
         Dropout { p, rng }
     }
 
+    /// How far its stream has been read, in 32-bit words (`seek` returns there: a resumed
+    /// training draws the masks an uninterrupted one would).
+    pub fn position(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    pub fn seek(&mut self, position: u128) {
+        self.rng.set_word_pos(position)
+    }
+
     pub fn apply(&mut self, xs: &Tensor) -> Result<Tensor> {
         Ok(xs.mul(&self.mask(xs)?)?)
     }

@@ -11,6 +11,7 @@
 //! <out>/runs/<run-id>/level-00/rewind.safetensors  θk of a rewinding ticket run (`rewind`)
 //! <out>/runs/<run-id>/level-NN/next-mask.bits.gz   a ticket level's: the mask the next level trains under
 //! <out>/runs/<run-id>/level-NN/done             written last: each file's size, SHA-256 and tensors
+//! <out>/runs/<run-id>/level-NN/checkpoint.safetensors   an unfinished level's training so far (`lottery::checkpoint`)
 //! <out>/spec-paths/<digest>.path                the path of a spec run by path (`inventory`)
 //! ```
 //!
@@ -121,6 +122,10 @@ impl RunDir {
     /// The dense network's state at the rewind point, written with level 0 (`rewind`).
     pub fn rewind_path(&self) -> PathBuf {
         self.level_dir(0).join("rewind.safetensors")
+    }
+    /// The state of an unfinished level's training, to resume from (`lottery::checkpoint`).
+    pub fn checkpoint_path(&self, level: usize) -> PathBuf {
+        self.level_dir(level).join("checkpoint.safetensors")
     }
     pub fn done_path(&self, level: usize) -> PathBuf {
         self.level_dir(level).join("done")

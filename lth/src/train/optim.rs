@@ -13,8 +13,9 @@
 //! - `CandleOps`: the same arithmetic as candle tensor ops, for any device (CUDA) and as the
 //!   reference the fused kernels are tested against.
 
-use crate::base::error::Result;
+use crate::base::error::{Error, Result};
 use crate::nn::Params;
+use crate::ops::device::to_host;
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, Layout, Tensor};
 use rayon::prelude::*;
@@ -132,6 +133,62 @@ impl MaskedOptimizer {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+/// An optimizer's whole state on the host, to save with a training's checkpoint: the step
+/// count (Adam's bias correction) and each parameter's buffers (Adam's two moments; SGD's
+/// momentum buffer, with `second` empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    pub step: i32,
+    pub buffers: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+}
+
+impl MaskedOptimizer {
+    /// A copy of the state (the device's buffers read back).
+    pub fn state(&self) -> Result<OptimizerState> {
+        let adam = matches!(self.rule, Rule::Adam(_));
+        let mut buffers = BTreeMap::new();
+        for (name, state) in &self.state {
+            let pair = match state {
+                State::Host { first, second } => (first.clone(), second.clone()),
+                State::Device { first, second } => (to_host::<f32>(first)?, if adam { to_host::<f32>(second)? } else { Vec::new() }),
+            };
+            buffers.insert(name.clone(), pair);
+        }
+        Ok(OptimizerState { step: self.step, buffers })
+    }
+
+    /// Takes up `state`, saved from an optimizer of the same rule over the same `params`: the
+    /// next step is the one that optimizer would have taken. Refuses buffers of other sizes.
+    pub fn restore(&mut self, state: OptimizerState, params: &Params) -> Result<()> {
+        let adam = matches!(self.rule, Rule::Adam(_));
+        let mut restored = BTreeMap::new();
+        for (name, (first, second)) in state.buffers {
+            let var = params.get(&name).ok_or_else(|| Error::Invalid(format!("optimizer state for `{name}`, which the network does not have")))?;
+            let n = var.elem_count();
+            if first.len() != n || second.len() != if adam { n } else { 0 } {
+                return Err(Error::Invalid(format!(
+                    "optimizer state for `{name}` holds {} and {} values; {n} and {} expected",
+                    first.len(),
+                    second.len(),
+                    if adam { n } else { 0 }
+                )));
+            }
+            let state = match self.implementation {
+                Implementation::Fused => State::Host { first, second },
+                Implementation::CandleOps => {
+                    let tensor = |values: Vec<f32>| Tensor::from_vec(values, var.shape(), var.device());
+                    let second = if adam { tensor(second)? } else { var.zeros_like()? };
+                    State::Device { first: tensor(first)?, second }
+                }
+            };
+            restored.insert(name, state);
+        }
+        self.step = state.step;
+        self.state = restored;
         Ok(())
     }
 }

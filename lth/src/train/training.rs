@@ -13,7 +13,7 @@ use crate::nn::linear::Compact;
 use crate::nn::{self, Dropout, Network, Params};
 use crate::ops::device::{fast_kernels, scalar, to_host};
 use crate::sparsity::masks::Mask;
-use crate::train::optim::{MaskedOptimizer, Rule, StepMask};
+use crate::train::optim::{MaskedOptimizer, OptimizerState, Rule, StepMask};
 use crate::train::schedule::Schedule;
 use candle_core::{DType, Device, Tensor};
 use rand_chacha::ChaCha8Rng;
@@ -64,6 +64,29 @@ pub trait Observer {
     fn stop_at_snapshot(&self) -> bool {
         false
     }
+    /// Whether to take a checkpoint after the evaluation at `iteration` (it reads the weights
+    /// and the optimizer's buffers back, so not at every evaluation).
+    fn checkpoint_due(&mut self, _iteration: usize) -> bool {
+        false
+    }
+    /// The training's state after that evaluation, and every parameter (BatchNorm's running
+    /// statistics included): what [`train_resumed`] goes on from. An error ends the training.
+    fn on_checkpoint(&mut self, _state: TrainState, _weights: nn::Weights) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Where a training stands after an evaluation, its parameters apart: with them, enough to go
+/// on to the same bits as a training never interrupted (`lottery::checkpoint` saves both).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    /// The last iteration trained, one that was evaluated.
+    pub iteration: usize,
+    pub curve: Vec<CurvePoint>,
+    pub optimizer: OptimizerState,
+    /// How far the augmentation and dropout streams were read (the data order is replayed).
+    pub augment_at: Option<u128>,
+    pub dropout_at: Option<u128>,
 }
 
 /// The loss of an evaluation is averaged over chunks of at most this many input values (510
@@ -104,18 +127,49 @@ pub struct Streams {
 
 /// Trains `start`'s network on `data` and returns its curve.
 pub fn train(start: Start, data: &Dataset, config: &TrainConfig, streams: Streams, observer: &mut dyn Observer) -> Result<Vec<CurvePoint>> {
+    run(start, None, data, config, streams, observer)
+}
+
+/// Goes on with a training from its checkpoint `state` (`start.params` holding the weights
+/// saved with it; `config` and `streams` those of the training it interrupted) and returns the
+/// whole curve: the same bits as the training never interrupted.
+pub fn train_resumed(
+    start: Start,
+    state: TrainState,
+    data: &Dataset,
+    config: &TrainConfig,
+    streams: Streams,
+    observer: &mut dyn Observer,
+) -> Result<Vec<CurvePoint>> {
+    run(start, Some(state), data, config, streams, observer)
+}
+
+fn run(
+    start: Start,
+    resume: Option<TrainState>,
+    data: &Dataset,
+    config: &TrainConfig,
+    streams: Streams,
+    observer: &mut dyn Observer,
+) -> Result<Vec<CurvePoint>> {
     let Start { model, params, mask } = start;
-    let Streams { data_order, mut dropout, mut augment } = streams;
     if data.train.len() < config.batch_size {
         return Err(Error::Invalid(format!("{} training examples cannot fill a batch of {}", data.train.len(), config.batch_size)));
     }
     let dev = data.train.images.device();
-    let mut trainer = MaskedTrainer::new(MaskedNetwork::new(model, params, mask, dev, config.sparse_kernels)?, MaskedOptimizer::for_device(config.optimizer, dev));
+    let mut trainer =
+        MaskedTrainer::new(MaskedNetwork::new(model, params, mask, dev, config.sparse_kernels)?, MaskedOptimizer::for_device(config.optimizer, dev));
     let peak = config.optimizer.lr();
     let schedule = config.lr_schedule.as_ref().map_or_else(|| Schedule::constant(peak), |s| Schedule::new(peak, s, config.iterations));
+    let first = match &resume {
+        Some(state) => check_resumable(state, config, &streams)?,
+        None => config.start_iteration,
+    };
+    let Streams { data_order, mut dropout, mut augment } = streams;
     let mut batches = Batches::new(&data.train, config.batch_size, data_order);
-    // A rewound level sees the batches the dense network would have seen after its rewind point.
-    for _ in 0..config.start_iteration {
+    // A rewound level sees the batches the dense network would have seen after its rewind
+    // point, a resumed one those after its checkpoint.
+    for _ in 0..first {
         batches.next_indices();
     }
     // Augmentation builds each batch on the host (`Batches::next_augmented`); where the images
@@ -123,10 +177,25 @@ pub fn train(start: Start, data: &Dataset, config: &TrainConfig, streams: Stream
     let host_images = if augment.is_some() && !fast_kernels(dev) { Some(to_host::<f32>(&data.train.images)?) } else { None };
     let mut running = Running::new(dev)?;
     let eval = (EvalSplit::new(trainer.net(), &data.validation)?, EvalSplit::new(trainer.net(), &data.test)?);
-    let mut curve = vec![evaluate_point(trainer.net(), &eval, config.start_iteration, &running)?];
-    observer.on_eval(&curve[0]);
+    let mut curve = match resume {
+        Some(state) => {
+            trainer.optimizer.restore(state.optimizer, &trainer.masked.params)?;
+            if let (Some(augment), Some(at)) = (augment.as_mut(), state.augment_at) {
+                augment.seek(at);
+            }
+            if let (Some(dropout), Some(at)) = (dropout.as_mut(), state.dropout_at) {
+                dropout.seek(at);
+            }
+            state.curve
+        }
+        None => {
+            let point = evaluate_point(trainer.net(), &eval, config.start_iteration, &running)?;
+            observer.on_eval(&point);
+            vec![point]
+        }
+    };
     let snapshot_at = observer.snapshot_at();
-    for iteration in config.start_iteration + 1..=config.iterations {
+    for iteration in first + 1..=config.iterations {
         let (xs, ys) = match augment.as_mut() {
             Some(augment) => batches.next_augmented(augment, host_images.as_deref())?,
             None => batches.next_batch()?,
@@ -147,10 +216,45 @@ pub fn train(start: Start, data: &Dataset, config: &TrainConfig, streams: Stream
             observer.on_eval(&point);
             curve.push(point);
             running = Running::new(dev)?;
+            if iteration < config.iterations && observer.checkpoint_due(iteration) {
+                trainer.masked.write_back(params)?;
+                let state = TrainState {
+                    iteration,
+                    curve: curve.clone(),
+                    optimizer: trainer.optimizer.state()?,
+                    augment_at: augment.as_ref().map(Augment::position),
+                    dropout_at: dropout.as_ref().map(Dropout::position),
+                };
+                observer.on_checkpoint(state, nn::weights_of(params)?)?;
+            }
         }
     }
     trainer.masked.write_back(params)?;
     Ok(curve)
+}
+
+/// The iteration a checkpoint resumes after, if `state` can be one of a training under
+/// `config` with `streams`: an evaluated iteration within its span, and a stream position for
+/// each stream the training draws from, and for no other.
+pub fn check_resumable(state: &TrainState, config: &TrainConfig, streams: &Streams) -> Result<usize> {
+    let (augment, dropout) = (streams.augment.is_some(), streams.dropout.is_some());
+    let at = state.iteration;
+    let evaluated = at.is_multiple_of(config.eval_every.max(1)) && state.curve.last().map(|p| p.iteration) == Some(at);
+    if !(config.start_iteration..config.iterations).contains(&at) || !evaluated {
+        return Err(Error::Invalid(format!(
+            "a checkpoint at iteration {at} (its curve ends at {:?}) cannot resume a training of iterations {}..{} evaluated every {}",
+            state.curve.last().map(|p| p.iteration),
+            config.start_iteration,
+            config.iterations,
+            config.eval_every
+        )));
+    }
+    if state.augment_at.is_some() != augment || state.dropout_at.is_some() != dropout {
+        return Err(Error::Invalid(format!(
+            "a checkpoint at iteration {at} was taken with other random streams (augmentation, dropout) than this training draws"
+        )));
+    }
+    Ok(at)
 }
 
 /// A network set up to train under a mask: the pruned weights of the dense parameters zeroed,
