@@ -141,6 +141,16 @@ fn a_training_resumed_after_any_evaluation_ends_in_the_same_bits() {
     check_resumes_to_the_same_bits(&spec, &data, 8);
 }
 
+#[test]
+fn so_does_one_on_the_generic_path_that_cuda_runs() {
+    // The optimizer's state as device tensors (candle ops), Adam's two moments restored from
+    // the host copy. (ResNet-18 on this path takes minutes; SGD's one buffer is the same code.)
+    lth::ops::device::with_path(true, || {
+        let (spec, data) = tiny("conv2_dropout", 4);
+        check_resumes_to_the_same_bits(&spec, &data, 0);
+    });
+}
+
 fn level_files(run: &RunDir, levels: usize) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     for level in 0..=levels {
