@@ -638,7 +638,9 @@ fn sparsity_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str
         .draw()
         .map_err(draw_error)?;
     let tick_style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
-    for &tick in PM_TICKS.iter().filter(|&&t| t >= pm_min * 0.95) {
+    // Every round value the axis reaches (it runs 0.05 decades past the smallest Pm), so the
+    // deepest level has a labelled tick near it.
+    for &tick in PM_TICKS.iter().filter(|&&t| x(t) <= x(pm_min) + 0.05) {
         let grid = LineSeries::new([(x(tick), lo - pad), (x(tick), hi + pad)], BLACK.mix(0.15));
         chart.draw_series(grid).map_err(draw_error)?;
         let label = EmptyElement::at((x(tick), lo - pad)) + Text::new(format!("{tick}"), (0, 6), tick_style.clone());
