@@ -191,7 +191,11 @@ fn a_run_goes_on_from_a_level_checkpoint_and_sets_aside_one_that_does_not_fit() 
 
     let (store, run, saved) = interrupted("checkpoint-resumed");
     checkpoint::save(&run.checkpoint_path(0), &arch, &saved).unwrap();
+    // What `lth runs` lists: the unfinished level and the iteration its checkpoint holds.
+    assert_eq!(run.checkpointed_levels(), vec![0]);
+    assert_eq!(checkpoint::saved_at(&run.checkpoint_path(0)), Some(6));
     procedure::run(&planned, &store, &data, &Device::Cpu, &progress).unwrap();
+    assert!(run.checkpointed_levels().is_empty());
     assert!(level_files(&run, 1) == expected, "a run resumed from its checkpoint writes the files of an uninterrupted one");
     assert!(!run.checkpoint_path(0).exists(), "the checkpoint goes once the level is finished");
 

@@ -55,7 +55,14 @@ impl Runs {
         let (only_stale, delete) = (only_stale || prune, prune && yes);
         for run in runs.iter().filter(|r| !only_stale || matches!(r.standing, Standing::Stale(_))) {
             let levels = run.levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
-            println!("{}\tlevels [{levels}]\t{}", run.dir.id, run.describe());
+            let mut line = format!("{}\tlevels [{levels}]\t{}", run.dir.id, run.describe());
+            for level in run.dir.checkpointed_levels() {
+                let at = crate::lottery::checkpoint::saved_at(&run.dir.checkpoint_path(level));
+                line.push_str(
+                    &at.map_or_else(|| format!("\tlevel {level}: an unreadable checkpoint"), |at| format!("\tlevel {level}: checkpoint at iteration {at}")),
+                );
+            }
+            println!("{line}");
             match &run.standing {
                 Standing::Stale(_) if delete => {
                     std::fs::remove_dir_all(&run.dir.dir).with_context(|| format!("removing {}", run.dir.dir.display()))?;

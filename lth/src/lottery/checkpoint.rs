@@ -128,6 +128,21 @@ pub fn load(path: &Path, arch: &Architecture) -> Result<Saved> {
     Ok(Saved { state, weights, rewind })
 }
 
+/// The iteration a checkpoint was saved at, read from its header alone (`lth runs`); None if
+/// the header cannot be read.
+pub fn saved_at(path: &Path) -> Option<usize> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).ok()?;
+    // A safetensors header is JSON of a few kilobytes; a larger length is damage.
+    let n = usize::try_from(u64::from_le_bytes(len)).ok().filter(|&n| n <= 1 << 24)?;
+    let mut header = vec![0u8; n];
+    file.read_exact(&mut header).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    json.get("__metadata__")?.get("iteration")?.as_str()?.parse().ok()
+}
+
 /// The SHA-256 of tensors' names and values, in name order.
 fn digest<'a>(tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>) -> Result<String> {
     let sorted: BTreeMap<&String, &Tensor> = tensors.into_iter().collect();

@@ -167,6 +167,19 @@ impl RunDir {
         levels
     }
 
+    /// The unfinished levels that hold a checkpoint of their training, ascending.
+    pub fn checkpointed_levels(&self) -> Vec<usize> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut levels: Vec<usize> = entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("level-")?.parse().ok())
+            .filter(|&level| !self.is_done(level) && self.checkpoint_path(level).exists())
+            .collect();
+        levels.sort_unstable();
+        levels
+    }
+
     /// Marks `level` finished: its marker records what its files hold.
     pub fn mark_done(&self, level: usize) -> Result<()> {
         let mut files = vec![self.mask_path(level), self.final_path(level), self.curve_path(level)];
