@@ -1,6 +1,6 @@
 //! A level's training saved as it goes, so that an interrupted run (a closed laptop, a
 //! preempted cluster job, the end of a sitting) loses minutes of it, not the level: at the
-//! first evaluation [`EVERY`] after the last save, the whole state of the training
+//! first step [`EVERY`] after the level started or last saved, the whole state of the training
 //! (`training::TrainState`, every parameter and, for a rewinding dense level past its rewind
 //! point, θk) goes to `level-NN/checkpoint.safetensors`. The next run of the same command goes
 //! on from there, to the same bits as a training never interrupted. The file is removed once
@@ -14,7 +14,7 @@ use crate::lottery::rewind;
 use crate::nn::{Architecture, Weights};
 use crate::train::optim::OptimizerState;
 use crate::train::progress::Progress;
-use crate::train::training::{CurvePoint, Observer, TrainState};
+use crate::train::training::{CurvePoint, Observer, RunningSums, TrainState};
 use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub const EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// The version of the file's layout; a file of another is set aside.
-const FORMAT: &str = "1";
+const FORMAT: &str = "2";
 
 /// What a checkpoint holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +65,11 @@ pub fn save(path: &Path, arch: &Architecture, saved: &Saved) -> Result<()> {
         ("optimizer_step".to_string(), saved.state.optimizer.step.to_string()),
         ("augment_at".to_string(), position(saved.state.augment_at)),
         ("dropout_at".to_string(), position(saved.state.dropout_at)),
+        // The f64 sum by its bits, exact.
+        ("running_loss_sum_bits".to_string(), saved.state.running.loss_sum.to_bits().to_string()),
+        ("running_correct".to_string(), saved.state.running.correct.to_string()),
+        ("running_seen".to_string(), saved.state.running.seen.to_string()),
+        ("running_batches".to_string(), saved.state.running.batches.to_string()),
         ("sha256".to_string(), digest(&tensors)?),
     ]);
     if let Some(dir) = path.parent() {
@@ -121,10 +126,23 @@ pub fn load(path: &Path, arch: &Architecture) -> Result<Saved> {
     if let Some(unknown) = tensors.keys().next() {
         return Err(damaged(format!("an unknown tensor `{unknown}`")));
     }
-    let iteration = usize::try_from(number("iteration")?).map_err(|_| damaged("`iteration` out of range".into()))?;
+    let count = |key: &str| usize::try_from(number(key)?).map_err(|_| damaged(format!("`{key}` out of range")));
+    let iteration = count("iteration")?;
+    let running = RunningSums {
+        loss_sum: f64::from_bits(u64::try_from(number("running_loss_sum_bits")?).map_err(|_| damaged("`running_loss_sum_bits` out of range".into()))?),
+        correct: u32::try_from(number("running_correct")?).map_err(|_| damaged("`running_correct` out of range".into()))?,
+        seen: count("running_seen")?,
+        batches: count("running_batches")?,
+    };
     let step = i32::try_from(number("optimizer_step")?).map_err(|_| damaged("`optimizer_step` out of range".into()))?;
-    let state =
-        TrainState { iteration, curve, optimizer: OptimizerState { step, buffers }, augment_at: position("augment_at")?, dropout_at: position("dropout_at")? };
+    let state = TrainState {
+        iteration,
+        curve,
+        running,
+        optimizer: OptimizerState { step, buffers },
+        augment_at: position("augment_at")?,
+        dropout_at: position("dropout_at")?,
+    };
     Ok(Saved { state, weights, rewind })
 }
 
@@ -175,8 +193,8 @@ fn take_params(tensors: &mut HashMap<String, Tensor>, prefix: &str, arch: &Archi
 }
 
 /// A level's observer that also saves checkpoints: it wraps the level's [`rewind::Snapshot`]
-/// (so θk, once taken, is saved with them) and writes at the first evaluation [`EVERY`] after
-/// the level started or last saved. A checkpoint that cannot be written is reported and
+/// (so θk, once taken, is saved with them) and writes at the first step [`EVERY`] after the
+/// level started or last saved. A checkpoint that cannot be written is reported and
 /// training goes on (it loses nothing of the result).
 pub struct Checkpointing<'a, 'b> {
     pub snapshot: &'a mut rewind::Snapshot<'b>,

@@ -64,29 +64,41 @@ pub trait Observer {
     fn stop_at_snapshot(&self) -> bool {
         false
     }
-    /// Whether to take a checkpoint after the evaluation at `iteration` (it reads the weights
-    /// and the optimizer's buffers back, so not at every evaluation).
+    /// Whether to take a checkpoint after step `iteration` (asked after every step but the
+    /// last; a checkpoint reads the weights and the optimizer's buffers back, so not often).
     fn checkpoint_due(&mut self, _iteration: usize) -> bool {
         false
     }
-    /// The training's state after that evaluation, and every parameter (BatchNorm's running
+    /// The training's state after that step, and every parameter (BatchNorm's running
     /// statistics included): what [`train_resumed`] goes on from. An error ends the training.
     fn on_checkpoint(&mut self, _state: TrainState, _weights: nn::Weights) -> Result<()> {
         Ok(())
     }
 }
 
-/// Where a training stands after an evaluation, its parameters apart: with them, enough to go
-/// on to the same bits as a training never interrupted (`lottery::checkpoint` saves both).
+/// Where a training stands after a step, its parameters apart: with them, enough to go on to
+/// the same bits as a training never interrupted (`lottery::checkpoint` saves both).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainState {
-    /// The last iteration trained, one that was evaluated.
+    /// The last iteration trained.
     pub iteration: usize,
+    /// The evaluations so far.
     pub curve: Vec<CurvePoint>,
+    /// The train metrics summed since the last evaluation.
+    pub running: RunningSums,
     pub optimizer: OptimizerState,
     /// How far the augmentation and dropout streams were read (the data order is replayed).
     pub augment_at: Option<u128>,
     pub dropout_at: Option<u128>,
+}
+
+/// The train loss and hits summed since the last evaluation, as [`Running`] holds them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunningSums {
+    pub loss_sum: f64,
+    pub correct: u32,
+    pub seen: usize,
+    pub batches: usize,
 }
 
 /// The loss of an evaluation is averaged over chunks of at most this many input values (510
@@ -179,6 +191,7 @@ fn run(
     let eval = (EvalSplit::new(trainer.net(), &data.validation)?, EvalSplit::new(trainer.net(), &data.test)?);
     let mut curve = match resume {
         Some(state) => {
+            running = Running::from_sums(state.running, dev)?;
             trainer.optimizer.restore(state.optimizer, &trainer.masked.params)?;
             if let (Some(augment), Some(at)) = (augment.as_mut(), state.augment_at) {
                 augment.seek(at);
@@ -216,17 +229,18 @@ fn run(
             observer.on_eval(&point);
             curve.push(point);
             running = Running::new(dev)?;
-            if iteration < config.iterations && observer.checkpoint_due(iteration) {
-                trainer.masked.write_back(params)?;
-                let state = TrainState {
-                    iteration,
-                    curve: curve.clone(),
-                    optimizer: trainer.optimizer.state()?,
-                    augment_at: augment.as_ref().map(Augment::position),
-                    dropout_at: dropout.as_ref().map(Dropout::position),
-                };
-                observer.on_checkpoint(state, nn::weights_of(params)?)?;
-            }
+        }
+        if iteration < config.iterations && observer.checkpoint_due(iteration) {
+            trainer.masked.write_back(params)?;
+            let state = TrainState {
+                iteration,
+                curve: curve.clone(),
+                running: running.sums()?,
+                optimizer: trainer.optimizer.state()?,
+                augment_at: augment.as_ref().map(Augment::position),
+                dropout_at: dropout.as_ref().map(Dropout::position),
+            };
+            observer.on_checkpoint(state, nn::weights_of(params)?)?;
         }
     }
     trainer.masked.write_back(params)?;
@@ -234,13 +248,14 @@ fn run(
 }
 
 /// The iteration a checkpoint resumes after, if `state` can be one of a training under
-/// `config` with `streams`: an evaluated iteration within its span, and a stream position for
-/// each stream the training draws from, and for no other.
+/// `config` with `streams`: an iteration within its span, a curve that ends at the last
+/// evaluation before it, and a stream position for each stream the training draws from, and
+/// for no other.
 pub fn check_resumable(state: &TrainState, config: &TrainConfig, streams: &Streams) -> Result<usize> {
     let (augment, dropout) = (streams.augment.is_some(), streams.dropout.is_some());
     let at = state.iteration;
-    let evaluated = at.is_multiple_of(config.eval_every.max(1)) && state.curve.last().map(|p| p.iteration) == Some(at);
-    if !(config.start_iteration..config.iterations).contains(&at) || !evaluated {
+    let last_evaluation = config.start_iteration.max(at - at % config.eval_every.max(1));
+    if !(config.start_iteration..config.iterations).contains(&at) || state.curve.last().map(|p| p.iteration) != Some(last_evaluation) {
         return Err(Error::Invalid(format!(
             "a checkpoint at iteration {at} (its curve ends at {:?}) cannot resume a training of iterations {}..{} evaluated every {}",
             state.curve.last().map(|p| p.iteration),
@@ -345,6 +360,16 @@ impl Running {
         self.seen += labels.dims1()?;
         self.batches += 1;
         Ok(())
+    }
+
+    fn from_sums(sums: RunningSums, dev: &Device) -> Result<Self> {
+        let RunningSums { loss_sum, correct, seen, batches } = sums;
+        Ok(Running { loss_sum: Tensor::new(loss_sum, dev)?, correct: Tensor::new(correct, dev)?, seen, batches })
+    }
+
+    /// The sums on the host (two reads).
+    fn sums(&self) -> Result<RunningSums> {
+        Ok(RunningSums { loss_sum: scalar::<f64>(&self.loss_sum)?, correct: scalar::<u32>(&self.correct)?, seen: self.seen, batches: self.batches })
     }
 
     /// The mean loss and accuracy (two reads); NaN before any step.
