@@ -21,8 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// How much training a checkpoint may lose. Saving costs a copy of the weights and optimizer
-/// buffers (for VGG-19, 160 MB written in well under a second), rare at this interval.
+/// About how much training an interruption may lose. Saving copies, hashes and writes the
+/// weights and the optimizer's buffers (for VGG-19 with SGD's one buffer, 2 × 80 MB): rare at
+/// this interval.
 pub const EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// The version of the file's layout; a file of another is set aside.
