@@ -79,6 +79,7 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
     let mut first = rewind::start_iteration(spec, level);
     if let Some(saved) = &resume {
         first = saved.state.iteration;
+        progress.line(format!("{label}: resuming from its checkpoint at iteration {first} of {}", spec.iterations));
         label.push_str(&format!(", resumed at iteration {first}"));
     }
     let mut level_progress = progress.level(label, units, spec.iterations - first);
