@@ -12,6 +12,7 @@ use crate::base::error::{Error, IoContext, Result};
 use crate::base::files::{damaged_tensors, hex, write_atomic};
 use crate::lottery::rewind;
 use crate::nn::{Architecture, Weights};
+use crate::store::runs::take_weights;
 use crate::train::optim::OptimizerState;
 use crate::train::progress::Progress;
 use crate::train::training::{CurvePoint, Observer, RunningSums, TrainState};
@@ -103,8 +104,8 @@ pub fn load(path: &Path, arch: &Architecture) -> Result<Saved> {
     if digest(tensors.iter())? != field("sha256")? {
         return Err(damaged("its tensors do not match the SHA-256 in its header".into()));
     }
-    let weights = take_params(&mut tensors, "weights", arch, path)?;
-    let rewind = if tensors.contains_key(&format!("rewind/{}", arch.params[0].name)) { Some(take_params(&mut tensors, "rewind", arch, path)?) } else { None };
+    let weights = take_weights(&mut tensors, "weights/", arch, path)?;
+    let rewind = if tensors.contains_key(&format!("rewind/{}", arch.params[0].name)) { Some(take_weights(&mut tensors, "rewind/", arch, path)?) } else { None };
     let curve = tensors.remove("curve").ok_or_else(|| damaged("no tensor `curve`".into()))?;
     let curve: Vec<CurvePoint> = curve
         .to_vec2::<f64>()
@@ -176,21 +177,6 @@ fn digest<'a>(tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>) -> Re
         }
     }
     Ok(hex(&hasher.finalize()))
-}
-
-/// Removes `prefix/<name>` of every parameter of `arch` from `tensors`, checking its shape.
-fn take_params(tensors: &mut HashMap<String, Tensor>, prefix: &str, arch: &Architecture, path: &Path) -> Result<Weights> {
-    arch.params
-        .iter()
-        .map(|p| {
-            let name = format!("{prefix}/{}", p.name);
-            let t = tensors.remove(&name).ok_or_else(|| damaged_tensors(path, format!("no tensor `{name}`")))?;
-            if t.dims() != p.shape.as_slice() {
-                return Err(damaged_tensors(path, format!("`{name}` has shape {:?}, expected {:?}", t.dims(), p.shape)));
-            }
-            Ok((p.name.clone(), t.flatten_all()?.to_vec1::<f32>()?))
-        })
-        .collect()
 }
 
 /// A level's observer that also saves checkpoints: it wraps the level's [`rewind::Snapshot`]

@@ -32,6 +32,7 @@ use crate::sparsity::masks::Mask;
 use crate::store::marker;
 use crate::store::record::{parse_curve, write_csv, CurveRecord};
 use candle_core::{Device, Tensor};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -329,13 +330,20 @@ pub fn load_weights(path: &Path, arch: &Architecture) -> Result<Weights> {
 }
 
 fn weights_from(bytes: &[u8], path: &Path, arch: &Architecture) -> Result<Weights> {
-    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| damaged_tensors(path, e.to_string()))?;
+    let mut tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| damaged_tensors(path, e.to_string()))?;
+    take_weights(&mut tensors, "", arch, path)
+}
+
+/// Removes `<prefix><name>` of every parameter of `arch` from `tensors` (read from `path`),
+/// checking each one's shape: a weights file's tensors, or one set of a checkpoint's.
+pub fn take_weights(tensors: &mut HashMap<String, Tensor>, prefix: &str, arch: &Architecture, path: &Path) -> Result<Weights> {
     arch.params
         .iter()
         .map(|p| {
-            let t = tensors.get(&p.name).ok_or_else(|| damaged_tensors(path, format!("no tensor `{}`", p.name)))?;
+            let name = format!("{prefix}{}", p.name);
+            let t = tensors.remove(&name).ok_or_else(|| damaged_tensors(path, format!("no tensor `{name}`")))?;
             if t.dims() != p.shape.as_slice() {
-                return Err(damaged_tensors(path, format!("`{}` has shape {:?}, expected {:?}", p.name, t.dims(), p.shape)));
+                return Err(damaged_tensors(path, format!("`{name}` has shape {:?}, expected {:?}", t.dims(), p.shape)));
             }
             Ok((p.name.clone(), t.flatten_all()?.to_vec1::<f32>()?))
         })
