@@ -218,7 +218,7 @@ fn pending(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, raw: &dat
     let mut copied = 0;
     for (task, _) in tasks.iter_mut().filter(|(t, _)| !t.redo) {
         if twins[task.run].iter().any(|twin| twin.has_weights(task.level)) {
-            task.units = 1;
+            (task.units, task.resumes_at) = (1, None);
             copied += 1;
         }
     }
@@ -228,6 +228,15 @@ fn pending(spec: &ExperimentSpec, job: &JobArgs, trial: Option<usize>, raw: &dat
     }
     if verbose && redo > 0 {
         eprintln!("{redo} of them kept only their curves, and trainings still to run read more (their weights, or a ticket mask recorded before `next-mask.bits.gz` existed): they are trained again (to the same bits)");
+    }
+    let resumed: Vec<String> = tasks.iter().filter_map(|(t, _)| t.resumes_at).map(|at| at.to_string()).collect();
+    if verbose && !resumed.is_empty() {
+        eprintln!(
+            "{} of the {} trainings left resume from their checkpoints (at iteration {}): they are estimated for the steps they have left",
+            resumed.len(),
+            tasks.len(),
+            resumed.join(", ")
+        );
     }
     if verbose && copied > 0 {
         eprintln!(

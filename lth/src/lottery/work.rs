@@ -11,6 +11,7 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::spec::{PlannedRun, Procedure};
+use crate::lottery::checkpoint;
 use crate::lottery::procedure::{self, Resources};
 use crate::store::runs::Store;
 use std::collections::BTreeSet;
@@ -19,13 +20,15 @@ use std::sync::{Condvar, Mutex};
 /// One training: `level` of `plan[run]`, weighing `units` in the overall progress. `redo`: the
 /// level is finished but kept only its curve, and a pending training reads what it no longer has
 /// (its weights, or the mask a ticket level records for the next), so it is trained again (to the
-/// same bits; its curve is rewritten unchanged).
+/// same bits; its curve is rewritten unchanged). `resumes_at`: the iteration of the checkpoint
+/// the level resumes from, if it has one; it then weighs only the steps it has left.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Task {
     pub run: usize,
     pub level: usize,
     pub units: u64,
     pub redo: bool,
+    pub resumes_at: Option<usize>,
 }
 
 /// The pending tasks of `plan` in the order workers take them, each with the task (run, level)
@@ -74,8 +77,15 @@ pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) 
             }
         }
     }
-    let mut tasks: Vec<(Task, Option<(usize, usize)>)> =
-        todo.into_iter().map(|(run, level, redo)| (Task { run, level, units: units(run, level), redo }, reads(run, level))).collect();
+    let task = |run: usize, level: usize, redo: bool| {
+        let iterations = plan[run].spec.iterations;
+        // Read from the checkpoint's header alone; one the training cannot use is set aside there.
+        let resumes_at = checkpoint::saved_at(&dirs[run].checkpoint_path(level)).filter(|&at| !redo && at < iterations);
+        let whole = units(run, level);
+        let units = resumes_at.map_or(whole, |at| ((whole as f64) * (iterations - at) as f64 / iterations as f64).round().max(1.0) as u64);
+        Task { run, level, units, redo, resumes_at }
+    };
+    let mut tasks: Vec<(Task, Option<(usize, usize)>)> = todo.into_iter().map(|(run, level, redo)| (task(run, level, redo), reads(run, level))).collect();
     let rank = |t: &Task| {
         let spec = &plan[t.run].spec;
         (spec.trial, spec.procedure != Procedure::Ticket, t.level, t.run)
@@ -184,7 +194,7 @@ mod tests {
 
     #[test]
     fn the_makespan_follows_the_chain_of_ticket_levels() {
-        let task = |run, level, units| Task { run, level, units, redo: false };
+        let task = |run, level, units| Task { run, level, units, redo: false, resumes_at: None };
         // A ticket's levels 0-2 (10 each), a control reading level 1 (5) and one reading level 2 (5).
         let tasks = vec![
             (task(0, 0, 10), None),
@@ -237,6 +247,33 @@ mod tests {
                 }
             }
         }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_level_resuming_from_its_checkpoint_weighs_the_steps_it_has_left() {
+        let spec = ExperimentSpec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet.toml")).unwrap();
+        let plan = spec.plan(Scale::Quick, None, DataSource::Real).unwrap();
+        let root = std::env::temp_dir().join(format!("lth-work-resume-test-{}", std::process::id()));
+        let store = Store::new(&root);
+        let iterations = plan[0].spec.iterations;
+        // Only the header is read here: its length, then JSON with the iteration.
+        let write_header = |level: usize, header: &str| {
+            let path = store.open(&plan[0].spec).unwrap().checkpoint_path(level);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            std::fs::write(path, bytes).unwrap();
+        };
+        write_header(0, &format!(r#"{{"__metadata__":{{"iteration":"{}"}}}}"#, iterations / 4));
+        write_header(1, &format!(r#"{{"__metadata__":{{"iteration":"{iterations}"}}}}"#));
+        write_header(2, "not json");
+        let tasks = pending(&plan, &store, |_, _| 1000).unwrap();
+        let of = |level: usize| tasks.iter().map(|(t, _)| *t).find(|t| t.run == 0 && t.level == level).unwrap();
+        assert_eq!((of(0).resumes_at, of(0).units), (Some(iterations / 4), 750), "a quarter done leaves three quarters");
+        assert_eq!((of(1).resumes_at, of(1).units), (None, 1000), "a checkpoint at the last iteration or past it is no resume");
+        assert_eq!((of(2).resumes_at, of(2).units), (None, 1000), "an unreadable header is no resume");
+        assert!(tasks.iter().filter(|(t, _)| t.run != 0).all(|(t, _)| t.resumes_at.is_none() && t.units == 1000));
         let _ = std::fs::remove_dir_all(&root);
     }
 }
