@@ -212,12 +212,16 @@ mod tests {
         assert_eq!(makespan(&[], 2), 0);
     }
 
+    /// LeNet's `quick` plan, and an empty results folder named `name` in the temp folder.
+    fn lenet_quick_in(name: &str) -> (Vec<PlannedRun>, std::path::PathBuf, Store) {
+        let spec = ExperimentSpec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet.toml")).unwrap();
+        let root = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        (spec.plan(Scale::Quick, None, DataSource::Real).unwrap(), root.clone(), Store::new(&root))
+    }
+
     #[test]
     fn tasks_come_trial_by_trial_ticket_first_each_after_the_level_it_reads() {
-        let spec = ExperimentSpec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet.toml")).unwrap();
-        let plan = spec.plan(Scale::Quick, None, DataSource::Real).unwrap();
-        let root = std::env::temp_dir().join(format!("lth-work-test-{}", std::process::id()));
-        let store = Store::new(&root);
+        let (plan, root, store) = lenet_quick_in("lth-work-test");
         let tasks = pending(&plan, &store, |_, level| level as u64 + 1).unwrap();
         assert_eq!(tasks.len(), plan.iter().map(|p| p.levels.len()).sum::<usize>(), "nothing is finished in an empty folder");
         let (first, after) = tasks[0];
@@ -252,10 +256,7 @@ mod tests {
 
     #[test]
     fn a_level_resuming_from_its_checkpoint_weighs_the_steps_it_has_left() {
-        let spec = ExperimentSpec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet.toml")).unwrap();
-        let plan = spec.plan(Scale::Quick, None, DataSource::Real).unwrap();
-        let root = std::env::temp_dir().join(format!("lth-work-resume-test-{}", std::process::id()));
-        let store = Store::new(&root);
+        let (plan, root, store) = lenet_quick_in("lth-work-resume-test");
         let iterations = plan[0].spec.iterations;
         // Only the header is read here: its length, then JSON with the iteration.
         let write_header = |level: usize, header: &str| {
