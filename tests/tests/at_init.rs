@@ -19,7 +19,10 @@ fn every_method_trains_at_the_tickets_weight_counts_from_theta0() {
         .replace("levels = 3\n", "levels = 2\n")
         .replace("reinit_levels = [2, 3]", "reinit_levels = [2]")
         .replace("oneshot_levels = [2, 3]", "oneshot_levels = [2]")
-        .replace("random_prune_levels = [3]", "random_prune_levels = [2]\nat_init = [\"init_random\", \"init_magnitude\", \"snip\", \"synflow\"]\nat_init_levels = [1, 2]");
+        .replace(
+            "random_prune_levels = [3]",
+            "random_prune_levels = [2]\nat_init = [\"init_random\", \"init_magnitude\", \"snip\", \"synflow\"]\nat_init_levels = [1, 2]",
+        );
     let dir = scratch("at-init");
     std::fs::write(dir.join("lenet.toml"), &text).unwrap();
     let spec = ExperimentSpec::load(&dir.join("lenet.toml")).unwrap();

@@ -90,7 +90,8 @@ fn theta_k_is_the_dense_network_after_k_steps() {
     impl Observer for Quiet {}
     let order = stream(trial_seed(run_spec.seed, 0), Purpose::DataOrder);
     let streams = training::Streams { data_order: order, dropout: None, augment: None };
-    training::train(training::Start { model: spec.method.model, params: &params, mask: &Mask::dense(&arch) }, data(spec), &config, streams, &mut Quiet).unwrap();
+    training::train(training::Start { model: spec.method.model, params: &params, mask: &Mask::dense(&arch) }, data(spec), &config, streams, &mut Quiet)
+        .unwrap();
     assert_eq!(nn::weights_of(&params).unwrap(), theta_k);
 }
 

@@ -1,11 +1,10 @@
 //! `cargo xtask ci`: the one definition of CI. `.ci/run` (a fresh clone, offline mirror) and
 //! `.github/workflows/ci.yml` both set up their environment and call this, so the two never
-//! drift. The steps, in order: actionlint on the workflows, the README's test command, the
-//! committed figures redrawn from their tables, the smoke reproduces (their tables compared to
-//! the committed ones byte for byte; the paper's figures, rewinding, pruning at initialization,
-//! instability),
-//! and the Slurm check. The last line is always
-//! `ci: N passed, M failed`, counted from `cargo test`'s own summaries.
+//! drift. The steps, in order: actionlint on the workflows, the formatting (`cargo fmt --check`),
+//! the README's test command, the committed figures redrawn from their tables, the smoke
+//! reproduces (their tables compared to the committed ones byte for byte; the paper's figures,
+//! rewinding, pruning at initialization, instability), and the Slurm check. The last line is
+//! always `ci: N passed, M failed`, counted from `cargo test`'s own summaries.
 
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
@@ -60,6 +59,12 @@ fn steps(sh: &Shell, root: &Path, out: Option<&str>, xtask: &dyn Fn(&[&str]) -> 
 
     println!("== workflows (actionlint on .github/workflows/*.yml)");
     actionlint(sh, root)?;
+
+    println!("== formatting (cargo fmt --all --check, rustfmt.toml)");
+    if cmd!(sh, "cargo fmt --version").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+        bail!("rustfmt is not installed, and CI checks the formatting with it: run `rustup component add rustfmt`");
+    }
+    cmd!(sh, "cargo fmt --all --check").run().context("the code is not formatted as rustfmt.toml says: run `cargo fmt --all`")?;
 
     println!("== tests (README: cargo test --release)");
     *counts = cargo_test(root)?;

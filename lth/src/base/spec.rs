@@ -539,7 +539,9 @@ impl ExperimentSpec {
         }
         self.validate_rewind()?;
         if self.method.rewind_iteration > 0 && self.scales.values().any(|s| !s.at_init.is_empty()) {
-            return Err("pruning at initialization (at_init) trains from theta0, but method.rewind_iteration rewinds; use it in a spec without rewinding".into());
+            return Err(
+                "pruning at initialization (at_init) trains from theta0, but method.rewind_iteration rewinds; use it in a spec without rewinding".into()
+            );
         }
         if has_conv != p.conv.is_some() {
             return Err(format!("pruning.conv must be {} for model {:?}", if has_conv { "set" } else { "absent" }, self.method.model));
@@ -586,7 +588,11 @@ impl ExperimentSpec {
                     return Err(format!("{} holds level {bad}; levels must be in 0..={}", at("instability.levels"), sizes.levels));
                 }
                 if let Some(bad) = inst.rewind.iter().find(|&&k| k >= sizes.iterations) {
-                    return Err(format!("{} holds iteration {bad}; copies must start before the end of training ({} iterations)", at("instability.rewind"), sizes.iterations));
+                    return Err(format!(
+                        "{} holds iteration {bad}; copies must start before the end of training ({} iterations)",
+                        at("instability.rewind"),
+                        sizes.iterations
+                    ));
                 }
                 if inst.copies < 2 || inst.points < 2 {
                     return Err(format!("{} and points must be at least 2", at("instability.copies")));

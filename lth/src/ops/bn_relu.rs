@@ -163,7 +163,9 @@ impl CustomOp3 for BnRelu {
                     // The gradient at the pre-activation, as candle's ReLU backward adds it to zeros.
                     let len = c * hw;
                     let grad_pre = per_image(n, len, |i, out| {
-                        map_pre_activations(out, image_of(xs, i, len), image_of(shortcut, i, len), image_of(g, i, len), hw, (&a, &b), |v, g| 0.0 + g * passes(v))
+                        map_pre_activations(out, image_of(xs, i, len), image_of(shortcut, i, len), image_of(g, i, len), hw, (&a, &b), |v, g| {
+                            0.0 + g * passes(v)
+                        })
                     });
                     let grads = backward(xs, &grad_pre, scale, moments, c, hw);
                     (grad_pre, grads)

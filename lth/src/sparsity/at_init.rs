@@ -246,7 +246,9 @@ mod tests {
             let a: Vec<Vec<Vec<f64>>> = names
                 .iter()
                 .zip(&alive)
-                .map(|(n, live)| matrix(&theta0, n, &arch).iter().zip(live).map(|(r, l)| r.iter().zip(l).map(|(v, &on)| if on { v.abs() } else { 0.0 }).collect()).collect())
+                .map(|(n, live)| {
+                    matrix(&theta0, n, &arch).iter().zip(live).map(|(r, l)| r.iter().zip(l).map(|(v, &on)| if on { v.abs() } else { 0.0 }).collect()).collect()
+                })
                 .collect();
             let apply = |m: &Vec<Vec<f64>>, x: &[f64]| m.iter().map(|row| row.iter().zip(x).map(|(p, q)| p * q).sum::<f64>()).collect::<Vec<f64>>();
             let pull = |m: &Vec<Vec<f64>>, y: &[f64]| (0..m[0].len()).map(|j| (0..m.len()).map(|i| y[i] * m[i][j]).sum()).collect::<Vec<f64>>();
@@ -260,7 +262,16 @@ mod tests {
             let reference: Vec<(String, Vec<f64>)> = names
                 .iter()
                 .enumerate()
-                .map(|(l, n)| (n.to_string(), a[l].iter().enumerate().flat_map(|(i, row)| row.iter().enumerate().map(move |(j, v)| (i, j, v))).map(|(i, j, v)| v * ups[l][i] * inputs[l][j]).collect::<Vec<f64>>()))
+                .map(|(l, n)| {
+                    (
+                        n.to_string(),
+                        a[l].iter()
+                            .enumerate()
+                            .flat_map(|(i, row)| row.iter().enumerate().map(move |(j, v)| (i, j, v)))
+                            .map(|(i, j, v)| v * ups[l][i] * inputs[l][j])
+                            .collect::<Vec<f64>>(),
+                    )
+                })
                 .collect();
             let count = if round == rounds { keep } else { (total * (keep as f64 / total).powf(round as f64 / rounds as f64)).round() as usize };
             let mut all: Vec<f64> = reference.iter().flat_map(|(_, s)| s.iter().copied()).collect();

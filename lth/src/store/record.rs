@@ -108,7 +108,15 @@ mod tests {
             level: 2,
             remaining: 0.64,
         };
-        let point = |iteration: usize, train_loss: f64| CurvePoint { iteration, train_loss, train_acc: 0.5, val_loss: 1.25, val_acc: 0.5, test_loss: 1.5, test_acc: 0.25 };
+        let point = |iteration: usize, train_loss: f64| CurvePoint {
+            iteration,
+            train_loss,
+            train_acc: 0.5,
+            val_loss: 1.25,
+            val_acc: 0.5,
+            test_loss: 1.5,
+            test_acc: 0.25,
+        };
         let rows = vec![key.record(&point(0, f64::NAN)), key.record(&point(10, 2.0))];
         let path = std::env::temp_dir().join(format!("lth-curve-{}.csv", std::process::id()));
         write_csv(&rows, &path).unwrap();

@@ -8,7 +8,13 @@ use super::{Bound, Claim, Compare, Metric, Pm, Reference, Series};
 
 /// One procedure against another at the same level of one experiment, at every level in `pm`:
 /// the subject's test accuracy at early stop minus the reference's, against `bound`.
-const fn versus(id: &'static str, (figure, experiment, pm): (&'static str, &'static str, Pm), (subject, reference): (&'static str, &'static str), bound: Bound, paper: &'static str) -> Claim {
+const fn versus(
+    id: &'static str,
+    (figure, experiment, pm): (&'static str, &'static str, Pm),
+    (subject, reference): (&'static str, &'static str),
+    bound: Bound,
+    paper: &'static str,
+) -> Claim {
     Claim {
         id,
         figure,

@@ -22,8 +22,8 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use model::{Bound, Claim, Compare, Metric, Pm, Reference, Series, Verdict, AT_TOLERANCE, RANGE_TOLERANCE};
 pub use beside::beside_paper;
 pub use beyond::BEYOND;
+pub use model::{Bound, Claim, Compare, Metric, Pm, Reference, Series, Verdict, AT_TOLERANCE, RANGE_TOLERANCE};
 pub use paper::CLAIMS;
 pub use report::{report_path, write};

@@ -1,9 +1,9 @@
 //! The report's text: the rule of each claim in words, generated from its fields, and
 //! `CLAIMS.md` itself (how claims are judged, then one row per claim).
 
+use super::beyond::BEYOND;
 use super::check::{evaluate, load};
 use super::model::*;
-use super::beyond::BEYOND;
 use super::paper::CLAIMS;
 use crate::base::error::Result;
 use crate::base::files;
@@ -142,7 +142,8 @@ pub(super) fn render(tables: &Tables) -> String {
         out.push_str("No claim of docs/paper.md §3 reads the tables in this folder.\n");
     } else {
         rows(&mut out, &claims);
-        let absent: Vec<&str> = catalog::FIGURES.iter().map(|f| f.id).filter(|id| !tables.contains_key(*id) && CLAIMS.iter().any(|c| c.figure == *id)).collect();
+        let absent: Vec<&str> =
+            catalog::FIGURES.iter().map(|f| f.id).filter(|id| !tables.contains_key(*id) && CLAIMS.iter().any(|c| c.figure == *id)).collect();
         if !absent.is_empty() {
             let _ = writeln!(out, "\nNot checked here, for want of a table in this folder: the claims of {}.", absent.join(", "));
         }

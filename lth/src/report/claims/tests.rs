@@ -2,11 +2,11 @@
 //! Pm, the reasons for "not tested", the crossing metric and the reading of a folder are tested
 //! on small hand-made tables.
 
+use super::beyond::BEYOND;
 use super::check;
 use super::check::cell as cell_of;
 use super::check::*;
 use super::model::*;
-use super::beyond::BEYOND;
 use super::paper::CLAIMS;
 use super::report::*;
 use crate::base::error::Error;
