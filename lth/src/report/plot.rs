@@ -180,7 +180,7 @@ fn draw_into(figure: &Figure, table: &Path, scale: Option<&str>, svg: &Path, png
         }
         Kind::Checkpoints(points) => {
             let rows: Vec<CheckpointRow> = read_csv(table)?;
-            let labels: Vec<&str> = points.iter().map(|p| p.label).collect();
+            let labels: Vec<String> = (0..points.len()).map(|c| checkpoint_label(points[c].label, &rows, c, points.len() - 1, scale)).collect();
             let title = heading(figure, scale, rows.iter().map(|r| r.data.as_str()));
             let legend = checkpoint_series(&rows, 0).iter().map(Entry::of_points).collect();
             let frame = Frame::new(title, vec![legend], labels.len());
@@ -414,7 +414,9 @@ fn checkpoint_series(rows: &[CheckpointRow], checkpoint: usize) -> Vec<Points> {
                 .map(|r| (100.0 * r.remaining, 100.0 * r.test_acc_mean, 100.0 * r.test_acc_min, 100.0 * r.test_acc_max))
                 .collect();
             points.sort_by(|a, b| b.0.total_cmp(&a.0));
-            if points.len() > 1 {
+            // As in `sparsity_series`: a ticket of the dense network alone is one point, a
+            // control with no level of its own is left out.
+            if rows.iter().any(|r| r.experiment == *experiment && r.procedure == procedure) {
                 series.push(Points {
                     label: format!("{} {}", experiment_label(experiment), procedure_label(procedure)),
                     colour: LEVEL_COLOURS[e % 6],
@@ -427,9 +429,24 @@ fn checkpoint_series(rows: &[CheckpointRow], checkpoint: usize) -> Vec<Points> {
     series
 }
 
+/// The title of checkpoint `checkpoint`'s panel: the paper's checkpoint (`label`) and, below
+/// `paper` scale, the iteration the table read it at, which is the same fraction of a shorter
+/// training (`30K of 112K iterations · here 300 of 1200`), when all its rows agree on it.
+fn checkpoint_label(label: &str, rows: &[CheckpointRow], checkpoint: usize, last: usize, scale: Option<&str>) -> String {
+    let at = |c: usize| {
+        let iterations: std::collections::BTreeSet<u64> = rows.iter().filter(|r| r.checkpoint == c).map(|r| r.iteration.round() as u64).collect();
+        (iterations.len() == 1).then(|| iterations.into_iter().next()).flatten()
+    };
+    match (scale, at(checkpoint), at(last)) {
+        (Some("paper"), _, _) => label.to_string(),
+        (_, Some(here), Some(total)) => format!("{label} · here {here} of {total}"),
+        _ => label.to_string(),
+    }
+}
+
 /// Figures 7 and 8: one panel per checkpoint, test accuracy against Pm on a log axis, bars
 /// min/max.
-fn checkpoints<DB: DrawingBackend>(rows: &[CheckpointRow], labels: &[&str], frame: &Frame, root: &DrawingArea<DB, Shift>) -> Result<()> {
+fn checkpoints<DB: DrawingBackend>(rows: &[CheckpointRow], labels: &[String], frame: &Frame, root: &DrawingArea<DB, Shift>) -> Result<()> {
     for (checkpoint, (panel, label)) in frame.draw(root)?.iter().zip(labels).enumerate() {
         sparsity_panel(panel, &format!("Test accuracy at {label}"), "Test accuracy (%)", &checkpoint_series(rows, checkpoint))?;
     }
@@ -706,6 +723,50 @@ mod tests {
         assert_eq!(circles(&[row("ticket", 0, 1.0)]), 3);
         assert_eq!(circles(&[row("ticket", 0, 1.0), row("ticket", 1, 0.8)]), 6);
         assert_eq!(circles(&[row("ticket", 0, 1.0), row("ticket", 1, 0.8), row("reinit", 1, 0.8)]), 6 + 6);
+    }
+
+    fn checkpoint_row(procedure: &str, level: usize, remaining: f64, checkpoint: usize, iteration: f64) -> CheckpointRow {
+        let acc = 0.5 + 0.01 * level as f64;
+        CheckpointRow {
+            experiment: "vgg19_lr0.1_warmup".into(),
+            data: "real".into(),
+            procedure: procedure.into(),
+            level,
+            checkpoint,
+            remaining,
+            iteration,
+            n: 1,
+            test_acc_mean: acc,
+            test_acc_min: acc,
+            test_acc_max: acc,
+        }
+    }
+
+    /// Figures 7 and 8 draw a run with only its dense network finished as one point per
+    /// checkpoint panel, as the sparsity figures do; a control with no level of its own is not
+    /// drawn. Each panel below `paper` scale says which iteration it read.
+    #[test]
+    fn a_checkpoint_figure_draws_a_lone_dense_network_and_names_its_iterations() {
+        let at = |procedure, level, remaining| (0..3).map(move |c| checkpoint_row(procedure, level, remaining, c, [300.0, 600.0, 1200.0][c]));
+        let circles = |rows: &[CheckpointRow]| {
+            register_font();
+            let mut svg = String::new();
+            {
+                let root = SVGBackend::with_string(&mut svg, (1200, 400)).into_drawing_area();
+                let frame = Frame::new(String::new(), vec![], 3);
+                checkpoints(rows, &["a".into(), "b".into(), "c".into()], &frame, &root).unwrap();
+                root.present().unwrap();
+            }
+            svg.matches("<circle").count()
+        };
+        let dense: Vec<_> = at("ticket", 0, 1.0).collect();
+        assert_eq!(circles(&dense), 3);
+        let with_control: Vec<_> = dense.iter().cloned().chain(at("ticket", 1, 0.8)).chain(at("reinit", 1, 0.8)).collect();
+        assert_eq!(circles(&with_control), 3 * (2 + 2));
+        assert_eq!(checkpoint_label("30K of 112K iterations", &dense, 0, 2, Some("quick")), "30K of 112K iterations · here 300 of 1200");
+        assert_eq!(checkpoint_label("30K of 112K iterations", &dense, 0, 2, Some("paper")), "30K of 112K iterations");
+        let mixed: Vec<_> = dense.iter().cloned().chain(std::iter::once(checkpoint_row("ticket", 1, 0.8, 0, 400.0))).collect();
+        assert_eq!(checkpoint_label("30K of 112K iterations", &mixed, 0, 2, None), "30K of 112K iterations", "rows that disagree name no iteration");
     }
 
     /// The instability figure puts LeNet (MNIST) beside CIFAR-10 networks trained on a copy: each
