@@ -13,6 +13,7 @@ use crate::base::error::{Error, Result};
 use crate::base::spec::{PlannedRun, Procedure};
 use crate::lottery::checkpoint;
 use crate::lottery::procedure::{self, Resources};
+use crate::lottery::rewind;
 use crate::store::runs::Store;
 use std::collections::BTreeSet;
 use std::sync::{Condvar, Mutex};
@@ -82,7 +83,9 @@ pub fn pending(plan: &[PlannedRun], store: &Store, units: impl Fn(usize, usize) 
         // Read from the checkpoint's header alone; one the training cannot use is set aside there.
         let resumes_at = checkpoint::saved_at(&dirs[run].checkpoint_path(level)).filter(|&at| !redo && at < iterations);
         let whole = units(run, level);
-        let units = resumes_at.map_or(whole, |at| ((whole as f64) * (iterations - at) as f64 / iterations as f64).round().max(1.0) as u64);
+        // `whole` weighs the steps after the level's start (its rewind point, if any).
+        let steps = iterations - rewind::start_iteration(&plan[run].spec, level).min(iterations);
+        let units = resumes_at.map_or(whole, |at| ((whole as f64) * (iterations - at) as f64 / steps.max(1) as f64).round().max(1.0) as u64);
         Task { run, level, units, redo, resumes_at }
     };
     let mut tasks: Vec<(Task, Option<(usize, usize)>)> = todo.into_iter().map(|(run, level, redo)| (task(run, level, redo), reads(run, level))).collect();
@@ -214,7 +217,11 @@ mod tests {
 
     /// LeNet's `quick` plan, and an empty results folder named `name` in the temp folder.
     fn lenet_quick_in(name: &str) -> (Vec<PlannedRun>, std::path::PathBuf, Store) {
-        let spec = ExperimentSpec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet.toml")).unwrap();
+        quick_in("lenet", name)
+    }
+
+    fn quick_in(experiment: &str, name: &str) -> (Vec<PlannedRun>, std::path::PathBuf, Store) {
+        let spec = ExperimentSpec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../experiments/{experiment}.toml"))).unwrap();
         let root = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         (spec.plan(Scale::Quick, None, DataSource::Real).unwrap(), root.clone(), Store::new(&root))
     }
@@ -254,18 +261,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// Writes the header of a checkpoint of `spec`'s `level`; only the header is read here: its
+    /// length, then JSON with the iteration.
+    fn write_checkpoint_header(store: &Store, spec: &crate::base::spec::RunSpec, level: usize, header: &str) {
+        let path = store.open(spec).unwrap().checkpoint_path(level);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        std::fs::write(path, bytes).unwrap();
+    }
+
     #[test]
     fn a_level_resuming_from_its_checkpoint_weighs_the_steps_it_has_left() {
         let (plan, root, store) = lenet_quick_in("lth-work-resume-test");
         let iterations = plan[0].spec.iterations;
-        // Only the header is read here: its length, then JSON with the iteration.
-        let write_header = |level: usize, header: &str| {
-            let path = store.open(&plan[0].spec).unwrap().checkpoint_path(level);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-            bytes.extend_from_slice(header.as_bytes());
-            std::fs::write(path, bytes).unwrap();
-        };
+        let write_header = |level: usize, header: &str| write_checkpoint_header(&store, &plan[0].spec, level, header);
         write_header(0, &format!(r#"{{"__metadata__":{{"iteration":"{}"}}}}"#, iterations / 4));
         write_header(1, &format!(r#"{{"__metadata__":{{"iteration":"{iterations}"}}}}"#));
         write_header(2, "not json");
@@ -275,6 +285,21 @@ mod tests {
         assert_eq!((of(1).resumes_at, of(1).units), (None, 1000), "a checkpoint at the last iteration or past it is no resume");
         assert_eq!((of(2).resumes_at, of(2).units), (None, 1000), "an unreadable header is no resume");
         assert!(tasks.iter().filter(|(t, _)| t.run != 0).all(|(t, _)| t.resumes_at.is_none() && t.units == 1000));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_rewound_level_resuming_weighs_its_steps_left_against_those_after_its_rewind_point() {
+        let (plan, root, store) = quick_in("lenet_rewind1000", "lth-work-rewind-resume-test");
+        let spec = &plan[0].spec;
+        let (k, iterations) = (spec.rewind_iteration, spec.iterations);
+        assert!(k > 0 && spec.procedure == Procedure::Ticket, "the ticket run comes first and rewinds");
+        // Level 1 trains k+1..=T; a checkpoint halfway through those steps leaves half of them.
+        let halfway = k + (iterations - k) / 2;
+        write_checkpoint_header(&store, spec, 1, &format!(r#"{{"__metadata__":{{"iteration":"{halfway}"}}}}"#));
+        let tasks = pending(&plan, &store, |_, _| 1000).unwrap();
+        let level1 = tasks.iter().map(|(t, _)| *t).find(|t| t.run == 0 && t.level == 1).unwrap();
+        assert_eq!((level1.resumes_at, level1.units), (Some(halfway), 500));
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -9,6 +9,7 @@ use crate::base::seeds::{stream, Purpose};
 use crate::base::spec::RunSpec;
 use crate::data::batches::Batches;
 use crate::data::Dataset;
+use crate::lottery::rewind::start_iteration;
 use crate::nn::{self, Architecture};
 use crate::sparsity::masks::Mask;
 use crate::sparsity::pruning;
@@ -60,11 +61,12 @@ impl Costs {
         Ok(Costs { points })
     }
 
-    /// Estimated seconds of one training of `spec` at `level` (steps and evaluations).
+    /// Estimated seconds of one training of `spec` at `level` (steps and evaluations). A rewound
+    /// level trains only from its rewind point on, so it counts those steps and evaluations.
     pub fn training(&self, spec: &RunSpec, level: usize, data: &Dataset) -> f64 {
         let (step, image) = self.at(level);
-        let evaluations = spec.iterations.div_ceil(spec.eval_every.max(1)) + 1;
-        spec.iterations as f64 * step + (evaluations * (data.validation.len() + data.test.len())) as f64 * image
+        let (steps, evaluations) = steps_and_evaluations(spec.iterations, spec.eval_every, start_iteration(spec, level));
+        steps as f64 * step + (evaluations * (data.validation.len() + data.test.len())) as f64 * image
     }
 
     /// Piecewise-linear in the level between timed levels, flat beyond them.
@@ -84,6 +86,14 @@ impl Costs {
         }
         self.points.last().map_or((s0, i0), |&(_, s, i)| (s, i))
     }
+}
+
+/// The steps and evaluations of a training that runs iterations `start + 1..=iterations`: one
+/// evaluation at `start`, one at each multiple of `every` after it, and one at the end.
+fn steps_and_evaluations(iterations: usize, every: usize, start: usize) -> (usize, usize) {
+    let every = every.max(1);
+    let end = usize::from(iterations % every != 0);
+    (iterations - start.min(iterations), 1 + iterations / every - start.min(iterations) / every + end)
 }
 
 fn seconds_per_step(spec: &RunSpec, trainer: &mut MaskedTrainer, data: &Dataset) -> Result<f64> {
@@ -126,6 +136,14 @@ mod tests {
         assert_eq!(costs.at(5), (1.5, 7.5));
         assert_eq!(costs.at(15), (0.75, 3.0));
         assert_eq!(costs.at(30), (0.5, 1.0));
+    }
+
+    #[test]
+    fn a_rewound_training_counts_only_the_steps_and_evaluations_after_its_rewind_point() {
+        assert_eq!(steps_and_evaluations(1000, 100, 0), (1000, 11), "evaluations at 0, 100, ..., 1000");
+        assert_eq!(steps_and_evaluations(1000, 300, 0), (1000, 5), "at 0, 300, 600, 900 and the end");
+        assert_eq!(steps_and_evaluations(1000, 100, 250), (750, 9), "at 250, 300, ..., 1000");
+        assert_eq!(steps_and_evaluations(1000, 100, 300), (700, 8), "at 300 (once), 400, ..., 1000");
     }
 
     #[test]
