@@ -2,13 +2,18 @@
 //! no weights) draws the same tables as the folder it came from, and resumes to the same bits: a
 //! ticket level and the reinit control train from the mask the ticket recorded; a training that
 //! needs weights, or a folder committed before next masks were recorded, retrains the level it
-//! reads (and what that level reads).
+//! reads (and what that level reads). Two runs on one folder at once train each level once:
+//! the second waits for the level the first holds.
 
 // jemalloc, as the `lth` binary uses (lth::base::allocator).
 lth::jemalloc!();
 
+use lth::base::spec::{DataSource, ExperimentSpec, Scale};
+use lth::store::runs::Store;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 fn mirror() -> String {
     std::env::var("LTH_DATA_MIRROR")
@@ -157,7 +162,63 @@ fn keep_commit(from: &Path, to: &Path) {
     }
 }
 
-/// How many trainings a reproduce ran (one line per finished training).
+/// How many trainings a reproduce ran (one line per finished training; a level the other
+/// process finished is reported, not trained).
 fn trained(output: &Output) -> usize {
-    String::from_utf8_lossy(&output.stderr).lines().filter(|l| l.starts_with('[') && l.contains("final test acc")).count()
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.starts_with('[') && l.contains("final test acc") && !l.contains("finished by the other process"))
+        .count()
+}
+
+/// `lth run experiments/lenet.toml --scale smoke --jobs 1 --out OUT`, started.
+fn spawn_lenet_smoke(dir: &Path, out: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_lth"))
+        .args(["run", "experiments/lenet.toml", "--scale", "smoke", "--jobs", "1", "--out"])
+        .arg(out)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .env("LTH_DATA_DIR", dir.join("data"))
+        .env("LTH_DATA_MIRROR", mirror())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn two_runs_on_one_folder_train_each_level_once() {
+    let dir = std::env::temp_dir().join(format!("lth-resume-concurrent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // While the ticket's level 0 is held (as a first `lth run` would), a run waits for it, says
+    // so, and trains nothing meanwhile; let go, it goes on and finishes.
+    let out = dir.join("held");
+    let spec = ExperimentSpec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lenet.toml")).unwrap();
+    let ticket = spec.plan(Scale::Smoke, None, DataSource::Real).unwrap().remove(0).spec;
+    let run = Store::new(&out).open(&ticket).unwrap();
+    let held = run.lock_level(0, |_| panic!("nobody holds it yet")).unwrap().expect("this file system has locks");
+    let mut child = spawn_lenet_smoke(&dir, &out);
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("another process is training it") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the run ended without waiting:\n{said}");
+        said.push_str(&line);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none() && !run.is_done(0), "the run went on while level 0 was held:\n{said}");
+    drop(held);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{said}{rest}");
+    assert!(run.is_done(0), "{said}{rest}");
+
+    // Two runs started together: between them every training runs once.
+    let out = dir.join("together");
+    let (first, second) = (spawn_lenet_smoke(&dir, &out), spawn_lenet_smoke(&dir, &out));
+    let (first, second) = (first.wait_with_output().unwrap(), second.wait_with_output().unwrap());
+    let say = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(first.status.success() && second.status.success(), "{}\n{}", say(&first), say(&second));
+    assert_eq!(trained(&first) + trained(&second), 7, "lenet's 7 smoke trainings, each once:\n{}\n{}", say(&first), say(&second));
+    assert_eq!(curves(&dir.join("held").join("runs")), curves(&out.join("runs")), "and to the same bits as one run alone");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -39,11 +39,25 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
     let Resources { store, data, dev, progress } = on;
     let arch = Architecture::of(spec.method.model);
     let run = store.open(spec)?;
+    // One process trains a level at a time: a second `lth run` on the same folder waits here for
+    // the first, then finds the level finished (or, if the first died, resumes its checkpoint).
+    let lock = run.lock_level(level, |path| {
+        progress.line(format!("{} level {level}: another process is training it (it holds {}); waiting for it", run.id, path.display()))
+    })?;
+    if lock.is_none() && !NO_LOCKS_TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        progress.line(format!(
+            "warning: the file system of {} has no file locks, so two `lth run`s on this folder at once would both train the same levels (to the same bits)",
+            run.dir.display()
+        ));
+    }
     // A level kept only as its curve trains again for the weights later trainings read. Its
     // curve and marker stay until the new files are written, so figures keep drawing it
     // meanwhile; the new curve is then checked against the recorded one.
     let retrain = redo && run.is_done(level) && !run.has_weights(level);
     if run.is_done(level) && !retrain {
+        if lock.as_ref().is_some_and(|held| held.waited) {
+            report_finished(progress, format!("{} level {level}, finished by the other process", run.id), units, &run, level)?;
+        }
         return Ok(());
     }
     let recorded = if retrain { Some(run.read_level_file(level, &run.curve_path(level))?) } else { None };
@@ -55,13 +69,8 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
     if let Some(twin) = twin_with_level(store, spec, level)? {
         match run.copy_level_from(&twin, level, &spec.experiment) {
             Ok(()) => {
-                // Counted and reported like a finished training, with the copy's final accuracy.
                 let label = format!("{} level {level} copied from {} (the same training under another experiment's name)", run.id, twin.id);
-                let mut done = progress.level(label, units, 1);
-                if let Some(last) = run.load_curve(level)?.last() {
-                    done.on_eval(&last.point);
-                }
-                return Ok(());
+                return report_finished(progress, label, units, &run, level);
             }
             Err(e) => progress.line(format!("warning: {} level {level} could not be copied from {} ({e}); training it", run.id, twin.id)),
         }
@@ -104,6 +113,19 @@ pub fn run_level(spec: &RunSpec, level: usize, redo: bool, units: u64, on: Resou
             "warning: {} level {level} diverged (NaN or infinite loss from iteration {iteration}); figures and claims leave it out and say so",
             run.id
         ));
+    }
+    Ok(())
+}
+
+/// Whether the warning that a results folder has no file locks was printed (once a process).
+static NO_LOCKS_TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Counts and reports a level finished without training it here (copied from a twin, or
+/// trained by another process meanwhile) like a finished training, with its final accuracy.
+fn report_finished(progress: &Progress, label: String, units: u64, run: &RunDir, level: usize) -> Result<()> {
+    let mut done = progress.level(label, units, 1);
+    if let Some(last) = run.load_curve(level)?.last() {
+        done.on_eval(&last.point);
     }
     Ok(())
 }

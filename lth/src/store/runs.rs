@@ -12,6 +12,7 @@
 //! <out>/runs/<run-id>/level-NN/next-mask.bits.gz   a ticket level's: the mask the next level trains under
 //! <out>/runs/<run-id>/level-NN/done             written last: each file's size, SHA-256 and tensors
 //! <out>/runs/<run-id>/level-NN/checkpoint.safetensors   an unfinished level's training so far (`lottery::checkpoint`)
+//! <out>/runs/<run-id>/level-NN/.lth-lock        locked while a process trains the level (`lock_level`)
 //! <out>/spec-paths/<digest>.path                the path of a spec run by path (`inventory`)
 //! ```
 //!
@@ -45,6 +46,13 @@ pub struct Store {
 pub struct RunDir {
     pub id: RunId,
     pub dir: PathBuf,
+}
+
+/// A level folder held by this process ([`RunDir::lock_level`]); dropping it lets go.
+pub struct LevelLock {
+    _file: fs::File,
+    /// Another process held the level first (and may have finished it meanwhile).
+    pub waited: bool,
 }
 
 impl Store {
@@ -128,6 +136,10 @@ impl RunDir {
     pub fn checkpoint_path(&self, level: usize) -> PathBuf {
         self.level_dir(level).join("checkpoint.safetensors")
     }
+    /// Held by the process that trains the level ([`RunDir::lock_level`]).
+    pub fn lock_path(&self, level: usize) -> PathBuf {
+        self.level_dir(level).join(".lth-lock")
+    }
     pub fn done_path(&self, level: usize) -> PathBuf {
         self.level_dir(level).join("done")
     }
@@ -179,6 +191,28 @@ impl RunDir {
             .collect();
         levels.sort_unstable();
         levels
+    }
+
+    /// Takes the lock of `level`'s folder for the caller's lifetime of the returned value,
+    /// waiting while another process holds it (`on_wait` is told once, with the lock's path).
+    /// It is an operating-system lock on `level-NN/.lth-lock` (`File::lock`), released when its
+    /// holder ends, killed or not, so no stale lock outlives a crash; the file stays (results
+    /// folders' `.gitignore` leaves out `.lth-*`). `None` where the file system has no locks.
+    pub fn lock_level(&self, level: usize, on_wait: impl FnOnce(&Path)) -> Result<Option<LevelLock>> {
+        let (dir, path) = (self.level_dir(level), self.lock_path(level));
+        fs::create_dir_all(&dir).at(&dir)?;
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).at(&path)?;
+        let waited = match file.try_lock() {
+            Ok(()) => false,
+            Err(fs::TryLockError::WouldBlock) => {
+                on_wait(&path);
+                file.lock().at(&path)?;
+                true
+            }
+            Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => return Ok(None),
+            Err(fs::TryLockError::Error(source)) => return Err(Error::Io { path, source }),
+        };
+        Ok(Some(LevelLock { _file: file, waited }))
     }
 
     /// Marks `level` finished: its marker records what its files hold.
@@ -362,4 +396,35 @@ fn first_difference(existing: &str, wanted: &str) -> String {
         }
     }
     "spec.json does not match".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_second_holder_of_a_level_waits_until_the_first_lets_go() {
+        let root = std::env::temp_dir().join(format!("lth-lock-test-{}", std::process::id()));
+        let run = RunDir { id: RunId("run".into()), dir: root.clone() };
+        let first = run.lock_level(3, |_| panic!("nobody holds it yet")).unwrap().expect("this file system has locks");
+        assert!(!first.waited);
+        let (told, waiting) = mpsc::channel();
+        let second = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| run.lock_level(3, move |path| told.send(path.to_path_buf()).unwrap()).unwrap().unwrap());
+            // The waiter says it waits, and still waits a while later: the lock holds.
+            assert_eq!(waiting.recv_timeout(Duration::from_secs(10)).unwrap(), run.lock_path(3));
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(!waiter.is_finished(), "the second holder got the lock while the first held it");
+            drop(first);
+            waiter.join().unwrap()
+        });
+        assert!(second.waited);
+        // Another level is another lock.
+        let other = run.lock_level(4, |_| panic!("level 4 is free")).unwrap().unwrap();
+        assert!(!other.waited);
+        drop((second, other));
+        let _ = fs::remove_dir_all(&root);
+    }
 }
