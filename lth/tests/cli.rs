@@ -437,6 +437,13 @@ fn prune_lists_first_and_never_deletes_runs_in_use_or_of_unknown_or_damaged_spec
     let stdout = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(listed.status.success() && stdout.lines().count() == 3 && String::from_utf8_lossy(&listed.stderr).contains("--prune --yes"), "{stdout}");
     all_there("--prune without --yes");
+    // A stale run that a process is training (it holds a level's lock) is kept until it stops.
+    let training = lth::store::runs::RunDir { id: lth::base::spec::RunId(mylenet[0].file_name().unwrap().to_string_lossy().into()), dir: mylenet[0].clone() };
+    let held = training.lock_level(2, |_| panic!("nobody holds it yet")).unwrap().expect("this file system has locks");
+    let pruned = runs(&["--prune", "--yes"], &experiments);
+    assert!(pruned.status.success() && String::from_utf8_lossy(&pruned.stderr).contains("kept, a process is training it now"));
+    assert!(mylenet[0].exists() && mylenet[1..].iter().all(|run| !run.exists()));
+    drop(held);
     assert!(runs(&["--prune", "--yes"], &experiments).status.success());
     assert!(mylenet.iter().all(|run| !run.exists()) && lenet.iter().all(|run| run.exists()));
 }

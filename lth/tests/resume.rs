@@ -206,6 +206,16 @@ fn two_runs_on_one_folder_train_each_level_once() {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert!(child.try_wait().unwrap().is_none() && !run.is_done(0), "the run went on while level 0 was held:\n{said}");
+    // `lth runs` says which level is being trained.
+    let listed = Command::new(env!("CARGO_BIN_EXE_lth"))
+        .args(["runs", "--out"])
+        .arg(&out)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let line = listed.lines().find(|l| l.starts_with(&run.id.0)).unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains("level 0: no checkpoint yet (a process is training it now)"), "{line}");
     drop(held);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();

@@ -56,14 +56,22 @@ impl Runs {
         for run in runs.iter().filter(|r| !only_stale || matches!(r.standing, Standing::Stale(_))) {
             let levels = run.levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
             let mut line = format!("{}\tlevels [{levels}]\t{}", run.dir.id, run.describe());
-            for level in run.dir.checkpointed_levels() {
-                let at = crate::lottery::checkpoint::saved_at(&run.dir.checkpoint_path(level));
-                line.push_str(
-                    &at.map_or_else(|| format!("\tlevel {level}: an unreadable checkpoint"), |at| format!("\tlevel {level}: checkpoint at iteration {at}")),
-                );
+            let (checkpointed, held) = (run.dir.checkpointed_levels(), run.dir.held_levels());
+            for level in checkpointed.iter().chain(held.iter().filter(|l| !checkpointed.contains(l))) {
+                let saved = match crate::lottery::checkpoint::saved_at(&run.dir.checkpoint_path(*level)) {
+                    Some(at) => format!("checkpoint at iteration {at}"),
+                    None if checkpointed.contains(level) => "an unreadable checkpoint".into(),
+                    None => "no checkpoint yet".into(),
+                };
+                let now = if held.contains(level) { " (a process is training it now)" } else { "" };
+                line.push_str(&format!("\tlevel {level}: {saved}{now}"));
             }
             println!("{line}");
             match &run.standing {
+                // A run some process is training is never deleted under it.
+                Standing::Stale(_) if delete && !held.is_empty() => {
+                    eprintln!("{}: kept, a process is training it now; prune again once it has stopped", run.dir.dir.display());
+                }
                 Standing::Stale(_) if delete => {
                     std::fs::remove_dir_all(&run.dir.dir).with_context(|| format!("removing {}", run.dir.dir.display()))?;
                     println!("removed {}", run.dir.dir.display());

@@ -169,28 +169,35 @@ impl RunDir {
         serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: not a run spec ({e})", path.display())))
     }
 
-    /// The finished levels, ascending.
-    pub fn finished_levels(&self) -> Vec<usize> {
+    /// The levels that have a folder, ascending.
+    fn levels(&self) -> Vec<usize> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let mut levels: Vec<usize> =
-            entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("level-")?.parse().ok()).filter(|&level| self.is_done(level)).collect();
+        let mut levels: Vec<usize> = entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("level-")?.parse().ok()).collect();
         levels.sort_unstable();
         levels
     }
 
+    /// The finished levels, ascending.
+    pub fn finished_levels(&self) -> Vec<usize> {
+        self.levels().into_iter().filter(|&level| self.is_done(level)).collect()
+    }
+
     /// The unfinished levels that hold a checkpoint of their training, ascending.
     pub fn checkpointed_levels(&self) -> Vec<usize> {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut levels: Vec<usize> = entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("level-")?.parse().ok())
-            .filter(|&level| !self.is_done(level) && self.checkpoint_path(level).exists())
-            .collect();
-        levels.sort_unstable();
-        levels
+        self.levels().into_iter().filter(|&level| !self.is_done(level) && self.checkpoint_path(level).exists()).collect()
+    }
+
+    /// The levels whose lock another process holds now (it is training them), ascending.
+    pub fn held_levels(&self) -> Vec<usize> {
+        self.levels().into_iter().filter(|&level| self.is_held(level)).collect()
+    }
+
+    /// Whether another process holds `level`'s lock now. A probe: the lock is taken and let go
+    /// at once, never waited for; a level without a lock file has no holder.
+    pub fn is_held(&self, level: usize) -> bool {
+        fs::File::open(self.lock_path(level)).is_ok_and(|file| matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock)))
     }
 
     /// Takes the lock of `level`'s folder for the caller's lifetime of the returned value,
@@ -331,7 +338,21 @@ pub fn redo(path: &Path) -> Result<()> {
     if !in_run(path.parent()) {
         return Err(wrong());
     }
-    if name.strip_prefix("level-").is_some_and(|n| n.parse::<usize>().is_ok()) {
+    // What a training process holds is not removed from under it.
+    let run = RunDir { id: RunId(files::file_name(path.parent().unwrap_or(path))), dir: path.parent().unwrap_or(path).to_path_buf() };
+    let level = name.strip_prefix("level-").and_then(|n| n.parse::<usize>().ok());
+    let held: Vec<usize> = match level {
+        Some(level) => run.is_held(level).then_some(level).into_iter().collect(),
+        None => run.held_levels(),
+    };
+    if let Some(level) = held.first() {
+        return Err(Error::Invalid(format!(
+            "{}: another process is training level {level} of this run now (it holds {}); stop it or let it finish, then run `lth redo` again",
+            path.display(),
+            run.lock_path(*level).display()
+        )));
+    }
+    if level.is_some() {
         // The marker first: from then on the level counts as unfinished, whatever else remains.
         let done = path.join("done");
         if done.exists() {
@@ -407,7 +428,7 @@ mod tests {
     #[test]
     fn a_second_holder_of_a_level_waits_until_the_first_lets_go() {
         let root = std::env::temp_dir().join(format!("lth-lock-test-{}", std::process::id()));
-        let run = RunDir { id: RunId("run".into()), dir: root.clone() };
+        let run = RunDir { id: RunId("run".into()), dir: root.join("runs").join("run") };
         let first = run.lock_level(3, |_| panic!("nobody holds it yet")).unwrap().expect("this file system has locks");
         assert!(!first.waited);
         let (told, waiting) = mpsc::channel();
@@ -421,10 +442,14 @@ mod tests {
             waiter.join().unwrap()
         });
         assert!(second.waited);
+        // Others see it held, and `lth redo` leaves it alone.
+        assert!(run.is_held(3) && !run.is_held(4) && run.held_levels() == vec![3]);
+        assert!(redo(&run.level_dir(3)).unwrap_err().to_string().contains("another process is training level 3"));
         // Another level is another lock.
         let other = run.lock_level(4, |_| panic!("level 4 is free")).unwrap().unwrap();
         assert!(!other.waited);
         drop((second, other));
+        assert!(run.held_levels().is_empty(), "let go when dropped");
         let _ = fs::remove_dir_all(&root);
     }
 }
