@@ -339,17 +339,19 @@ pub fn redo(path: &Path) -> Result<()> {
         return Err(wrong());
     }
     // What a training process holds is not removed from under it.
-    let run = RunDir { id: RunId(files::file_name(path.parent().unwrap_or(path))), dir: path.parent().unwrap_or(path).to_path_buf() };
+    let dir = path.parent().unwrap_or(path);
+    let run = RunDir { id: RunId(files::file_name(dir)), dir: dir.to_path_buf() };
     let level = name.strip_prefix("level-").and_then(|n| n.parse::<usize>().ok());
-    let held: Vec<usize> = match level {
-        Some(level) => run.is_held(level).then_some(level).into_iter().collect(),
-        None => run.held_levels(),
+    // theta0 (no level) is read by every level of the run.
+    let held = match level {
+        Some(level) => run.is_held(level).then_some(level),
+        None => run.held_levels().first().copied(),
     };
-    if let Some(level) = held.first() {
+    if let Some(held) = held {
         return Err(Error::Invalid(format!(
-            "{}: another process is training level {level} of this run now (it holds {}); stop it or let it finish, then run `lth redo` again",
+            "{}: another process is training level {held} of this run now (it holds {}); stop it or let it finish, then run `lth redo` again",
             path.display(),
-            run.lock_path(*level).display()
+            run.lock_path(held).display()
         )));
     }
     if level.is_some() {
@@ -361,7 +363,6 @@ pub fn redo(path: &Path) -> Result<()> {
         return fs::remove_dir_all(path).at(path);
     }
     if name == "init.safetensors" || name == "init.done" {
-        let dir = path.parent().unwrap_or(path);
         for file in [dir.join("init.done"), dir.join("init.safetensors")] {
             if file.exists() {
                 fs::remove_file(&file).at(&file)?;

@@ -91,9 +91,9 @@ impl Costs {
 /// The steps and evaluations of a training that runs iterations `start + 1..=iterations`: one
 /// evaluation at `start`, one at each multiple of `every` after it, and one at the end.
 fn steps_and_evaluations(iterations: usize, every: usize, start: usize) -> (usize, usize) {
-    let every = every.max(1);
+    let (every, start) = (every.max(1), start.min(iterations));
     let end = usize::from(iterations % every != 0);
-    (iterations - start.min(iterations), 1 + iterations / every - start.min(iterations) / every + end)
+    (iterations - start, 1 + iterations / every - start / every + end)
 }
 
 fn seconds_per_step(spec: &RunSpec, trainer: &mut MaskedTrainer, data: &Dataset) -> Result<f64> {
