@@ -404,10 +404,14 @@ pub fn evaluate(net: &dyn Network, eval: &EvalSplit) -> Result<(f64, f64)> {
     let (mut loss_sum, mut n_correct) = (Tensor::zeros((), DType::F64, dev)?, Tensor::zeros((), DType::U32, dev)?);
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);
+        // Detached, so that the sums below do not hold this chunk's forward graph (its
+        // activations) until the last chunk: without it a split's evaluation kept every
+        // chunk's activations at once (Conv-6 with dropout: 3.3 GB for 4,000 images).
         let logits = match &whole {
             Some(logits) => logits.narrow(0, start, len)?,
             None => net.forward(&split.images.narrow(0, start, len)?)?,
-        };
+        }
+        .detach();
         let ys = split.labels.narrow(0, start, len)?;
         let loss = crate::ops::loss::cross_entropy(&logits, &ys)?.to_dtype(DType::F64)?;
         loss_sum = (loss_sum + (loss * len as f64)?)?;
