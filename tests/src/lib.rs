@@ -1,5 +1,6 @@
-//! Shared helpers for the integration tests: scratch folders, the real MNIST mirror, and a
-//! tiny experiment spec that runs the real pipeline in seconds.
+//! Shared helpers for the integration tests: scratch folders, the real MNIST mirror, seeded
+//! images of a network's input shape, and a tiny experiment spec that runs the real pipeline in
+//! seconds.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -103,4 +104,18 @@ pub fn run_smoke(spec: &lth::base::spec::ExperimentSpec, data: &lth::data::Datas
         lth::lottery::procedure::run(&planned, &store, data, &candle_core::Device::Cpu, &lth::train::progress::Progress::new(0, 0)).expect("a smoke run");
     }
     store
+}
+
+/// Seeded images in [-1, 1) of `kind`'s input shape.
+pub fn images(kind: lth::base::spec::ModelKind, n: usize) -> candle_core::Tensor {
+    let shape = if kind == lth::base::spec::ModelKind::Lenet300100 { (n, 1, 28, 28) } else { (n, 3, 32, 32) };
+    let count = shape.0 * shape.1 * shape.2 * shape.3;
+    let values: Vec<f32> = (0..count as u64).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2000) as f32 / 1000.0 - 1.0).collect();
+    candle_core::Tensor::from_vec(values, shape, &candle_core::Device::Cpu).expect("seeded images")
+}
+
+/// Seeded images of `kind` ([`images`]) with labels 0..9 in turn.
+pub fn split(kind: lth::base::spec::ModelKind, n: usize) -> lth::data::Split {
+    let labels = candle_core::Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &candle_core::Device::Cpu).expect("labels");
+    lth::data::Split { images: images(kind, n), labels }
 }

@@ -9,12 +9,13 @@
 //! resident memory shows a high-water mark that this test could not reset between the two
 //! measurements. Its own test binary, so that no other test allocates meanwhile.
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use lth::base::seeds::{stream, Purpose};
 use lth::base::spec::ModelKind;
 use lth::data::Split;
 use lth::nn::{self, linear::Compact, Architecture};
 use lth::train::training::{evaluate, EvalSplit};
+use lth_tests::split;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -64,14 +65,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// CIFAR-sized images in [-1, 1) and labels, seeded by their index.
-fn split(n: usize) -> Split {
-    let values: Vec<f32> = (0..(n * 3 * 32 * 32) as u64).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2000) as f32 / 1000.0 - 1.0).collect();
-    let images = Tensor::from_vec(values, (n, 3, 32, 32), &Device::Cpu).unwrap();
-    let labels = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu).unwrap();
-    Split { images, labels }
-}
-
 /// The most bytes live at once during one evaluation of `split`, above those live before it.
 fn peak_of_evaluating(net: &dyn nn::Network, split: &Split) -> usize {
     let eval = EvalSplit::new(net, split).unwrap();
@@ -89,7 +82,7 @@ fn evaluating_eight_chunks_holds_about_the_bytes_of_one() {
     let params = nn::to_params(&arch, &weights, &Device::Cpu).unwrap();
     let net = nn::build(ModelKind::Conv2, &params, &Compact::none()).unwrap();
     // 130 CIFAR images make one evaluation chunk (`EVAL_CHUNK_VALUES` in lth::train::training).
-    let (one, eight) = (split(130), split(8 * 130));
+    let (one, eight) = (split(ModelKind::Conv2, 130), split(ModelKind::Conv2, 8 * 130));
     peak_of_evaluating(net.as_ref(), &one); // warm-up: caches and lazily built state
     let peak_one = peak_of_evaluating(net.as_ref(), &one);
     let peak_eight = peak_of_evaluating(net.as_ref(), &eight);

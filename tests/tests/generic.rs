@@ -11,22 +11,15 @@ use candle_core::{Device, Tensor};
 use lth::base::seeds::{stream, Purpose};
 use lth::base::spec::{Augmentation, ModelKind, Normalisation};
 use lth::data::augment::Augment;
-use lth::data::{Dataset, Split};
+use lth::data::Dataset;
 use lth::nn::{self, Architecture, Dropout};
 use lth::ops::device::{reads, with_path};
 use lth::sparsity::masks::Mask;
 use lth::train::optim::{AdamConfig, Rule, SgdConfig};
 use lth::train::training::{self, CurvePoint, Observer, TrainConfig};
+use lth_tests::{images, split};
 
 const NETWORKS: [ModelKind; 6] = [ModelKind::Lenet300100, ModelKind::Conv2, ModelKind::Conv4, ModelKind::Conv6, ModelKind::Vgg19, ModelKind::Resnet18];
-
-/// Seeded images in [-1, 1) of `kind`'s input shape.
-fn images(kind: ModelKind, n: usize) -> Tensor {
-    let shape = if kind == ModelKind::Lenet300100 { (n, 1, 28, 28) } else { (n, 3, 32, 32) };
-    let count = shape.0 * shape.1 * shape.2 * shape.3;
-    let values: Vec<f32> = (0..count as u64).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2000) as f32 / 1000.0 - 1.0).collect();
-    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-}
 
 /// Logits of `kind` at theta0 for `xs`, in training mode (BatchNorm on the batch's statistics)
 /// and in evaluation mode, on the generic path or the CPU kernels.
@@ -55,11 +48,6 @@ fn every_network_gives_the_same_logits_at_theta0_on_both_paths() {
             assert!(diff <= TOLERANCE, "{kind:?}, {mode} mode: logits differ by {diff:e} (fast {:?}, generic {:?})", &a[..4], &b[..4]);
         }
     }
-}
-
-/// Seeded images of `kind` with labels 0..9 in turn.
-fn split(kind: ModelKind, n: usize) -> Split {
-    Split { images: images(kind, n), labels: Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu).unwrap() }
 }
 
 /// Counts the device-to-host reads (`ops::device::reads`) between the observer's calls:
