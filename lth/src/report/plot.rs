@@ -541,9 +541,11 @@ fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 }
 
 fn experiment_label(name: &str) -> String {
-    // Rewinding, beyond the paper: `<experiment>_rewind<k>`.
-    if let Some((base, k)) = name.rsplit_once("_rewind") {
-        return format!("{} rewound to {k} (beyond paper)", experiment_label(base));
+    // Rewinding, beyond the paper: `<experiment>_rewind<k>`. The figure's title says where it
+    // rewinds to, since k is an iteration of the paper's training and a smaller scale rewinds to
+    // the same fraction of its own.
+    if let Some((base, _)) = name.rsplit_once("_rewind") {
+        return format!("{} rewound (beyond paper)", experiment_label(base));
     }
     // VGG-19 and ResNet-18 variants: `<net>_lr<rate>[_warmup[_late_drops]]`.
     for (prefix, net) in [("vgg19_", "VGG-19"), ("resnet18_", "ResNet-18")] {
